@@ -1,0 +1,144 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition types of an Agent.
+const (
+	// ConditionReady is True when the Agent's Deployment has an available pod.
+	ConditionReady = "Ready"
+	// ConditionShareReady is True when the Agent's share link gives access.
+	ConditionShareReady = "ShareReady"
+)
+
+// Agent runs a coding assistant in the cluster and may share its terminal
+// through a link.
+//
+// +genclient
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Namespaced,categories=kubeopencode
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Share",type=boolean,JSONPath=`.status.share.active`
+// +kubebuilder:printcolumn:name="Expires",type=string,format=date-time,JSONPath=`.status.share.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type Agent struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired state of the Agent.
+	Spec AgentSpec `json:"spec"`
+	// Status is the observed state of the Agent.
+	// +optional
+	Status AgentStatus `json:"status,omitempty"`
+}
+
+// AgentSpec is the desired state of an Agent.
+type AgentSpec struct {
+	// Image is the container image of the Agent's main container.
+	// +kubebuilder:validation:MinLength=1
+	Image string `json:"image"`
+	// Command overrides the image's entrypoint.
+	// +optional
+	Command []string `json:"command,omitempty"`
+	// Args are the arguments to the entrypoint.
+	// +optional
+	Args []string `json:"args,omitempty"`
+	// Env holds environment variables of the main container.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Env []corev1.EnvVar `json:"env,omitempty"`
+	// Resources are the compute resources of the main container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// WorkingDir is the working directory of the main container.
+	// +optional
+	WorkingDir string `json:"workingDir,omitempty"`
+	// Terminal configures the sessions opened through the share link.
+	// +optional
+	Terminal *TerminalSpec `json:"terminal,omitempty"`
+	// Share configures the Agent's share link.
+	// +optional
+	Share *ShareSpec `json:"share,omitempty"`
+}
+
+// TerminalSpec configures the terminal sessions of an Agent.
+type TerminalSpec struct {
+	// Command is what a share session runs in the main container. The default
+	// is a login shell that falls back to sh.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Command []string `json:"command,omitempty"`
+}
+
+// ShareSpec configures the share link of an Agent. Whoever holds the link has
+// terminal access to the Agent's pod.
+type ShareSpec struct {
+	// Enabled turns the share link on. Turning it off deletes the token at once.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// ExpiresAt is the time after which the link stops working.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// AllowedIPs are the client addresses that may use the link, as CIDR ranges
+	// or single IP addresses. Empty allows every address.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	AllowedIPs []IPOrCIDR `json:"allowedIPs,omitempty"`
+}
+
+// IPOrCIDR is an IP address such as 192.168.1.7 or a CIDR range such as
+// 10.0.0.0/8.
+//
+// +kubebuilder:validation:MaxLength=64
+// +kubebuilder:validation:XValidation:rule="isIP(self) || isCIDR(self)",message="must be an IP address or a CIDR range"
+type IPOrCIDR string
+
+// AgentStatus is the observed state of an Agent.
+type AgentStatus struct {
+	// ObservedGeneration is the generation of the spec the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions are Ready and ShareReady.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Share is the observed state of the share link.
+	// +optional
+	Share *ShareStatus `json:"share,omitempty"`
+}
+
+// ShareStatus is the observed state of an Agent's share link. It never holds
+// the token: reading an Agent must not grant terminal access.
+type ShareStatus struct {
+	// SecretName is the Secret that holds the token.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+	// Active is true while the link gives access.
+	Active bool `json:"active"`
+	// ExpiresAt is the time after which the link stops working.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// URL is the public address under which share links are served, when the
+	// operator configured one. The full link adds the token, which only the
+	// agents/share subresource returns.
+	// +optional
+	URL string `json:"url,omitempty"`
+}
+
+// AgentList is a list of Agents.
+//
+// +kubebuilder:object:root=true
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type AgentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the Agents.
+	Items []Agent `json:"items"`
+}

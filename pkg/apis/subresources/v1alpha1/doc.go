@@ -1,0 +1,7 @@
+// Package v1alpha1 holds the subresources.kubeopencode.io/v1alpha1 API:
+// AgentShare, the request and response of the agents/share subresource.
+//
+// +k8s:deepcopy-gen=package
+// +k8s:openapi-gen=true
+// +groupName=subresources.kubeopencode.io
+package v1alpha1

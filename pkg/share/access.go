@@ -1,0 +1,126 @@
+package share
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+)
+
+// Reasons of the ShareReady condition, also reported by the agents/share
+// subresource and the share listener.
+const (
+	ReasonActive        = "Active"
+	ReasonDisabled      = "Disabled"
+	ReasonExpired       = "Expired"
+	ReasonAgentNotReady = "AgentNotReady"
+	// ReasonSecretConflict means a Secret with the share Secret's name exists
+	// but does not belong to the Agent, so it is not used.
+	ReasonSecretConflict = "SecretConflict"
+)
+
+// Decision says whether an Agent's share link gives access, and why.
+type Decision struct {
+	Active  bool
+	Reason  string
+	Message string
+	// ExpiresAt is the expiry of the link, nil when it does not expire.
+	ExpiresAt *metav1.Time
+}
+
+// Evaluate decides whether an Agent's share link gives access at now, from the
+// Agent's spec and its Ready condition. The token's existence is the caller's
+// concern.
+func Evaluate(agent *v1alpha1.Agent, now time.Time) Decision {
+	s := agent.Spec.Share
+	if s == nil || !s.Enabled {
+		return Decision{Reason: ReasonDisabled, Message: "Share link is disabled"}
+	}
+	d := Decision{ExpiresAt: s.ExpiresAt}
+	if Expired(s.ExpiresAt, now) {
+		d.Reason, d.Message = ReasonExpired, fmt.Sprintf("Share link expired at %s", s.ExpiresAt.UTC().Format(time.RFC3339))
+		return d
+	}
+	if !meta.IsStatusConditionTrue(agent.Status.Conditions, v1alpha1.ConditionReady) {
+		d.Reason, d.Message = ReasonAgentNotReady, "Agent is not ready"
+		return d
+	}
+	d.Active, d.Reason, d.Message = true, ReasonActive, "Share link is active"
+	return d
+}
+
+// Expired reports whether a link with the given expiry has expired at now.
+func Expired(expiresAt *metav1.Time, now time.Time) bool {
+	return expiresAt != nil && !now.Before(expiresAt.Time)
+}
+
+// ParseIPOrCIDR parses an allowed address: a CIDR range such as 10.0.0.0/8, or
+// a single address such as 192.168.1.7 or 2001:db8::1, which stands for a
+// range of one. IPv4-mapped IPv6 addresses are taken as IPv4.
+func ParseIPOrCIDR(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("not a CIDR range: %q", s)
+		}
+		if p.Addr().Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("a zone is not allowed: %q", s)
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("not an IP address or CIDR range: %q", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParseAllowedIPs parses a list of allowed addresses. The error names the
+// first bad entry by index.
+func ParseAllowedIPs(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for i, s := range list {
+		p, err := ParseIPOrCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("allowedIPs[%d]: %w", i, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// AllowedIPStrings returns the Agent's allowed addresses as strings.
+func AllowedIPStrings(s *v1alpha1.ShareSpec) []string {
+	if s == nil || len(s.AllowedIPs) == 0 {
+		return nil
+	}
+	out := make([]string, len(s.AllowedIPs))
+	for i, ip := range s.AllowedIPs {
+		out[i] = string(ip)
+	}
+	return out
+}
+
+// IPAllowed reports whether addr is in one of the allowed ranges. An empty list
+// allows every address.
+func IPAllowed(allowed []netip.Prefix, addr netip.Addr) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, p := range allowed {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
