@@ -14,8 +14,8 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/kubectl/pkg/util/templates"
 
-	"github.com/kubeopencode/share/pkg/apis/subresources/validation"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
+	"github.com/kubeopencode/share/pkg/apis/subresources/validation"
 )
 
 var (
@@ -59,8 +59,8 @@ type ShareOptions struct {
 	// zero is refused instead of silently meaning "no expiry".
 	expiresInSet bool
 	expiresAt    *metav1.Time
-	client    *shareClient
-	printer   printers.ResourcePrinter
+	client       *shareClient
+	printer      printers.ResourcePrinter
 	// now is the clock of flag validation; tests replace it.
 	now func() time.Time
 
