@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,8 +30,6 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -52,9 +49,6 @@ const (
 	apiPublicURL = "https://share.example.test"
 	// apiMaxShare is the server's --max-share-duration.
 	apiMaxShare = 48 * time.Hour
-
-	nsA = "team-a"
-	nsB = "team-b"
 )
 
 // TestAggregatedAPIServer runs the aggregated API server in-process through
@@ -68,10 +62,7 @@ func TestAggregatedAPIServer(t *testing.T) {
 	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
 
 	ctx := t.Context()
-	cp := framework.RunControlPlane(t)
-	if err := cp.InstallCRDs(ctx, filepath.Join("..", "..", "artifacts", "crd")); err != nil {
-		t.Fatalf("installing CRDs: %v", err)
-	}
+	cp := shared.cp
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kubeopencodev1alpha1.AddToScheme} {
 		if err := add(scheme); err != nil {
@@ -82,19 +73,21 @@ func TestAggregatedAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &apiEnv{t: t, admin: admin, adminKube: cp.KubeconfigPath(), kubectlBin: filepath.Join(os.Getenv("KUBEOPENCODE_CONTROL_PLANE_BIN"), "kubectl")}
-	for _, ns := range []string{"kubeopencode-system", nsA, nsB} {
-		e.createObject(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	}
+	e := &apiEnv{t: t, cp: cp, admin: admin, nsA: newNamespace(t), nsB: newNamespace(t), dir: t.TempDir()}
+	e.createObject(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-system"}})
 	for _, f := range []string{"serviceaccount.yaml", "rbac.yaml", "roles.yaml"} {
-		e.createFromYAML(filepath.Join("..", "..", "artifacts", "apiserver", f))
+		e.createFromYAML(filepath.Join(shared.root, "artifacts", "apiserver", f))
 	}
 
-	// The server, as its ServiceAccount would be, with its own RBAC only.
-	serverKubeconfig := e.kubeconfig("server", cp.UserConfig(apiServerUser,
+	// The server runs as its ServiceAccount would, with the shipped RBAC only.
+	serverKubeconfig := e.kubeconfig("server", e.userConfig(apiServerUser,
 		"system:serviceaccounts", "system:serviceaccounts:kubeopencode-system", "system:authenticated"))
-	svcName, svcNamespace := "kubeopencode-apiserver", "kube-system"
-	cert, err := framework.ServingCertFor([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
+	ca, err := framework.NewCA("aggregated-apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServing([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +95,7 @@ func TestAggregatedAPIServer(t *testing.T) {
 	certFile, keyFile := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
 	apiWriteFile(t, certFile, cert.CertPEM)
 	apiWriteFile(t, keyFile, cert.KeyPEM)
+	e.caPEM = ca.CertPEM
 	e.port = startAggregatedAPIServer(t,
 		"--kubeconfig="+serverKubeconfig,
 		"--authentication-kubeconfig="+serverKubeconfig,
@@ -111,11 +105,22 @@ func TestAggregatedAPIServer(t *testing.T) {
 		"--public-url="+apiPublicURL,
 		"--max-share-duration="+apiMaxShare.String(),
 	)
-	e.caPEM = cert.CAPEM
-	if err := cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", e.port, cert.CAPEM); err != nil {
+	apiServiceName := "v1alpha1." + subresourcesv1alpha1.GroupName
+	if err := cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, e.port, ca.CertPEM); err != nil {
 		t.Fatalf("registering the APIService: %v", err)
 	}
-	if err := cp.WaitForAPIService(ctx, "v1alpha1."+subresourcesv1alpha1.GroupName); err != nil {
+	t.Cleanup(func() {
+		// Leave the shared control plane without an APIService whose server
+		// is gone.
+		svc := &unstructured.Unstructured{}
+		svc.SetAPIVersion("apiregistration.k8s.io/v1")
+		svc.SetKind("APIService")
+		svc.SetName(apiServiceName)
+		if err := admin.Delete(context.Background(), svc); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting the APIService: %v", err)
+		}
+	})
+	if err := cp.WaitForAPIService(ctx, apiServiceName, time.Minute); err != nil {
 		t.Fatalf("waiting for the APIService: %v", err)
 	}
 
@@ -124,39 +129,38 @@ func TestAggregatedAPIServer(t *testing.T) {
 	// built-in ones, into which the shipped ClusterRoles aggregate.
 	e.users = map[string]*rest.Config{}
 	for _, u := range []string{"alice", "victor", "gina"} {
-		e.users[u] = cp.UserConfig(u, "system:authenticated")
+		e.users[u] = e.userConfig(u, "system:authenticated")
 	}
-	e.bind(nsA, "alice", "ClusterRole", "edit")
-	e.bind(nsA, "victor", "ClusterRole", "view")
+	e.bind(e.nsA, "alice", "ClusterRole", "edit")
+	e.bind(e.nsA, "victor", "ClusterRole", "view")
 	e.createObject(&rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "share-viewer"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.nsA, Name: "share-viewer"},
 		Rules: []rbacv1.PolicyRule{{
 			APIGroups: []string{subresourcesv1alpha1.GroupName}, Resources: []string{"agents/share"}, Verbs: []string{"get"},
 		}},
 	})
-	e.bind(nsA, "gina", "Role", "share-viewer")
+	e.bind(e.nsA, "gina", "Role", "share-viewer")
 	// kube-controller-manager aggregates kubeopencode-share-editor into edit.
 	e.waitFor("edit to grant create on agents/share", func(ctx context.Context) (bool, error) {
-		return e.allowed(ctx, "alice", nsA, "create", "agents", "share"), nil
+		return e.allowed(ctx, "alice", e.nsA, "create", "agents", "share"), nil
 	})
 
-	for _, ns := range []string{nsA, nsB} {
+	for _, ns := range []string{e.nsA, e.nsB} {
 		e.createObject(apiTestAgent(ns, "team-agent"))
 	}
-	e.createObject(apiTestAgent(nsA, "race-agent"))
+	e.createObject(apiTestAgent(e.nsA, "race-agent"))
 
-	t.Run("kubectl enables, shows and disables a link", e.testKubectl)
+	t.Run("kubectl enables shows and disables a link", e.testKubectl)
 	t.Run("RBAC governs the subresource", e.testRBAC)
 	t.Run("bad input answers with its code and field path", e.testBadInput)
 	t.Run("concurrent enables yield one token", e.testConcurrentEnables)
 	t.Run("forged identity headers are refused", e.testForgedHeaders)
-	t.Run("discovery, OpenAPI and readyz are served", e.testDiscovery)
+	t.Run("discovery OpenAPI and readyz are served", e.testDiscovery)
 }
 
 func (e *apiEnv) testKubectl(t *testing.T) {
-	path := apiSharePath(nsA, "team-agent")
-	file := filepath.Join(t.TempDir(), "share.json")
-	apiWriteFile(t, file, []byte(`{"spec":{"expiresIn":"24h","allowedIPs":["10.0.0.0/8","192.168.1.7"]}}`))
+	path := apiSharePath(e.nsA, "team-agent")
+	file := e.file("share.json", `{"spec":{"expiresIn":"24h","allowedIPs":["10.0.0.0/8","192.168.1.7"]}}`)
 
 	out := e.kubectlOK(t, "alice", "create", "--raw", path, "-f", file)
 	created := apiDecodeShare(t, out)
@@ -170,10 +174,10 @@ func (e *apiEnv) testKubectl(t *testing.T) {
 	if created.Status.ExpiresAt == nil || time.Until(created.Status.ExpiresAt.Time) > 24*time.Hour || time.Until(created.Status.ExpiresAt.Time) < 23*time.Hour {
 		t.Errorf("expiresAt %v, want about 24h from now", created.Status.ExpiresAt)
 	}
-	if got := e.secretToken(t, nsA, "team-agent"); got != token {
+	if got := e.secretToken(t, e.nsA, "team-agent"); got != token {
 		t.Errorf("the share Secret holds %q, create returned %q", got, token)
 	}
-	agent := e.agent(t, nsA, "team-agent")
+	agent := e.agent(t, e.nsA, "team-agent")
 	if s := agent.Spec.Share; s == nil || !s.Enabled || len(s.AllowedIPs) != 2 || s.ExpiresAt == nil {
 		t.Errorf("Agent spec.share = %+v", s)
 	}
@@ -192,7 +196,7 @@ func (e *apiEnv) testKubectl(t *testing.T) {
 		t.Errorf("delete answered %+v", disabled.Status)
 	}
 	// The Secret is gone when the call returns.
-	if got := e.secretToken(t, nsA, "team-agent"); got != "" {
+	if got := e.secretToken(t, e.nsA, "team-agent"); got != "" {
 		t.Errorf("the share Secret outlived the disable")
 	}
 	shown = apiDecodeShare(t, e.kubectlOK(t, "alice", "get", "--raw", path))
@@ -206,9 +210,8 @@ func (e *apiEnv) testKubectl(t *testing.T) {
 }
 
 func (e *apiEnv) testRBAC(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "share.json")
-	apiWriteFile(t, file, []byte(`{}`))
-	enabled := apiDecodeShare(t, e.kubectlOK(t, "alice", "create", "--raw", apiSharePath(nsA, "team-agent"), "-f", file))
+	file := e.file("empty.json", `{}`)
+	enabled := apiDecodeShare(t, e.kubectlOK(t, "alice", "create", "--raw", apiSharePath(e.nsA, "team-agent"), "-f", file))
 	token := enabled.Status.Token
 
 	forbidden := func(user, ns string, args ...string) {
@@ -227,15 +230,15 @@ func (e *apiEnv) testRBAC(t *testing.T) {
 	}
 
 	// alice may edit team-a only.
-	for _, args := range verbs(nsB) {
-		forbidden("alice", nsB, args...)
+	for _, args := range verbs(e.nsB) {
+		forbidden("alice", e.nsB, args...)
 	}
 	// victor may view team-a, which does not include share links.
-	for _, args := range verbs(nsA) {
-		forbidden("victor", nsA, args...)
+	for _, args := range verbs(e.nsA) {
+		forbidden("victor", e.nsA, args...)
 	}
-	forbidden("victor", nsA, "get", "secret", share.SecretName("team-agent"), "-n", nsA)
-	agents := e.kubectlOK(t, "victor", "get", "agents", "-n", nsA, "-o", "yaml")
+	forbidden("victor", e.nsA, "get", "secret", share.SecretName("team-agent"), "-n", e.nsA)
+	agents := e.kubectlOK(t, "victor", "get", "agents", "-n", e.nsA, "-o", "yaml")
 	if !strings.Contains(agents, "apiVersion: kubeopencode.io/v1alpha1") || !strings.Contains(agents, "name: team-agent") {
 		t.Errorf("victor's kubectl get agents did not list the Agents of the CRD:\n%s", agents)
 	}
@@ -243,17 +246,17 @@ func (e *apiEnv) testRBAC(t *testing.T) {
 		t.Errorf("kubectl get agents -o yaml shows the token")
 	}
 	// gina may show but not enable or disable.
-	shown := apiDecodeShare(t, e.kubectlOK(t, "gina", "get", "--raw", apiSharePath(nsA, "team-agent")))
+	shown := apiDecodeShare(t, e.kubectlOK(t, "gina", "get", "--raw", apiSharePath(e.nsA, "team-agent")))
 	if shown.Status.Token != token {
 		t.Errorf("gina sees token %q, want %q", shown.Status.Token, token)
 	}
-	for _, args := range [][]string{verbs(nsA)[0], verbs(nsA)[2]} {
+	for _, args := range [][]string{verbs(e.nsA)[0], verbs(e.nsA)[2]} {
 		out, stderr, err := e.kubectl("gina", args...)
 		if err == nil || !strings.Contains(stderr, "Forbidden") {
 			t.Errorf("gina: kubectl %s: err %v, stdout %q, stderr %q, want Forbidden", strings.Join(args, " "), err, out, stderr)
 		}
 	}
-	if got := e.secretToken(t, nsA, "team-agent"); got != token {
+	if got := e.secretToken(t, e.nsA, "team-agent"); got != token {
 		t.Errorf("a forbidden request changed the link")
 	}
 }
@@ -288,7 +291,7 @@ func (e *apiEnv) testBadInput(t *testing.T) {
 			if agent == "" {
 				agent = "team-agent"
 			}
-			code, status := e.post(t, "alice", apiSharePath(nsA, agent), tc.body)
+			code, status := e.post(t, "alice", apiSharePath(e.nsA, agent), tc.body)
 			if code != tc.code || status.Code != int32(tc.code) {
 				t.Fatalf("code %d (Status %d), want %d: %+v", code, status.Code, tc.code, status)
 			}
@@ -308,7 +311,7 @@ func (e *apiEnv) testBadInput(t *testing.T) {
 			}
 		})
 	}
-	if e.agent(t, nsA, "nope") != nil {
+	if e.agent(t, e.nsA, "nope") != nil {
 		t.Errorf("a create on an unknown Agent made one")
 	}
 }
@@ -327,7 +330,7 @@ func (e *apiEnv) testConcurrentEnables(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			code, body, err := e.request("alice", http.MethodPost, apiSharePath(nsA, "race-agent"), `{}`)
+			code, body, err := e.request("alice", http.MethodPost, apiSharePath(e.nsA, "race-agent"), `{}`)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil || code != http.StatusCreated {
@@ -351,7 +354,7 @@ func (e *apiEnv) testConcurrentEnables(t *testing.T) {
 		t.Fatalf("%d concurrent enables handed out %d tokens", n, len(tokens))
 	}
 	for token := range tokens {
-		if got := e.secretToken(t, nsA, "race-agent"); got != token || !share.ValidToken(token) {
+		if got := e.secretToken(t, e.nsA, "race-agent"); got != token || !share.ValidToken(token) {
 			t.Errorf("the Secret holds %q, every enable returned %q", got, token)
 		}
 	}
@@ -381,7 +384,7 @@ func (e *apiEnv) testForgedHeaders(t *testing.T) {
 
 	noCert := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
-		if code, body := direct(noCert, method, apiSharePath(nsA, "team-agent"), `{}`); code != http.StatusUnauthorized {
+		if code, body := direct(noCert, method, apiSharePath(e.nsA, "team-agent"), `{}`); code != http.StatusUnauthorized {
 			t.Errorf("%s with forged headers and no certificate: %d, want 401: %s", method, code, body)
 		}
 	}
@@ -394,10 +397,10 @@ func (e *apiEnv) testForgedHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	asAlice := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{aliceCert}, MinVersion: tls.VersionTLS12}
-	if code, body := direct(asAlice, http.MethodPost, apiSharePath(nsB, "team-agent"), `{}`); code != http.StatusForbidden || !strings.Contains(body, `User \"alice\"`) {
+	if code, body := direct(asAlice, http.MethodPost, apiSharePath(e.nsB, "team-agent"), `{}`); code != http.StatusForbidden || !strings.Contains(body, `User \"alice\"`) {
 		t.Errorf("alice's certificate with forged headers: %d, want 403 for alice: %s", code, body)
 	}
-	if tok := e.secretToken(t, nsB, "team-agent"); tok != "" {
+	if tok := e.secretToken(t, e.nsB, "team-agent"); tok != "" {
 		t.Errorf("a forged request enabled a link")
 	}
 }
@@ -417,16 +420,16 @@ func (e *apiEnv) testDiscovery(t *testing.T) {
 		t.Errorf("discovery: %v", verbs)
 	}
 	// kubectl resolves agents to the CRD, not to the verb-less parent here.
-	if got := e.kubectlOK(t, "admin", "get", "agents", "-n", nsA, "-o", "jsonpath={.items[*].apiVersion}"); !strings.HasPrefix(got, "kubeopencode.io/v1alpha1") {
+	if got := e.kubectlOK(t, "admin", "get", "agents", "-n", e.nsA, "-o", "jsonpath={.items[*].apiVersion}"); !strings.HasPrefix(got, "kubeopencode.io/v1alpha1") {
 		t.Errorf("kubectl get agents resolved to %q", got)
 	}
 
 	// OpenAPI v3 of the group through the kube-apiserver, and v2 merged into
 	// the kube-apiserver's document once the aggregator has fetched it.
-	v3 := e.kubectlOK(t, "admin", "get", "--raw", "/openapi/v3/apis/subresources.kubeopencode.io/v1alpha1")
-	if !strings.Contains(v3, "AgentShare") || !strings.Contains(v3, "/agents/{name}/share") {
-		t.Errorf("OpenAPI v3 of the group lacks AgentShare: %.300s", v3)
-	}
+	e.waitFor("OpenAPI v3 of the group", func(context.Context) (bool, error) {
+		out, _, err := e.kubectl("admin", "get", "--raw", "/openapi/v3/apis/subresources.kubeopencode.io/v1alpha1")
+		return err == nil && strings.Contains(out, "io.kubeopencode.subresources.v1alpha1.AgentShare") && strings.Contains(out, "/agents/{name}/share"), nil
+	})
 	e.waitFor("OpenAPI v2 to include AgentShare", func(context.Context) (bool, error) {
 		out, _, err := e.kubectl("admin", "get", "--raw", "/openapi/v2")
 		return err == nil && strings.Contains(out, "io.kubeopencode.subresources.v1alpha1.AgentShare"), nil
@@ -451,13 +454,18 @@ func (e *apiEnv) testDiscovery(t *testing.T) {
 
 // apiEnv is the state the subtests share.
 type apiEnv struct {
-	t          *testing.T
-	admin      client.Client
-	kubectlBin string
-	users      map[string]*rest.Config
-	adminKube  string // the administrator's kubeconfig file
-	port       int
-	caPEM      []byte
+	t     *testing.T
+	cp    *framework.ControlPlane
+	admin client.Client
+	// nsA and nsB are the test's namespaces: alice may edit nsA only.
+	nsA, nsB string
+	users    map[string]*rest.Config
+	// port is the aggregated API server's, on 127.0.0.1; caPEM signed its
+	// serving certificate.
+	port  int
+	caPEM []byte
+	// dir holds files for kubectl.
+	dir string
 
 	kubeconfigsMu sync.Mutex
 	kubeconfigs   map[string]string
@@ -576,22 +584,22 @@ func (e *apiEnv) waitFor(what string, cond func(context.Context) (bool, error)) 
 // kubeconfig writes a kubeconfig file for a client configuration.
 func (e *apiEnv) kubeconfig(name string, cfg *rest.Config) string {
 	e.t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{
-		Server: cfg.Host, CertificateAuthority: cfg.CAFile, CertificateAuthorityData: cfg.CAData, TLSServerName: cfg.ServerName,
-	}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{
-		ClientCertificate: cfg.CertFile, ClientCertificateData: cfg.CertData,
-		ClientKey: cfg.KeyFile, ClientKeyData: cfg.KeyData,
-		Token: cfg.BearerToken, TokenFile: cfg.BearerTokenFile,
-	}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
 	path := filepath.Join(e.t.TempDir(), name+".kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+	if err := framework.WriteKubeconfig(path, cfg, ""); err != nil {
 		e.t.Fatal(err)
 	}
 	return path
+}
+
+// userConfig returns the client configuration of a user of the cluster's
+// client CA.
+func (e *apiEnv) userConfig(user string, groups ...string) *rest.Config {
+	e.t.Helper()
+	cfg, err := e.cp.UserConfig(user, groups...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cfg
 }
 
 // userKubeconfig returns the kubeconfig file of a user; "admin" is the
@@ -606,22 +614,18 @@ func (e *apiEnv) userKubeconfig(user string) string {
 		return path
 	}
 	if user == "admin" {
-		return e.adminKube
+		return e.cp.KubeconfigPath()
 	}
 	path := e.kubeconfig(user, e.users[user])
 	e.kubeconfigs[user] = path
 	return path
 }
 
-// kubectl runs the built kubectl as user.
+// kubectl runs the control plane's kubectl as user.
 func (e *apiEnv) kubectl(user string, args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(e.t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.kubectlBin, append([]string{"--kubeconfig", e.userKubeconfig(user)}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return stdout.String(), stderr.String(), err
+	return e.cp.Kubectl(ctx, e.userKubeconfig(user), nil, args...)
 }
 
 func (e *apiEnv) kubectlOK(t *testing.T, user string, args ...string) string {
@@ -713,6 +717,15 @@ func apiDecodeShare(t *testing.T, out string) *subresourcesv1alpha1.AgentShare {
 		t.Fatalf("not an AgentShare (%v): %s", err, out)
 	}
 	return s
+}
+
+// file writes a file for kubectl -f in the test's folder, whose path has no
+// comma: kubectl would split it.
+func (e *apiEnv) file(name, content string) string {
+	e.t.Helper()
+	path := filepath.Join(e.dir, name)
+	apiWriteFile(e.t, path, []byte(content))
+	return path
 }
 
 func apiWriteFile(t *testing.T, path string, data []byte) {
