@@ -156,6 +156,7 @@ func TestAggregatedAPIServer(t *testing.T) {
 	t.Run("concurrent enables yield one token", e.testConcurrentEnables)
 	t.Run("forged identity headers are refused", e.testForgedHeaders)
 	t.Run("discovery OpenAPI and readyz are served", e.testDiscovery)
+	t.Run("kubeoc shares shows rotates unshares and lists", e.testKubeoc)
 }
 
 func (e *apiEnv) testKubectl(t *testing.T) {
