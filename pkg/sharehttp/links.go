@@ -116,9 +116,9 @@ func newLinks(c crcache.Cache, clk clock.Clock) *Links {
 	return &Links{cache: c, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
 }
 
-// Start runs the informers until ctx ends. It returns once they are set up;
-// WaitForCacheSync says when they are filled.
-func (l *Links) Start(ctx context.Context) error {
+// Run fills and keeps the caches until ctx ends. Call WaitForCacheSync to
+// know when they are filled.
+func (l *Links) Run(ctx context.Context) error {
 	if err := l.cache.IndexField(ctx, &corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
 		token := obj.(*corev1.Secret).Data[share.SecretTokenKey]
 		if !share.ValidToken(string(token)) {
@@ -141,11 +141,9 @@ func (l *Links) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	go func() {
-		if err := l.cache.Start(ctx); err != nil {
-			panic(fmt.Sprintf("share cache stopped: %v", err))
-		}
-	}()
+	if err := l.cache.Start(ctx); err != nil {
+		return fmt.Errorf("share cache: %w", err)
+	}
 	return nil
 }
 
