@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 	cliflag "k8s.io/component-base/cli/flag"
-	"k8s.io/component-base/term"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/component-base/term"
 )
 
 // NewControllerCommand returns the controller's command. It runs until the
@@ -43,4 +43,3 @@ reports the Ready and ShareReady conditions, status.share and Events.`,
 	cliflag.SetUsageAndHelpFunc(cmd, fss, cols)
 	return cmd
 }
-
