@@ -12,7 +12,7 @@ import (
 )
 
 func main() {
-	cmd := app.NewControllerCommand()
+	cmd := app.NewControllerCommand(app.NewOptions())
 	cmd.SetContext(ctrl.SetupSignalHandler())
 	os.Exit(cli.Run(cmd))
 }

@@ -9,10 +9,10 @@ import (
 	"k8s.io/component-base/term"
 )
 
-// NewControllerCommand returns the controller's command. It runs until the
-// command's context is done.
-func NewControllerCommand() *cobra.Command {
-	o := NewOptions()
+// NewControllerCommand returns the controller's command, whose flags fill o
+// (see NewOptions for the defaults). It runs until the command's context is
+// done.
+func NewControllerCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Keeps each Agent's Deployment, share Secret and status",
