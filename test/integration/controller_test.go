@@ -23,9 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -54,13 +51,10 @@ func TestController(t *testing.T) {
 	// The command applies the logging configuration each time it starts.
 	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
 
+	// TestMain started the control plane and the stand-in node and
+	// installed the CRDs of artifacts/crd.
 	ctx := t.Context()
-	cp := framework.RunControlPlane(t)
-	if err := cp.InstallCRDs(ctx, repoPath("artifacts", "crd")); err != nil {
-		t.Fatalf("installing CRDs: %v", err)
-	}
-	framework.StartStandinNode(t, cp)
-
+	cp := shared.cp
 	scheme, err := controller.NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -70,16 +64,22 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	ensureNamespace(t, c, "kubeopencode-system")
-	applyYAML(t, c, repoPath("artifacts", "controller", "serviceaccount.yaml"))
-	applyYAML(t, c, repoPath("artifacts", "controller", "rbac.yaml"))
-	kubeconfig := writeKubeconfig(t, cp.UserConfig(controllerUser,
-		"system:serviceaccounts", "system:serviceaccounts:kubeopencode-system", "system:authenticated"))
+	applyYAML(t, c, filepath.Join(shared.root, "artifacts", "controller", "serviceaccount.yaml"))
+	applyYAML(t, c, filepath.Join(shared.root, "artifacts", "controller", "rbac.yaml"))
+	userConfig, err := cp.UserConfig(controllerUser, "system:serviceaccounts", "system:serviceaccounts:kubeopencode-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "controller.kubeconfig")
+	if err := framework.WriteKubeconfig(kubeconfig, userConfig, ""); err != nil {
+		t.Fatal(err)
+	}
 
 	ctl := startController(t, kubeconfig)
 	env := &testEnv{t: t, c: c}
 
 	t.Run("deployment available on the node makes the Agent Ready", func(t *testing.T) {
-		e := env.with(t, "ready")
+		e := env.with(t)
 		a := e.createAgent(newAgent(e.ns, "alpha", nil))
 		agent := e.waitForCondition(a, v1alpha1.ConditionReady, metav1.ConditionTrue, controller.ReasonDeploymentAvailable)
 		if agent.Status.ObservedGeneration != agent.Generation {
@@ -105,7 +105,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("enable and disable", func(t *testing.T) {
-		e := env.with(t, "toggle")
+		e := env.with(t)
 		a := e.createAgent(newAgent(e.ns, "alpha", nil))
 		e.waitForCondition(a, v1alpha1.ConditionReady, metav1.ConditionTrue, controller.ReasonDeploymentAvailable)
 
@@ -140,7 +140,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("expiry", func(t *testing.T) {
-		e := env.with(t, "expiry")
+		e := env.with(t)
 		a := e.createAgent(newAgent(e.ns, "alpha", nil))
 		e.waitForCondition(a, v1alpha1.ConditionReady, metav1.ConditionTrue, controller.ReasonDeploymentAvailable)
 
@@ -172,7 +172,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("deployment not available makes the share AgentNotReady", func(t *testing.T) {
-		e := env.with(t, "notready")
+		e := env.with(t)
 		a := newAgent(e.ns, "beta", &v1alpha1.ShareSpec{Enabled: true})
 		// No node has room for this: the pod stays pending.
 		a.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100000")}
@@ -186,7 +186,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("a foreign Secret is not adopted", func(t *testing.T) {
-		e := env.with(t, "foreign")
+		e := env.with(t)
 		foreign := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "gamma-share"},
 			Data:       map[string][]byte{"token": []byte("someone else's")},
@@ -226,7 +226,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("restarts keep the token", func(t *testing.T) {
-		e := env.with(t, "restart")
+		e := env.with(t)
 		a := e.createAgent(newAgent(e.ns, "delta", &v1alpha1.ShareSpec{Enabled: true}))
 		e.waitForCondition(a, v1alpha1.ConditionShareReady, metav1.ConditionTrue, share.ReasonActive)
 		token := string(e.shareSecret(a.Name).Data[share.SecretTokenKey])
@@ -270,7 +270,7 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("deleting the Agent collects its Secret and Deployment", func(t *testing.T) {
-		e := env.with(t, "gc")
+		e := env.with(t)
 		a := e.createAgent(newAgent(e.ns, "zeta", &v1alpha1.ShareSpec{Enabled: true}))
 		e.waitForCondition(a, v1alpha1.ConditionShareReady, metav1.ConditionTrue, share.ReasonActive)
 		if err := c.Delete(ctx, a, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
@@ -340,10 +340,9 @@ type testEnv struct {
 }
 
 // with returns the environment of a subtest, in a namespace of its own.
-func (e *testEnv) with(t *testing.T, ns string) *testEnv {
+func (e *testEnv) with(t *testing.T) *testEnv {
 	t.Helper()
-	ensureNamespace(t, e.c, ns)
-	return &testEnv{t: t, c: e.c, ns: ns}
+	return &testEnv{t: t, c: e.c, ns: newNamespace(t)}
 }
 
 func newAgent(ns, name string, s *v1alpha1.ShareSpec) *v1alpha1.Agent {
@@ -536,42 +535,4 @@ func applyYAML(t *testing.T, c client.Client, path string) {
 			t.Fatalf("creating %s %s from %s: %v", obj.GetKind(), obj.GetName(), path, err)
 		}
 	}
-}
-
-// writeKubeconfig writes a kubeconfig file for a client configuration.
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{
-		Server:                   cfg.Host,
-		CertificateAuthority:     cfg.CAFile,
-		CertificateAuthorityData: cfg.CAData,
-		InsecureSkipTLSVerify:    cfg.Insecure,
-		TLSServerName:            cfg.ServerName,
-	}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{
-		Token:                 cfg.BearerToken,
-		TokenFile:             cfg.BearerTokenFile,
-		ClientCertificate:     cfg.CertFile,
-		ClientCertificateData: cfg.CertData,
-		ClientKey:             cfg.KeyFile,
-		ClientKeyData:         cfg.KeyData,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		Impersonate:           cfg.Impersonate.UserName,
-		ImpersonateGroups:     cfg.Impersonate.Groups,
-		ImpersonateUID:        cfg.Impersonate.UID,
-	}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "controller.kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// repoPath returns a path in the repository.
-func repoPath(elem ...string) string {
-	return filepath.Join(append([]string{"..", ".."}, elem...)...)
 }

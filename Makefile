@@ -1,0 +1,64 @@
+# Makefile for kubeopencode share. `make dev` and `make test` are the two
+# commands a newcomer needs; the rest are the pieces they are made of.
+
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN_DIR := bin
+CONTROL_PLANE_BIN := $(CURDIR)/_output/bin
+export KUBEOPENCODE_CONTROL_PLANE_BIN ?= $(CONTROL_PLANE_BIN)
+TEST_TIMEOUT ?= 45m
+TEST_FLAGS ?=
+
+COMMANDS := aggregated-apiserver controller kubeoc
+
+.PHONY: all
+all: build
+
+## build: build the project's commands into bin/
+.PHONY: build
+build:
+	@mkdir -p $(BIN_DIR)
+	$(GO) build -trimpath -o $(BIN_DIR)/ $(addprefix ./cmd/,$(COMMANDS))
+
+## control-plane: build etcd and the Kubernetes control plane from Go modules into _output/bin
+.PHONY: control-plane
+control-plane:
+	hack/build-control-plane.sh
+
+## test: verify, then run every test (unit, fuzz seeds, integration on a real control plane)
+.PHONY: test
+test: verify control-plane
+	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+
+## test-unit: the tests that need no control plane
+.PHONY: test-unit
+test-unit:
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /test/integration)
+
+## test-integration: the tests on a real control plane
+.PHONY: test-integration
+test-integration: control-plane
+	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/integration/...
+
+## verify: gofmt, go vet, go mod tidy and generated code are clean
+.PHONY: verify
+verify:
+	hack/verify.sh
+
+## update: regenerate generated code
+.PHONY: update
+update:
+	hack/update-codegen.sh
+
+## dev: run the whole system on a local control plane and print a share link
+.PHONY: dev
+dev: control-plane
+	hack/dev.sh
+
+.PHONY: clean
+clean:
+	rm -rf $(BIN_DIR)
+
+.PHONY: help
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'

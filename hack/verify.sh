@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every check that needs no cluster: formatting, vet, module tidiness and
+# generated code.
+set -o errexit -o nounset -o pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+
+echo ">>> gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go' | grep -v '^hack/tools/'))"
+if [[ -n "${unformatted}" ]]; then
+  echo "These files need gofmt:" >&2
+  echo "${unformatted}" >&2
+  exit 1
+fi
+
+echo ">>> go vet"
+go vet ./...
+
+echo ">>> go mod tidy"
+for dir in . hack/tools/controlplane hack/tools/etcd; do
+  (
+    cd "${dir}"
+    cp go.mod /tmp/verify-go.mod.$$ && cp go.sum /tmp/verify-go.sum.$$
+    go mod tidy
+    if ! diff -q go.mod /tmp/verify-go.mod.$$ >/dev/null || ! diff -q go.sum /tmp/verify-go.sum.$$ >/dev/null; then
+      cp /tmp/verify-go.mod.$$ go.mod && cp /tmp/verify-go.sum.$$ go.sum
+      rm -f /tmp/verify-go.mod.$$ /tmp/verify-go.sum.$$
+      echo "go.mod or go.sum in ${dir} is not tidy: run go mod tidy there" >&2
+      exit 1
+    fi
+    rm -f /tmp/verify-go.mod.$$ /tmp/verify-go.sum.$$
+  )
+done
+
+echo ">>> generated code"
+hack/verify-codegen.sh

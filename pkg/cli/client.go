@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
+
+	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/apis/subresources/install"
+	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
+)
+
+var (
+	scheme = runtime.NewScheme()
+	codecs = serializer.NewCodecFactory(scheme)
+)
+
+func init() {
+	install.Install(scheme)
+	if err := kubeopencodev1alpha1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		panic(err)
+	}
+}
+
+// shareClient calls the agents/share subresource.
+type shareClient struct {
+	rest rest.Interface
+}
+
+func newShareClient(config *rest.Config) (*shareClient, error) {
+	cfg := rest.CopyConfig(config)
+	cfg.GroupVersion = &subresourcesv1alpha1.SchemeGroupVersion
+	cfg.APIPath = "/apis"
+	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	c, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &shareClient{rest: c}, nil
+}
+
+func (c *shareClient) request(verb, namespace, name string) *rest.Request {
+	return c.rest.Verb(verb).Namespace(namespace).Resource("agents").Name(name).SubResource("share")
+}
+
+func (c *shareClient) Create(ctx context.Context, namespace, name string, in *subresourcesv1alpha1.AgentShare) (*subresourcesv1alpha1.AgentShare, error) {
+	out := &subresourcesv1alpha1.AgentShare{}
+	err := c.request("POST", namespace, name).Body(in).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c *shareClient) Get(ctx context.Context, namespace, name string) (*subresourcesv1alpha1.AgentShare, error) {
+	out := &subresourcesv1alpha1.AgentShare{}
+	err := c.request("GET", namespace, name).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c *shareClient) Delete(ctx context.Context, namespace, name string) error {
+	return c.request("DELETE", namespace, name).Do(ctx).Error()
+}
+
+// explain turns an error from the API into the one line a user needs.
+func explain(err error, verb, namespace, name string) error {
+	if err == nil {
+		return nil
+	}
+	var netErr *net.OpError
+	var urlErr *url.Error
+	switch {
+	case apierrors.IsNotFound(err):
+		if status, ok := err.(apierrors.APIStatus); ok {
+			if d := status.Status().Details; d != nil && d.Name != "" {
+				return fmt.Errorf("agent %q not found in namespace %q", name, namespace)
+			}
+		}
+		return fmt.Errorf("the share API (%s) is not installed on this cluster: is the KubeOpenCode APIService registered?", subresourcesv1alpha1.SchemeGroupVersion)
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("forbidden: you may not %s agents/share in API group %q in namespace %q; ask for the kubeopencode-share-editor role there",
+			verb, subresourcesv1alpha1.GroupName, namespace)
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("unauthorized: the cluster did not accept your credentials; check your kubeconfig")
+	case apierrors.IsServiceUnavailable(err):
+		return fmt.Errorf("the share API (%s) is unavailable: is the kubeopencode-apiserver running? (%s)", subresourcesv1alpha1.SchemeGroupVersion, err)
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsConflict(err):
+		return err
+	case errors.As(err, &netErr), errors.As(err, &urlErr):
+		return fmt.Errorf("cannot reach the Kubernetes API server: %w", err)
+	}
+	return err
+}

@@ -1,0 +1,22 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/component-base/version"
+)
+
+func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the kubeoc version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			v := version.Get()
+			_, err := fmt.Fprintf(streams.Out, "kubeoc %s (%s, %s)\n", v.GitVersion, v.GoVersion, v.Platform)
+			return err
+		},
+	}
+}

@@ -1,0 +1,67 @@
+package sharehttp
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+)
+
+// AgentContainer is the name of an Agent pod's main container.
+const AgentContainer = "agent"
+
+// Executor runs a command in a pod's container with a terminal.
+type Executor interface {
+	Exec(ctx context.Context, namespace, pod, container string, command []string, opts remotecommand.StreamOptions) error
+}
+
+// PodExecutor runs commands through the API server's pods/exec, as the share
+// server's own ServiceAccount: the browser holds no Kubernetes credential.
+type PodExecutor struct {
+	config *rest.Config
+	client rest.Interface
+}
+
+// NewPodExecutor returns a PodExecutor acting with config.
+func NewPodExecutor(config *rest.Config) (*PodExecutor, error) {
+	cs, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	return &PodExecutor{config: config, client: cs.CoreV1().RESTClient()}, nil
+}
+
+// Exec streams a TTY session. It tries the WebSocket exec protocol first and
+// falls back to SPDY when the API server or a proxy cannot upgrade to it, as
+// kubectl exec does.
+func (e *PodExecutor) Exec(ctx context.Context, namespace, pod, container string, command []string, opts remotecommand.StreamOptions) error {
+	u := e.client.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{
+			Container: container,
+			Command:   command,
+			Stdin:     opts.Stdin != nil,
+			Stdout:    opts.Stdout != nil,
+			Stderr:    opts.Stderr != nil,
+			TTY:       opts.Tty,
+		}, scheme.ParameterCodec).URL()
+	ws, err := remotecommand.NewWebSocketExecutor(e.config, "GET", u.String())
+	if err != nil {
+		return fmt.Errorf("websocket executor: %w", err)
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(e.config, "POST", u)
+	if err != nil {
+		return fmt.Errorf("spdy executor: %w", err)
+	}
+	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return err
+	}
+	return exec.StreamWithContext(ctx, opts)
+}

@@ -1,0 +1,312 @@
+package sharehttp
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
+)
+
+// tokenHashIndex indexes share Secrets by the SHA-256 of their token.
+const tokenHashIndex = "share.kubeopencode.io/token-hash"
+
+// Reasons a link is refused, beyond those of pkg/share. Unknown, disabled and
+// revoked links are all NotFound, so that the answer tells a guesser nothing.
+const (
+	ReasonNotFound       = "NotFound"
+	ReasonIPNotAllowed   = "IPNotAllowed"
+	ReasonNoPod          = "NoPod"
+	ReasonTooManyRequest = "TooManyRequests"
+	ReasonUnavailable    = "Unavailable"
+)
+
+// Grant is the access a valid token gives: a terminal in one Agent's pod.
+type Grant struct {
+	Agent    types.NamespacedName
+	AgentUID types.UID
+	// ExpiresAt is when the link expires, zero when it does not.
+	ExpiresAt time.Time
+	// Command is what the session runs in the Agent's container.
+	Command []string
+}
+
+// Refusal says why a request is not let in, in words safe to show the client.
+type Refusal struct {
+	Reason  string
+	Code    int
+	Message string
+	// Agent is the Agent the token belongs to, when the token was known.
+	Agent *types.NamespacedName
+}
+
+func (r *Refusal) Error() string { return r.Reason + ": " + r.Message }
+
+var (
+	refuseNotFound = &Refusal{Reason: ReasonNotFound, Code: http.StatusNotFound,
+		Message: "This share link is not valid. It may have been disabled or replaced."}
+	refuseUnavailable = &Refusal{Reason: ReasonUnavailable, Code: http.StatusServiceUnavailable,
+		Message: "The share server is starting or cannot reach the cluster. Try again shortly."}
+)
+
+// DefaultCommand is what a session runs when the Agent names no terminal
+// command: a login shell, bash where the image has it, sh otherwise.
+var DefaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l 2>/dev/null || exec sh"}
+
+// Links resolves share tokens to Agents from informer caches, so that no
+// request of the public listener reaches the API server, and tells live
+// sessions when the link they were opened with may have changed.
+type Links struct {
+	cache crcache.Cache
+	clock clock.Clock
+
+	mu          sync.Mutex
+	subscribers map[types.NamespacedName]map[chan struct{}]struct{}
+}
+
+// NewScheme returns the scheme of the objects the listener reads.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
+}
+
+// NewLinks returns Links reading the cluster through config. Only share
+// Secrets and Agent pods are cached.
+func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
+	agentPods, err := labels.NewRequirement(share.LabelAgent, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	c, err := crcache.New(config, crcache.Options{
+		Scheme: NewScheme(),
+		ByObject: map[client.Object]crcache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(share.SecretSelector())},
+			&corev1.Pod{}:    {Label: labels.NewSelector().Add(*agentPods)},
+		},
+		DefaultTransform:             crcache.TransformStripManagedFields(),
+		DefaultUnsafeDisableDeepCopy: ptr.To(true),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the share cache: %w", err)
+	}
+	return newLinks(c, clk), nil
+}
+
+func newLinks(c crcache.Cache, clk clock.Clock) *Links {
+	return &Links{cache: c, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+}
+
+// Start runs the informers until ctx ends. It returns once they are set up;
+// WaitForCacheSync says when they are filled.
+func (l *Links) Start(ctx context.Context) error {
+	if err := l.cache.IndexField(ctx, &corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
+		token := obj.(*corev1.Secret).Data[share.SecretTokenKey]
+		if !share.ValidToken(string(token)) {
+			return nil
+		}
+		return []string{share.TokenHash(string(token))}
+	}); err != nil {
+		return fmt.Errorf("indexing share Secrets: %w", err)
+	}
+	for _, obj := range []client.Object{&corev1.Secret{}, &v1alpha1.Agent{}, &corev1.Pod{}} {
+		inf, err := l.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("starting the %T informer: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    l.notifyFor,
+			UpdateFunc: func(_, obj interface{}) { l.notifyFor(obj) },
+			DeleteFunc: l.notifyFor,
+		}); err != nil {
+			return err
+		}
+	}
+	go func() {
+		if err := l.cache.Start(ctx); err != nil {
+			panic(fmt.Sprintf("share cache stopped: %v", err))
+		}
+	}()
+	return nil
+}
+
+// WaitForCacheSync blocks until the caches are filled or ctx ends.
+func (l *Links) WaitForCacheSync(ctx context.Context) bool {
+	return l.cache.WaitForCacheSync(ctx)
+}
+
+// notifyFor wakes the sessions of the Agent an object belongs to.
+func (l *Links) notifyFor(obj interface{}) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	o, ok := obj.(client.Object)
+	if !ok {
+		return
+	}
+	name := o.GetName()
+	switch o.(type) {
+	case *corev1.Secret, *corev1.Pod:
+		name = o.GetLabels()[share.LabelAgent]
+	}
+	l.notify(types.NamespacedName{Namespace: o.GetNamespace(), Name: name})
+}
+
+func (l *Links) notify(agent types.NamespacedName) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch := range l.subscribers[agent] {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+// Subscribe returns a channel that receives a value whenever the Agent, its
+// share Secret or its pods change, and a function to unsubscribe.
+func (l *Links) Subscribe(agent types.NamespacedName) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	l.mu.Lock()
+	if l.subscribers[agent] == nil {
+		l.subscribers[agent] = map[chan struct{}]struct{}{}
+	}
+	l.subscribers[agent][ch] = struct{}{}
+	l.mu.Unlock()
+	return ch, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.subscribers[agent], ch)
+		if len(l.subscribers[agent]) == 0 {
+			delete(l.subscribers, agent)
+		}
+	}
+}
+
+// Resolve checks a token for a client address: the token is known and held
+// by the share Secret of the very Agent it was made for, sharing is enabled
+// and not expired, the address is allowed and the Agent is ready. It reads
+// only the caches.
+func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*Grant, *Refusal) {
+	if !share.ValidToken(token) {
+		return nil, refuseNotFound
+	}
+	secrets := &corev1.SecretList{}
+	if err := l.cache.List(ctx, secrets, clientMatchingHash(token)); err != nil {
+		return nil, refuseUnavailable
+	}
+	var secret *corev1.Secret
+	for i := range secrets.Items {
+		if share.TokensEqual(string(secrets.Items[i].Data[share.SecretTokenKey]), token) {
+			secret = &secrets.Items[i]
+			break
+		}
+	}
+	if secret == nil {
+		return nil, refuseNotFound
+	}
+	key := types.NamespacedName{Namespace: secret.Namespace, Name: secret.Labels[share.LabelAgent]}
+	agent := &v1alpha1.Agent{}
+	if err := l.cache.Get(ctx, key, agent); err != nil {
+		return nil, refuseNotFound
+	}
+	// A Secret left over from a deleted Agent of the same name, or one that
+	// someone else made with the right labels, opens nothing.
+	if secret.Name != share.SecretName(agent.Name) || !share.OwnedBy(secret, agent.UID) {
+		return nil, refuseNotFound
+	}
+	decision := share.Evaluate(agent, l.clock.Now())
+	known := &key
+	switch decision.Reason {
+	case share.ReasonActive:
+	case share.ReasonDisabled:
+		return nil, refuseNotFound
+	case share.ReasonExpired:
+		return nil, &Refusal{Reason: share.ReasonExpired, Code: http.StatusGone, Agent: known, Message: "This share link has expired."}
+	default:
+		return nil, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable, Agent: known,
+			Message: "The Agent is not ready. Try again when it is running."}
+	}
+	allowed, err := share.ParseAllowedIPs(share.AllowedIPStrings(agent.Spec.Share))
+	if err != nil || !share.IPAllowed(allowed, client) {
+		return nil, &Refusal{Reason: ReasonIPNotAllowed, Code: http.StatusForbidden, Agent: known,
+			Message: "This share link cannot be used from your network address."}
+	}
+	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand}
+	if decision.ExpiresAt != nil {
+		g.ExpiresAt = decision.ExpiresAt.Time
+	}
+	if agent.Spec.Terminal != nil && len(agent.Spec.Terminal.Command) > 0 {
+		g.Command = append([]string(nil), agent.Spec.Terminal.Command...)
+	}
+	return g, nil
+}
+
+// ReadyPod returns the name of a ready, running pod of the Agent: the newest,
+// so that a session started during a rollout lands on the pod that stays.
+func (l *Links) ReadyPod(ctx context.Context, agent types.NamespacedName) (string, bool) {
+	pods := &corev1.PodList{}
+	if err := l.cache.List(ctx, pods, client.InNamespace(agent.Namespace), client.MatchingLabels{share.LabelAgent: agent.Name}); err != nil {
+		return "", false
+	}
+	var ready []*corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(p) {
+			ready = append(ready, p)
+		}
+	}
+	if len(ready) == 0 {
+		return "", false
+	}
+	sort.Slice(ready, func(i, j int) bool {
+		ti, tj := ready[i].CreationTimestamp, ready[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return tj.Before(&ti)
+		}
+		return ready[i].Name < ready[j].Name
+	})
+	return ready[0].Name, true
+}
+
+// PodExists reports whether the named pod of the Agent is still there and not
+// being deleted.
+func (l *Links) PodExists(ctx context.Context, namespace, name string) bool {
+	pod := &corev1.Pod{}
+	if err := l.cache.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, pod); err != nil {
+		return false
+	}
+	return pod.DeletionTimestamp == nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func clientMatchingHash(token string) client.ListOption {
+	return client.MatchingFields{tokenHashIndex: share.TokenHash(token)}
+}

@@ -1,0 +1,64 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/kubeopencode/share/test/integration/framework"
+)
+
+// shared is the control plane the tests of this package share: starting one
+// takes seconds, so each test works in a namespace of its own instead.
+var shared struct {
+	cp       *framework.ControlPlane
+	nodeName string
+	root     string
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	root, err := framework.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	start := time.Now()
+	cp, err := framework.Start(ctx, framework.Options{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
+		return 1
+	}
+	defer cp.Stop()
+	if _, err := cp.StartStandinNode(ctx, "standin-node"); err != nil {
+		fmt.Fprintf(os.Stderr, "starting the stand-in node: %v\n", err)
+		return 1
+	}
+	if _, err := cp.InstallCRDs(ctx, filepath.Join(root, "artifacts", "crd")); err != nil {
+		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n", err)
+		return 1
+	}
+	fmt.Printf("control plane, stand-in node and CRDs up in %s\n", time.Since(start).Round(time.Millisecond))
+	shared.cp, shared.nodeName, shared.root = cp, "standin-node", root
+	return m.Run()
+}
+
+// newNamespace creates a namespace for one test, ready for pods.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	name := "test-" + rand.String(6)
+	if err := shared.cp.CreateNamespace(t.Context(), name); err != nil {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+	return name
+}
