@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,8 +77,32 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctl := startController(t, kubeconfig)
+	// The controller outlives each subtest: its cleanup belongs to this test.
+	top := t
+	ctl := startController(top, kubeconfig)
 	env := &testEnv{t: t, c: c}
+
+	t.Run("the readiness probe passes once the caches are synced", func(t *testing.T) {
+		e := env.with(t)
+		probes := ctl.probes
+		e.waitFor("/readyz and /healthz", func(ctx context.Context) (bool, error) {
+			for _, path := range []string{"/readyz", "/healthz"} {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+probes+path, nil)
+				if err != nil {
+					return false, err
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return false, nil
+				}
+				_ = resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+	})
 
 	t.Run("deployment available on the node makes the Agent Ready", func(t *testing.T) {
 		e := env.with(t)
@@ -129,6 +155,19 @@ func TestController(t *testing.T) {
 		}
 		e.waitForEvent(a.Name, controller.EventShareEnabled, corev1.EventTypeNormal)
 		e.expectNoTokenIn(agent, token)
+
+		// A rotation, as the agents/share API makes it, is announced.
+		if _, rotated, err := share.RotateSecret(ctx, c, secret); err != nil {
+			t.Fatal(err)
+		} else {
+			token = rotated
+		}
+		e.waitForEvent(a.Name, controller.EventShareRotated, corev1.EventTypeNormal)
+		agent = e.waitForCondition(a, v1alpha1.ConditionShareReady, metav1.ConditionTrue, share.ReasonActive)
+		e.expectNoTokenIn(agent, token)
+		if got := string(e.shareSecret(a.Name).Data[share.SecretTokenKey]); got != token {
+			t.Error("the controller changed the rotated token")
+		}
 
 		e.updateAgent(a, func(a *v1alpha1.Agent) { a.Spec.Share.Enabled = false })
 		agent = e.waitForCondition(a, v1alpha1.ConditionShareReady, metav1.ConditionFalse, share.ReasonDisabled)
@@ -234,7 +273,7 @@ func TestController(t *testing.T) {
 		// Stopped after the Secret, with a change waiting for it.
 		ctl.stop(t)
 		e.updateAgent(a, func(a *v1alpha1.Agent) { a.Spec.Share.AllowedIPs = []v1alpha1.IPOrCIDR{"192.168.1.0/24"} })
-		ctl = startController(t, kubeconfig)
+		ctl = startController(top, kubeconfig)
 		e.waitForObservedGeneration(a)
 
 		// Stopped mid-way: an Agent created while the controller is down
@@ -242,7 +281,7 @@ func TestController(t *testing.T) {
 		b := e.createAgent(newAgent(e.ns, "epsilon", nil))
 		ctl.stop(t)
 		e.updateAgent(b, func(b *v1alpha1.Agent) { b.Spec.Share = &v1alpha1.ShareSpec{Enabled: true} })
-		ctl = startController(t, kubeconfig)
+		ctl = startController(top, kubeconfig)
 		var first string
 		e.waitFor("the Secret of the second Agent", func(ctx context.Context) (bool, error) {
 			s := &corev1.Secret{}
@@ -251,7 +290,7 @@ func TestController(t *testing.T) {
 			return err == nil, client.IgnoreNotFound(err)
 		})
 		ctl.stop(t)
-		ctl = startController(t, kubeconfig)
+		ctl = startController(top, kubeconfig)
 		e.waitForCondition(b, v1alpha1.ConditionShareReady, metav1.ConditionTrue, share.ReasonActive)
 		e.waitForObservedGeneration(b)
 
@@ -287,12 +326,23 @@ func TestController(t *testing.T) {
 type runningController struct {
 	cancel context.CancelFunc
 	done   chan error
+	// probes is the address of /healthz and /readyz.
+	probes string
 }
 
 // startController runs the controller's command as the binary would, with
 // leader election, as the controller's ServiceAccount.
 func startController(t *testing.T, kubeconfig string) *runningController {
 	t.Helper()
+	// A free loopback port for the probes.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	o := app.NewOptions()
 	// The controller starts more than once in this process.
 	o.SkipControllerNameValidation = true
@@ -302,12 +352,12 @@ func startController(t *testing.T, kubeconfig string) *runningController {
 		"--leader-elect=true",
 		"--leader-election-namespace=kubeopencode-system",
 		"--metrics-bind-address=0",
-		"--health-probe-bind-address=0",
+		"--health-probe-bind-address=" + probes,
 		"--public-url=" + publicURL,
 	})
 	cmd.SetOut(io.Discard)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningController{cancel: cancel, done: make(chan error, 1)}
+	r := &runningController{cancel: cancel, done: make(chan error, 1), probes: probes}
 	go func() { r.done <- cmd.ExecuteContext(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
