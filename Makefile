@@ -55,6 +55,12 @@ update:
 dev: control-plane
 	hack/dev.sh
 
+## image: build the container image of the servers (needs a container engine)
+IMAGE ?= kubeopencode/share:dev
+.PHONY: image
+image:
+	docker build -t $(IMAGE) .
+
 .PHONY: clean
 clean:
 	rm -rf $(BIN_DIR)

@@ -300,4 +300,3 @@ func podReady(pod *corev1.Pod) bool {
 
 // Addr is the kubelet's host:port.
 func (k *Kubelet) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
-
