@@ -68,6 +68,8 @@ func TestController(t *testing.T) {
 	ensureNamespace(t, c, "kubeopencode-system")
 	applyYAML(t, c, filepath.Join(shared.root, "artifacts", "controller", "serviceaccount.yaml"))
 	applyYAML(t, c, filepath.Join(shared.root, "artifacts", "controller", "rbac.yaml"))
+	// The Deployment is only validated: the controller runs in-process.
+	applyYAML(t, c, filepath.Join(shared.root, "artifacts", "controller", "deployment.yaml"), client.DryRunAll)
 	userConfig, err := cp.UserConfig(controllerUser, "system:serviceaccounts", "system:serviceaccounts:kubeopencode-system")
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +85,7 @@ func TestController(t *testing.T) {
 	env := &testEnv{t: t, c: c}
 
 	t.Run("the readiness probe passes once the caches are synced", func(t *testing.T) {
-		e := env.with(t)
+		e := &testEnv{t: t, c: c}
 		probes := ctl.probes
 		e.waitFor("/readyz and /healthz", func(ctx context.Context) (bool, error) {
 			for _, path := range []string{"/readyz", "/healthz"} {
@@ -562,8 +564,9 @@ func ensureNamespace(t *testing.T, c client.Client, name string) {
 	}
 }
 
-// applyYAML creates the objects of a multi-document YAML file.
-func applyYAML(t *testing.T, c client.Client, path string) {
+// applyYAML creates the objects of a multi-document YAML file, with strict
+// field validation.
+func applyYAML(t *testing.T, c client.Client, path string, opts ...client.CreateOption) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -581,7 +584,7 @@ func applyYAML(t *testing.T, c client.Client, path string) {
 		if len(obj.Object) == 0 {
 			continue
 		}
-		if err := c.Create(t.Context(), obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := c.Create(t.Context(), obj, append([]client.CreateOption{client.FieldValidation("Strict")}, opts...)...); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("creating %s %s from %s: %v", obj.GetKind(), obj.GetName(), path, err)
 		}
 	}
