@@ -101,7 +101,8 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			return reconcile.Result{}, nil
 		case errors.Is(err, share.ErrForeignSecret):
 			state = secretForeign
-			logger.Info("Share Secret name taken by a Secret that does not belong to the Agent", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
+			// The Warning Event tells the user, once; the log says it at each look.
+			logger.V(2).Info("Share Secret name taken by a Secret that does not belong to the Agent", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
 		case err != nil:
 			return reconcile.Result{}, err
 		default:

@@ -65,7 +65,8 @@ func (w *workloadReconciler) reconcile(ctx context.Context, sc *scope) (reconcil
 		sc.eventOnTransition(v1alpha1.ConditionReady, ReasonDeploymentConflict, event{
 			eventType: corev1.EventTypeWarning, reason: ReasonDeploymentConflict, action: "EnsureDeployment", note: msg,
 		})
-		klog.FromContext(ctx).Info("Deployment of the Agent's name belongs to something else", "agent", klog.KObj(agent))
+		// The Warning Event tells the user, once; the log says it at each look.
+		klog.FromContext(ctx).V(2).Info("Deployment of the Agent's name belongs to something else", "agent", klog.KObj(agent))
 		return reconcile.Result{RequeueAfter: conflictRecheck}, nil
 	}
 	if err != nil {
