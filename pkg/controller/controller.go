@@ -235,6 +235,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		agent.Status.ObservedGeneration = agent.Generation
 	}
 
+	written := true
 	if !equality.Semantic.DeepEqual(original.Status, agent.Status) {
 		err := r.client.Status().Patch(ctx, agent, client.MergeFrom(original))
 		switch {
@@ -242,18 +243,22 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 			// Deleted meanwhile; there is nothing left to report on.
 			return reconcile.Result{}, nil
 		case err != nil:
+			written = false
 			errs = append(errs, fmt.Errorf("writing the status of Agent %s: %w", req.NamespacedName, err))
 		default:
 			logger.V(2).Info("Updated Agent status", "agent", klog.KObj(agent), "generation", agent.Generation)
 		}
 	}
-	if err := kerrors.NewAggregate(errs); err != nil {
-		// The status was not (fully) written, so the Events it records are
-		// not emitted either: the retry finds the same transitions.
-		return reconcile.Result{}, err
+	// The Events report transitions the written status records. When the
+	// status could not be written, the retry finds the same transitions and
+	// reports them then.
+	if written {
+		for _, e := range sc.events {
+			r.recorder.Eventf(agent, nil, e.eventType, e.reason, e.action, "%s", e.note)
+		}
 	}
-	for _, e := range sc.events {
-		r.recorder.Eventf(agent, nil, e.eventType, e.reason, e.action, "%s", e.note)
+	if err := kerrors.NewAggregate(errs); err != nil {
+		return reconcile.Result{}, err
 	}
 	return result, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
@@ -303,5 +305,91 @@ func TestReconcileForeignDeployment(t *testing.T) {
 	d := &appsv1.Deployment{}
 	if err := h.client.Get(context.Background(), h.key, d); err != nil || len(d.OwnerReferences) != 0 {
 		t.Errorf("foreign Deployment: %+v, %v", d.ObjectMeta, err)
+	}
+}
+
+func TestReconcileEventsFollowTheStatus(t *testing.T) {
+	unavailable := apierrors.NewServiceUnavailable("try later")
+	tests := []struct {
+		name string
+		// failDeployment makes every Deployment create fail.
+		failDeployment bool
+		// failStatus makes the first status write fail.
+		failStatus bool
+		// wantEvents are the Events of the first and second reconcile.
+		wantEvents [2][]string
+	}{
+		{
+			name:           "a failed phase does not hold back the Events of the status written",
+			failDeployment: true,
+			wantEvents:     [2][]string{{EventShareDisabled}, nil},
+		},
+		{
+			name:       "a failed status write holds back its Events until the retry",
+			failStatus: true,
+			wantEvents: [2][]string{nil, {EventShareDisabled}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := testAgent()
+			agent.Generation = 2
+			agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: false}
+			agent.Status.Conditions = []metav1.Condition{{
+				Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionTrue, Reason: share.ReasonActive,
+				ObservedGeneration: 1, LastTransitionTime: metav1.Now(),
+			}}
+			scheme, err := NewScheme()
+			if err != nil {
+				t.Fatal(err)
+			}
+			statusFailures := 0
+			if tc.failStatus {
+				statusFailures = 1
+			}
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent).
+				WithStatusSubresource(&v1alpha1.Agent{}).
+				WithInterceptorFuncs(interceptor.Funcs{
+					Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+						if _, ok := obj.(*appsv1.Deployment); ok && tc.failDeployment {
+							return unavailable
+						}
+						return c.Create(ctx, obj, opts...)
+					},
+					SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+						if statusFailures > 0 {
+							statusFailures--
+							return unavailable
+						}
+						return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+					},
+				}).Build()
+			rec := events.NewFakeRecorder(16)
+			r := NewAgentReconciler(c, c, rec, Config{})
+			for i, want := range tc.wantEvents {
+				_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)})
+				if wantErr := tc.failDeployment || (tc.failStatus && i == 0); (err != nil) != wantErr {
+					t.Errorf("reconcile %d: error %v, want an error: %v", i, err, wantErr)
+				}
+				var got []string
+				for len(rec.Events) > 0 {
+					got = append(got, <-rec.Events)
+				}
+				if strings.Join(reasons(got), ",") != strings.Join(want, ",") {
+					t.Errorf("reconcile %d: events %v, want %v", i, got, want)
+				}
+			}
+			stored := &v1alpha1.Agent{}
+			if err := c.Get(context.Background(), client.ObjectKeyFromObject(agent), stored); err != nil {
+				t.Fatal(err)
+			}
+			if r := conditionReason(stored, v1alpha1.ConditionShareReady); r != "False/Disabled" {
+				t.Errorf("ShareReady = %s", r)
+			}
+			// A failed phase leaves observedGeneration behind.
+			if got, want := stored.Status.ObservedGeneration, map[bool]int64{true: 0, false: 2}[tc.failDeployment]; got != want {
+				t.Errorf("observedGeneration = %d, want %d", got, want)
+			}
+		})
 	}
 }
