@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -97,8 +98,15 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The kinds are known, so the cache needs no discovery: the listener can
+	// be built while the API server is away and fills once it answers.
+	mapper := meta.NewDefaultRESTMapper(nil)
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("Secret"), meta.RESTScopeNamespace)
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("Pod"), meta.RESTScopeNamespace)
+	mapper.Add(v1alpha1.SchemeGroupVersion.WithKind("Agent"), meta.RESTScopeNamespace)
 	c, err := crcache.New(config, crcache.Options{
 		Scheme: NewScheme(),
+		Mapper: mapper,
 		ByObject: map[client.Object]crcache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(share.SecretSelector())},
 			&corev1.Pod{}:    {Label: labels.NewSelector().Add(*agentPods)},

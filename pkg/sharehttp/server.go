@@ -244,18 +244,18 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("share listener: %w", err)
 		}
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cacheErr := make(chan error, 1)
 	go func() { cacheErr <- s.links.Run(ctx) }()
 	if !s.links.WaitForCacheSync(ctx) {
 		ln.Close()
-		select {
-		case err := <-cacheErr:
+		cancel()
+		if err := <-cacheErr; err != nil && parent.Err() == nil {
 			return err
-		default:
-			return ctx.Err()
 		}
+		return nil
 	}
 	err := s.serve(ctx, ln)
 	cancel()

@@ -96,7 +96,7 @@ func TestAggregatedAPIServer(t *testing.T) {
 	apiWriteFile(t, certFile, cert.CertPEM)
 	apiWriteFile(t, keyFile, cert.KeyPEM)
 	e.caPEM = ca.CertPEM
-	e.port = startAggregatedAPIServer(t,
+	e.port = startAggregatedAPIServer(t, nil,
 		"--kubeconfig="+serverKubeconfig,
 		"--authentication-kubeconfig="+serverKubeconfig,
 		"--authorization-kubeconfig="+serverKubeconfig,
@@ -475,7 +475,7 @@ type apiEnv struct {
 // startAggregatedAPIServer runs the server's command in-process on a
 // listener of its own on 127.0.0.1 and returns the port. The server stops
 // when the test ends.
-func startAggregatedAPIServer(t *testing.T, args ...string) int {
+func startAggregatedAPIServer(t *testing.T, configure func(*apiserverapp.Options), args ...string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -483,6 +483,11 @@ func startAggregatedAPIServer(t *testing.T, args ...string) int {
 	}
 	o := apiserverapp.NewOptions()
 	o.SecureServing.Listener = ln
+	// The share listener is off unless the test configures it.
+	o.Share.Port = 0
+	if configure != nil {
+		configure(o)
+	}
 	cmd := apiserverapp.NewServerCommand(o)
 	cmd.SetArgs(args)
 	ctx, cancel := context.WithCancel(context.Background())

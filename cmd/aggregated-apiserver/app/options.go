@@ -20,11 +20,13 @@ import (
 	"k8s.io/component-base/logs"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apiserver"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp"
 )
 
 func init() {
@@ -60,6 +62,9 @@ type Options struct {
 	PublicURL string
 	// MaxShareDuration, when positive, caps how long a share link lives.
 	MaxShareDuration time.Duration
+	// Share configures the public share listener that runs in this process
+	// on its own port; port 0 turns it off.
+	Share *sharehttp.Options
 
 	// Runnables run in the server process next to the API server, each in
 	// its own goroutine, once the API server is configured. The context they
@@ -77,6 +82,7 @@ func NewOptions() *Options {
 		Authorization:  genericoptions.NewDelegatingAuthorizationOptions(),
 		Audit:          genericoptions.NewAuditOptions(),
 		Logs:           logs.NewOptions(),
+		Share:          sharehttp.NewOptions(),
 	}
 	o.SecureServing.BindPort = DefaultSecurePort
 	// Without --tls-cert-file a self-signed certificate is made in memory
@@ -101,6 +107,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 		"The base URL under which share links are served, such as https://share.example.com. When set, the share subresource returns full links.")
 	fs.DurationVar(&o.MaxShareDuration, "max-share-duration", o.MaxShareDuration,
 		"The longest a share link may live, such as 168h. A link requested without an expiry then expires after this long. 0 means no cap.")
+	o.Share.AddFlags(fss.FlagSet("share listener"))
 	return fss
 }
 
@@ -110,6 +117,7 @@ func (o *Options) Complete() error {
 	if err := o.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
 		return fmt.Errorf("creating a self-signed serving certificate: %w", err)
 	}
+	o.Share.PublicURL = o.PublicURL
 	return nil
 }
 
@@ -120,6 +128,9 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Authentication.Validate()...)
 	errs = append(errs, o.Authorization.Validate()...)
 	errs = append(errs, o.Audit.Validate()...)
+	if o.Share.Port != 0 || o.Share.Listener != nil {
+		errs = append(errs, o.Share.Validate()...)
+	}
 	if o.MaxShareDuration < 0 {
 		errs = append(errs, fmt.Errorf("--max-share-duration %s must not be negative", o.MaxShareDuration))
 	}
@@ -206,6 +217,21 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	prepared := server.GenericAPIServer.PrepareRun()
 
+	runnables := o.Runnables
+	if o.Share.Port != 0 || o.Share.Listener != nil {
+		restConfig, err := o.ClientConfig()
+		if err != nil {
+			return err
+		}
+		// Terminal sessions are long-lived streams; the client-side rate
+		// limit is for API calls, not for them.
+		listener, err := sharehttp.NewServer(o.Share, restConfig, clock.RealClock{})
+		if err != nil {
+			return fmt.Errorf("share listener: %w", err)
+		}
+		runnables = append(runnables, listener.Run)
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := prepared.RunWithContext(ctx); err != nil {
@@ -213,7 +239,7 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	for _, run := range o.Runnables {
+	for _, run := range runnables {
 		g.Go(func() error { return run(ctx) })
 	}
 	err = g.Wait()

@@ -97,6 +97,9 @@ func TestRunnables(t *testing.T) {
 			o.Authentication.RemoteKubeConfigFile = kubeconfig
 			o.Authentication.TolerateInClusterLookupFailure = true
 			o.Authorization.RemoteKubeConfigFile = kubeconfig
+			// The share listener is a Runnable of its own; this test is about
+			// the seam, so it stays off.
+			o.Share.Port = 0
 			started := make(chan struct{})
 			o.Runnables = []Runnable{func(ctx context.Context) error {
 				close(started)
