@@ -258,13 +258,20 @@ type terminalClient struct {
 // dial opens /s/<token>/terminal; it returns the HTTP status on refusal.
 func (s *system) dial(t *testing.T, token string, header http.Header) (*terminalClient, int) {
 	t.Helper()
+	return dialTerminal(t, s.shareLn, token, header)
+}
+
+// dialTerminal opens the terminal of a link on the share listener at
+// host:port, with the Origin a browser on the page would send.
+func dialTerminal(t *testing.T, hostPort, token string, header http.Header) (*terminalClient, int) {
+	t.Helper()
 	if header == nil {
 		header = http.Header{}
 	}
 	if header.Get("Origin") == "" {
-		header.Set("Origin", "http://"+s.shareLn)
+		header.Set("Origin", "http://"+hostPort)
 	}
-	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+s.shareLn+"/s/"+token+"/terminal", header)
+	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+hostPort+"/s/"+token+"/terminal", header)
 	if err != nil {
 		if resp == nil {
 			t.Fatalf("dialing the terminal: %v", err)
