@@ -525,6 +525,8 @@ func TestShareLink(t *testing.T) {
 		}
 	})
 
+	t.Run("a real browser renders the terminal and runs typed input", s.testBrowser)
+
 	t.Run("unknown and malformed tokens are not found", func(t *testing.T) {
 		for _, path := range []string{"/s/" + strings.Repeat("A", 42) + "E/info", "/s/short/info", "/s/" + strings.Repeat("A", 42) + "E", "/s/../../etc/passwd"} {
 			resp, body := s.get(t, path, nil)
