@@ -25,10 +25,17 @@ build:
 control-plane:
 	hack/build-control-plane.sh
 
-## test: verify, then run every test (unit, fuzz seeds, integration on a real control plane)
+## test: verify, then run every test (unit with the race detector, integration on a real control plane, fuzzing)
 .PHONY: test
 test: verify control-plane
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	$(GO) test -race $(TEST_FLAGS) ./pkg/sharehttp/... ./pkg/controller/... ./pkg/share/...
+	hack/fuzz.sh
+
+## test-fuzz: run each fuzz target for FUZZ_TIME (default 5s)
+.PHONY: test-fuzz
+test-fuzz:
+	hack/fuzz.sh
 
 ## test-unit: the tests that need no control plane
 .PHONY: test-unit

@@ -1,7 +1,9 @@
 package share
 
 import (
+	"encoding/base64"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,4 +106,42 @@ func TestIPAllowed(t *testing.T) {
 	if _, err := ParseAllowedIPs([]string{"10.0.0.0/8", "bad"}); err == nil {
 		t.Error("ParseAllowedIPs accepted a bad entry")
 	}
+}
+
+// FuzzParseIPOrCIDR checks that no input panics the parser and that what it
+// accepts is canonical: parsing its own output gives the same range.
+func FuzzParseIPOrCIDR(f *testing.F) {
+	for _, seed := range []string{"10.0.0.0/8", "192.168.1.7", "::1", "::ffff:10.0.0.1/104", "fe80::1%eth0", "1.2.3.4/33", "", "/", "1.2.3.4/-1"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseIPOrCIDR(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseIPOrCIDR(p.String())
+		if err != nil || again != p {
+			t.Fatalf("%q parsed to %s, which parses to %s, %v", s, p, again, err)
+		}
+		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			t.Fatalf("%q parsed to non-canonical %s", s, p)
+		}
+	})
+}
+
+// FuzzValidToken checks the token check against the encoding it guards.
+func FuzzValidToken(f *testing.F) {
+	tok, _ := NewToken()
+	for _, seed := range []string{tok, "", strings.Repeat("A", 43), strings.Repeat("A", 42) + "B", tok + "="} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !ValidToken(s) {
+			return
+		}
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil || len(b) != TokenBytes || base64.RawURLEncoding.EncodeToString(b) != s {
+			t.Fatalf("ValidToken accepted %q", s)
+		}
+	})
 }

@@ -67,7 +67,6 @@ func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, er
 	if errs := opts.Validate(); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	proxies, _ := opts.trustedProxies()
 	exec, err := NewPodExecutor(config)
 	if err != nil {
 		return nil, err
@@ -83,6 +82,14 @@ func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, er
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(NewScheme(), corev1.EventSource{Component: EventComponent})
+	s := newServer(opts, links, exec, recorder, clk)
+	s.events = broadcaster
+	return s, nil
+}
+
+// newServer assembles a Server from its parts.
+func newServer(opts *Options, links *Links, exec Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
+	proxies, _ := opts.trustedProxies()
 	s := &Server{
 		opts:     opts,
 		links:    links,
@@ -90,7 +97,6 @@ func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, er
 		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
 		audit:    newAuditor(recorder),
-		events:   broadcaster,
 		exec:     exec,
 		clock:    clk,
 		origins:  map[string]bool{},
@@ -107,7 +113,7 @@ func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, er
 		CheckOrigin:      s.checkOrigin,
 	}
 	RegisterMetrics()
-	return s, nil
+	return s
 }
 
 // Handler returns the listener's HTTP handler.
@@ -235,7 +241,9 @@ func retryAfterSeconds(d time.Duration) string {
 // requests, ends live sessions with "going away" and waits for them. It
 // serves on opts.Listener when set, else on BindAddress:Port.
 func (s *Server) Run(ctx context.Context) error {
-	defer s.events.Shutdown()
+	if s.events != nil {
+		defer s.events.Shutdown()
+	}
 	ln := s.opts.Listener
 	if ln == nil {
 		var err error

@@ -42,6 +42,7 @@ type system struct {
 	admin   client.Client
 	user    *rest.Config
 	shareLn string // host:port of the share listener
+	apiPort int    // the aggregated API server's secure port
 }
 
 const systemMaxSessionsPerAgent = 2
@@ -125,7 +126,7 @@ func startSystem(t *testing.T) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &system{t: t, admin: admin, user: user, shareLn: shareLn.Addr().String()}
+	return &system{t: t, admin: admin, user: user, shareLn: shareLn.Addr().String(), apiPort: port}
 }
 
 // readyAgent creates an Agent in a new namespace where the user may edit,
@@ -526,6 +527,33 @@ func TestShareLink(t *testing.T) {
 	})
 
 	t.Run("a real browser renders the terminal and runs typed input", s.testBrowser)
+
+	t.Run("the API server's metrics count sessions, refusals and bytes", func(t *testing.T) {
+		cfg := shared.cp.Config()
+		cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", s.apiPort)
+		cfg.CAData, cfg.Insecure = nil, true
+		httpClient, err := rest.HTTPClientFor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := httpClient.Get(cfg.Host + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{
+			`kubeopencode_share_active_sessions`,
+			`kubeopencode_share_sessions_total{outcome="Exited"}`,
+			`kubeopencode_share_sessions_total{outcome="Revoked"}`,
+			`kubeopencode_share_refusals_total{reason="IPNotAllowed"}`,
+			`kubeopencode_share_bytes_total{direction="out"}`,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics has no %s", want)
+			}
+		}
+	})
 
 	t.Run("unknown and malformed tokens are not found", func(t *testing.T) {
 		for _, path := range []string{"/s/" + strings.Repeat("A", 42) + "E/info", "/s/short/info", "/s/" + strings.Repeat("A", 42) + "E", "/s/../../etc/passwd"} {

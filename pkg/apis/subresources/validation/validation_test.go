@@ -1,6 +1,7 @@
 package validation
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
 )
 
 func TestValidateAgentShareCreate(t *testing.T) {
@@ -56,4 +58,35 @@ func TestValidateAgentShareCreate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzAgentShareCreate decodes request bodies as the API server would and
+// validates them: no input may panic, and an accepted request must describe
+// a link the listener can enforce.
+func FuzzAgentShareCreate(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, `{"spec":{"expiresIn":"24h","allowedIPs":["10.0.0.0/8"]}}`, `{"spec":{"expiresAt":"2030-01-01T00:00:00Z"}}`,
+		`{"spec":{"expiresIn":"-1h"}}`, `{"spec":{"allowedIPs":["1.2.3.4/33","x"]}}`, `{"spec":{"rotate":true}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		s := &v1alpha1.AgentShare{}
+		if err := json.Unmarshal(body, s); err != nil {
+			return
+		}
+		if errs := ValidateAgentShareCreate(s, now, 48*time.Hour); len(errs) > 0 {
+			return
+		}
+		if s.Spec.ExpiresIn != nil && (s.Spec.ExpiresIn.Duration <= 0 || s.Spec.ExpiresIn.Duration > 48*time.Hour) {
+			t.Fatalf("accepted expiresIn %s", s.Spec.ExpiresIn.Duration)
+		}
+		if s.Spec.ExpiresAt != nil && !s.Spec.ExpiresAt.After(now) {
+			t.Fatalf("accepted past expiresAt %s", s.Spec.ExpiresAt)
+		}
+		if _, err := share.ParseAllowedIPs(s.Spec.AllowedIPs); err != nil {
+			t.Fatalf("accepted allowedIPs the listener cannot parse: %v", err)
+		}
+	})
 }
