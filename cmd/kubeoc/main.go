@@ -2,13 +2,15 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
-	"k8s.io/component-base/cli"
-
-	kubeoccli "github.com/kubeopencode/share/pkg/cli"
+	"github.com/kubeopencode/share/pkg/cli"
 )
 
 func main() {
-	os.Exit(cli.Run(kubeoccli.NewDefaultCommand()))
+	if err := cli.NewDefaultCommand().Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(1)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -97,8 +98,15 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The kinds are known, so the cache needs no discovery: the listener can
+	// be built while the API server is away and fills once it answers.
+	mapper := meta.NewDefaultRESTMapper(nil)
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("Secret"), meta.RESTScopeNamespace)
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("Pod"), meta.RESTScopeNamespace)
+	mapper.Add(v1alpha1.SchemeGroupVersion.WithKind("Agent"), meta.RESTScopeNamespace)
 	c, err := crcache.New(config, crcache.Options{
 		Scheme: NewScheme(),
+		Mapper: mapper,
 		ByObject: map[client.Object]crcache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(share.SecretSelector())},
 			&corev1.Pod{}:    {Label: labels.NewSelector().Add(*agentPods)},
@@ -116,9 +124,9 @@ func newLinks(c crcache.Cache, clk clock.Clock) *Links {
 	return &Links{cache: c, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
 }
 
-// Start runs the informers until ctx ends. It returns once they are set up;
-// WaitForCacheSync says when they are filled.
-func (l *Links) Start(ctx context.Context) error {
+// Run fills and keeps the caches until ctx ends. Call WaitForCacheSync to
+// know when they are filled.
+func (l *Links) Run(ctx context.Context) error {
 	if err := l.cache.IndexField(ctx, &corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
 		token := obj.(*corev1.Secret).Data[share.SecretTokenKey]
 		if !share.ValidToken(string(token)) {
@@ -141,11 +149,9 @@ func (l *Links) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	go func() {
-		if err := l.cache.Start(ctx); err != nil {
-			panic(fmt.Sprintf("share cache stopped: %v", err))
-		}
-	}()
+	if err := l.cache.Start(ctx); err != nil {
+		return fmt.Errorf("share cache: %w", err)
+	}
 	return nil
 }
 

@@ -20,9 +20,12 @@ type Options struct {
 	// it serves plain HTTP for an Ingress or load balancer to terminate TLS.
 	TLSCertFile string
 	TLSKeyFile  string
-	// PublicURL is the address users reach the listener at, used for the
-	// links the API returns and as an allowed WebSocket origin.
+	// PublicURL is the address users reach the listener at, an allowed
+	// WebSocket origin besides the request's own host. The API server sets
+	// it from its --public-url.
 	PublicURL string
+	// Listener, when set, is served instead of BindAddress:Port.
+	Listener net.Listener
 	// TrustedProxies are CIDRs of proxies whose X-Forwarded-For is believed.
 	TrustedProxies []string
 
@@ -62,7 +65,6 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Port, "share-port", o.Port, "Port of the public share listener; 0 disables it.")
 	fs.StringVar(&o.TLSCertFile, "share-tls-cert-file", o.TLSCertFile, "Certificate of the share listener; without one it serves plain HTTP behind a TLS-terminating proxy.")
 	fs.StringVar(&o.TLSKeyFile, "share-tls-private-key-file", o.TLSKeyFile, "Private key of the share listener's certificate.")
-	fs.StringVar(&o.PublicURL, "public-url", o.PublicURL, "Public base URL of the share listener, such as https://share.example.com; share links are built on it.")
 	fs.StringSliceVar(&o.TrustedProxies, "trusted-proxies", o.TrustedProxies, "CIDRs of proxies whose X-Forwarded-For header is believed; empty trusts none.")
 	fs.Float64Var(&o.RequestsPerSecond, "share-requests-per-second", o.RequestsPerSecond, "Requests per second allowed from one client address (IPv6 by /64); 0 disables the limit.")
 	fs.IntVar(&o.RequestBurst, "share-request-burst", o.RequestBurst, "Burst of requests allowed from one client address.")

@@ -3,5 +3,6 @@
 //
 // +k8s:deepcopy-gen=package
 // +k8s:openapi-gen=true
+// +k8s:openapi-model-package=io.kubeopencode.subresources.v1alpha1
 // +groupName=subresources.kubeopencode.io
 package v1alpha1

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fails when the vendored browser libraries differ from the pinned packages.
+set -o errexit -o nounset -o pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TMP="$(mktemp -d)"
+trap 'rm -rf "${TMP}"' EXIT
+
+VENDOR_DIR="${TMP}" "${ROOT}/hack/update-web.sh"
+if ! diff -r "${ROOT}/pkg/sharehttp/web/static/vendor" "${TMP}"; then
+  echo "The vendored web libraries are out of date. Run hack/update-web.sh." >&2
+  exit 1
+fi
+echo "Vendored web libraries match their pins."

@@ -1,0 +1,276 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
+)
+
+// Name is the name of the controller, used for its field manager, its Events
+// and its metrics.
+const Name = "kubeopencode-controller"
+
+// conflictRecheck is how often an Agent blocked by an object it does not own
+// (a foreign Deployment or share Secret) is looked at again. A foreign object
+// without our labels is outside the caches, so its deletion is not watched.
+const conflictRecheck = 30 * time.Second
+
+// Config configures the Agent controller.
+type Config struct {
+	// PublicURL is the base URL of the share listener, reported in
+	// status.share.url. Empty when unknown.
+	PublicURL string
+	// Clock tells the time for expiry. Nil means the real clock.
+	Clock clock.PassiveClock
+	// SkipNameValidation lets one process register the controller more than
+	// once, as tests that restart the manager do.
+	SkipNameValidation bool
+}
+
+// NewScheme returns a scheme with the built-in types and the Agent types.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("adding built-in types to the scheme: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("adding Agent types to the scheme: %w", err)
+	}
+	return s, nil
+}
+
+// CacheOptions returns the manager's cache options: Secrets and Deployments
+// are cached only when they carry the labels of share Secrets and Agent
+// Deployments, so the controller neither holds every Secret of the cluster in
+// memory nor sees tokens it has no business with. Managed fields are dropped.
+func CacheOptions() cache.Options {
+	hasAgent, err := labels.NewRequirement(share.LabelAgent, selection.Exists, nil)
+	if err != nil {
+		// The requirement is a constant; it cannot be invalid.
+		panic(err)
+	}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}:     {Label: labels.SelectorFromSet(share.SecretSelector())},
+			&appsv1.Deployment{}: {Label: labels.NewSelector().Add(*hasAgent)},
+		},
+	}
+}
+
+// AgentReconciler reconciles Agents. It owns the Agent's whole status: each
+// phase sets its conditions in memory, and Reconcile writes the status once.
+type AgentReconciler struct {
+	client   client.Client
+	recorder recorder.EventRecorder
+	clock    clock.PassiveClock
+	phases   []phase
+}
+
+// phase reconciles one concern of an Agent. It changes sc.agent.Status in
+// memory and may queue Events that are emitted once that status is written.
+type phase interface {
+	reconcile(ctx context.Context, sc *scope) (reconcile.Result, error)
+}
+
+// scope is the state of one reconcile of one Agent.
+type scope struct {
+	// agent is the Agent as read, whose status the phases change.
+	agent *v1alpha1.Agent
+	// prev is the status as read.
+	prev *v1alpha1.AgentStatus
+	// now is the time of the reconcile.
+	now time.Time
+	// events are emitted once the status is written.
+	events []event
+	// stale is set by a phase that found the Agent changed on the API server
+	// since it was read. The phase leaves its part of the status alone and the
+	// status does not claim to have observed this generation; the watch event
+	// of the newer Agent brings the next reconcile.
+	stale bool
+}
+
+// event is an Event on the Agent.
+type event struct {
+	eventType, reason, action, note string
+}
+
+// setCondition sets a condition of the Agent at the reconcile's time and
+// generation. The transition time changes only when the status does.
+func (sc *scope) setCondition(c metav1.Condition) {
+	c.ObservedGeneration = sc.agent.Generation
+	c.LastTransitionTime = metav1.NewTime(sc.now)
+	meta.SetStatusCondition(&sc.agent.Status.Conditions, c)
+}
+
+// prevCondition returns a condition of the status as read, or nil.
+func (sc *scope) prevCondition(conditionType string) *metav1.Condition {
+	return meta.FindStatusCondition(sc.prev.Conditions, conditionType)
+}
+
+// eventOnTransition queues an Event for when the status is written, unless
+// the condition already had the reason before this reconcile.
+func (sc *scope) eventOnTransition(conditionType, reason string, e event) {
+	if prev := sc.prevCondition(conditionType); prev != nil && prev.Reason == reason {
+		return
+	}
+	sc.events = append(sc.events, e)
+}
+
+// NewAgentReconciler returns a reconciler of Agents.
+//
+// The client should read from the manager's cache; apiReader must read from
+// the API server, so that a share Secret is only created when the API server
+// has none.
+func NewAgentReconciler(c client.Client, apiReader client.Reader, rec recorder.EventRecorder, cfg Config) *AgentReconciler {
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &AgentReconciler{
+		client:   c,
+		recorder: rec,
+		clock:    clk,
+		phases: []phase{
+			&workloadReconciler{client: c, apiReader: apiReader},
+			&shareReconciler{client: c, apiReader: apiReader, recorder: rec, publicURL: cfg.PublicURL},
+		},
+	}
+}
+
+// SetupWithManager registers the Agent controller with the manager. The
+// manager should use CacheOptions and a scheme from NewScheme.
+func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
+	r := NewAgentReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder(Name), cfg)
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("agent").
+		// The controller writes the status itself; only spec changes (and
+		// creation and deletion) need a reconcile.
+		For(&v1alpha1.Agent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.Deployment{}).
+		// Share Secrets map to their Agent by label rather than by owner
+		// reference, so that the deletion of a stale Secret left by a deleted
+		// Agent of the same name wakes the new Agent.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToAgent))
+	if cfg.SkipNameValidation {
+		b = b.WithOptions(crcontroller.Options{SkipNameValidation: ptr.To(true)})
+	}
+	if err := b.Complete(r); err != nil {
+		return fmt.Errorf("setting up the Agent controller: %w", err)
+	}
+	return nil
+}
+
+// secretToAgent maps a share Secret to the Agent it is named for.
+func secretToAgent(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetLabels()[share.LabelAgent]
+	if name == "" {
+		name = strings.TrimSuffix(obj.GetName(), share.SecretSuffix)
+	}
+	if name == "" || share.SecretName(name) != obj.GetName() {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
+}
+
+// Reconcile brings an Agent's Deployment and share Secret in line with its
+// spec and writes its status.
+func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	logger := klog.FromContext(ctx)
+	agent := &v1alpha1.Agent{}
+	if err := r.client.Get(ctx, req.NamespacedName, agent); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !agent.DeletionTimestamp.IsZero() {
+		// The garbage collector deletes the Deployment and the Secret.
+		return reconcile.Result{}, nil
+	}
+
+	original := agent.DeepCopy()
+	sc := &scope{agent: agent, prev: &original.Status, now: r.clock.Now()}
+	var (
+		errs   []error
+		result reconcile.Result
+	)
+	for _, p := range r.phases {
+		// Every phase runs even when an earlier one failed: a Deployment
+		// that cannot be updated must not keep a share from being disabled.
+		res, err := p.reconcile(ctx, sc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		result = earliest(result, res)
+	}
+	if len(errs) == 0 && !sc.stale {
+		agent.Status.ObservedGeneration = agent.Generation
+	}
+
+	written := true
+	if !equality.Semantic.DeepEqual(original.Status, agent.Status) {
+		err := r.client.Status().Patch(ctx, agent, client.MergeFrom(original))
+		switch {
+		case apierrors.IsNotFound(err):
+			// Deleted meanwhile; there is nothing left to report on.
+			return reconcile.Result{}, nil
+		case err != nil:
+			written = false
+			errs = append(errs, fmt.Errorf("writing the status of Agent %s: %w", req.NamespacedName, err))
+		default:
+			logger.V(2).Info("Updated Agent status", "agent", klog.KObj(agent), "generation", agent.Generation)
+		}
+	}
+	// The Events report transitions the written status records. When the
+	// status could not be written, the retry finds the same transitions and
+	// reports them then.
+	if written {
+		for _, e := range sc.events {
+			r.recorder.Eventf(agent, nil, e.eventType, e.reason, e.action, "%s", e.note)
+		}
+	}
+	if err := kerrors.NewAggregate(errs); err != nil {
+		return reconcile.Result{}, err
+	}
+	return result, nil
+}
+
+// earliest returns the result that asks to be called back first.
+func earliest(a, b reconcile.Result) reconcile.Result {
+	switch {
+	case a.RequeueAfter == 0:
+		return b
+	case b.RequeueAfter == 0 || a.RequeueAfter <= b.RequeueAfter:
+		return a
+	default:
+		return b
+	}
+}

@@ -1,0 +1,395 @@
+package controller
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
+)
+
+// harness runs the reconciler of one Agent over the fake client, with a fake
+// clock and a fake recorder. The integration tests run it against a real API
+// server; this test walks the condition and Event logic through time.
+type harness struct {
+	t      *testing.T
+	client client.Client
+	clock  *clocktesting.FakePassiveClock
+	events *events.FakeRecorder
+	r      *AgentReconciler
+	key    types.NamespacedName
+}
+
+func newHarness(t *testing.T, start time.Time, objs ...client.Object) *harness {
+	t.Helper()
+	scheme, err := NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
+	h := &harness{
+		t: t, client: c,
+		clock:  clocktesting.NewFakePassiveClock(start),
+		events: events.NewFakeRecorder(16),
+		key:    types.NamespacedName{Namespace: "default", Name: "team-agent"},
+	}
+	h.r = NewAgentReconciler(c, c, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com"})
+	return h
+}
+
+// reconcile runs one reconcile and returns the Agent and the Events emitted.
+func (h *harness) reconcile() (reconcile.Result, *v1alpha1.Agent, []string) {
+	h.t.Helper()
+	res, err := h.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: h.key})
+	if err != nil {
+		h.t.Fatalf("Reconcile: %v", err)
+	}
+	agent := &v1alpha1.Agent{}
+	if err := h.client.Get(context.Background(), h.key, agent); err != nil {
+		h.t.Fatal(err)
+	}
+	var got []string
+	for {
+		select {
+		case e := <-h.events.Events:
+			got = append(got, e)
+		default:
+			return res, agent, got
+		}
+	}
+}
+
+func (h *harness) update(obj client.Object, mutate func()) {
+	h.t.Helper()
+	if err := h.client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+		h.t.Fatal(err)
+	}
+	mutate()
+	if err := h.client.Update(context.Background(), obj); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) secret() *corev1.Secret {
+	h.t.Helper()
+	s := &corev1.Secret{}
+	if err := h.client.Get(context.Background(), types.NamespacedName{Namespace: "default", Name: "team-agent-share"}, s); err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+func conditionReason(agent *v1alpha1.Agent, conditionType string) string {
+	if c := meta.FindStatusCondition(agent.Status.Conditions, conditionType); c != nil {
+		return string(c.Status) + "/" + c.Reason
+	}
+	return ""
+}
+
+// reasons returns the reason of each Event, in order.
+func reasons(evs []string) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = strings.Fields(e)[1]
+	}
+	return out
+}
+
+func TestReconcileShareLifecycle(t *testing.T) {
+	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	agent := testAgent()
+	expiresAt := metav1.NewTime(start.Add(time.Hour))
+	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: &expiresAt}
+	h := newHarness(t, start, agent)
+
+	steps := []struct {
+		name string
+		// before changes the world, then the clock moves by advance.
+		before      func()
+		advance     time.Duration
+		wantReady   string
+		wantShare   string
+		wantActive  bool
+		wantEvents  []string
+		wantRequeue time.Duration
+	}{
+		{
+			name:      "enable before the agent is ready",
+			wantReady: "False/DeploymentUnavailable", wantShare: "False/AgentNotReady",
+			wantEvents: []string{EventShareEnabled}, wantRequeue: time.Hour,
+		},
+		{
+			name: "deployment becomes available",
+			before: func() {
+				d := &appsv1.Deployment{}
+				if err := h.client.Get(context.Background(), h.key, d); err != nil {
+					t.Fatal(err)
+				}
+				d.Status.AvailableReplicas = 1
+				d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}
+				if err := h.client.Status().Update(context.Background(), d); err != nil {
+					t.Fatal(err)
+				}
+			},
+			advance:   time.Minute,
+			wantReady: "True/DeploymentAvailable", wantShare: "True/Active", wantActive: true,
+			wantRequeue: 59 * time.Minute,
+		},
+		{
+			name: "nothing changed", advance: 58 * time.Minute,
+			wantReady: "True/DeploymentAvailable", wantShare: "True/Active", wantActive: true,
+			wantRequeue: time.Minute,
+		},
+		{
+			name: "token rotated",
+			before: func() {
+				if _, _, err := share.RotateSecret(context.Background(), h.client, h.secret()); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReady: "True/DeploymentAvailable", wantShare: "True/Active", wantActive: true,
+			wantEvents: []string{EventShareRotated}, wantRequeue: time.Minute,
+		},
+		{
+			name: "clock reaches expiry", advance: time.Minute,
+			wantReady: "True/DeploymentAvailable", wantShare: "False/Expired",
+			wantEvents: []string{EventShareExpired},
+		},
+		{
+			name: "expired stays quiet", advance: time.Hour,
+			wantReady: "True/DeploymentAvailable", wantShare: "False/Expired",
+		},
+		{
+			name: "expiry extended",
+			before: func() {
+				a := &v1alpha1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "team-agent"}}
+				h.update(a, func() {
+					later := metav1.NewTime(h.clock.Now().Add(30 * time.Minute))
+					a.Spec.Share.ExpiresAt = &later
+				})
+			},
+			wantReady: "True/DeploymentAvailable", wantShare: "True/Active", wantActive: true,
+			wantRequeue: 30 * time.Minute,
+		},
+		{
+			name: "disable",
+			before: func() {
+				a := &v1alpha1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "team-agent"}}
+				h.update(a, func() { a.Spec.Share.Enabled = false })
+			},
+			wantReady: "True/DeploymentAvailable", wantShare: "False/Disabled",
+			wantEvents: []string{EventShareDisabled},
+		},
+		{
+			name:      "disabled stays quiet",
+			wantReady: "True/DeploymentAvailable", wantShare: "False/Disabled",
+		},
+		{
+			name: "enable again gets a new token",
+			before: func() {
+				a := &v1alpha1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "team-agent"}}
+				h.update(a, func() { a.Spec.Share.Enabled, a.Spec.Share.ExpiresAt = true, nil })
+			},
+			wantReady: "True/DeploymentAvailable", wantShare: "True/Active", wantActive: true,
+			wantEvents: []string{EventShareEnabled},
+		},
+	}
+	var lastToken string
+	for _, step := range steps {
+		if step.before != nil {
+			step.before()
+		}
+		h.clock.SetTime(h.clock.Now().Add(step.advance))
+		res, got, evs := h.reconcile()
+		if r := conditionReason(got, v1alpha1.ConditionReady); r != step.wantReady {
+			t.Errorf("%s: Ready = %s, want %s", step.name, r, step.wantReady)
+		}
+		if r := conditionReason(got, v1alpha1.ConditionShareReady); r != step.wantShare {
+			t.Errorf("%s: ShareReady = %s, want %s", step.name, r, step.wantShare)
+		}
+		if got.Status.Share == nil || got.Status.Share.Active != step.wantActive {
+			t.Errorf("%s: status.share = %+v, want active %v", step.name, got.Status.Share, step.wantActive)
+		}
+		if got.Status.ObservedGeneration != got.Generation {
+			t.Errorf("%s: observedGeneration = %d, want %d", step.name, got.Status.ObservedGeneration, got.Generation)
+		}
+		if r := reasons(evs); strings.Join(r, ",") != strings.Join(step.wantEvents, ",") {
+			t.Errorf("%s: events = %v, want %v", step.name, evs, step.wantEvents)
+		}
+		if res.RequeueAfter != step.wantRequeue {
+			t.Errorf("%s: RequeueAfter = %v, want %v", step.name, res.RequeueAfter, step.wantRequeue)
+		}
+		if step.wantShare != "False/Disabled" {
+			token := string(h.secret().Data[share.SecretTokenKey])
+			if strings.Contains(strings.Join(evs, " "), token) {
+				t.Errorf("%s: an Event holds the token", step.name)
+			}
+			lastToken = token
+		}
+	}
+	if !share.ValidToken(lastToken) {
+		t.Errorf("last token %q", lastToken)
+	}
+}
+
+func TestReconcileForeignSecret(t *testing.T) {
+	agent := testAgent()
+	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true}
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "team-agent-share"},
+		Data:       map[string][]byte{"token": []byte("mine")},
+	}
+	h := newHarness(t, time.Now(), agent, foreign)
+	before := h.secret()
+
+	for i, wantEvents := range [][]string{{EventSecretConflict}, nil} {
+		res, got, evs := h.reconcile()
+		if r := conditionReason(got, v1alpha1.ConditionShareReady); r != "False/SecretConflict" {
+			t.Errorf("reconcile %d: ShareReady = %s", i, r)
+		}
+		if got.Status.Share == nil || got.Status.Share.Active || got.Status.Share.SecretName != "" {
+			t.Errorf("reconcile %d: status.share = %+v", i, got.Status.Share)
+		}
+		if r := reasons(evs); strings.Join(r, ",") != strings.Join(wantEvents, ",") || (len(evs) > 0 && !strings.HasPrefix(evs[0], corev1.EventTypeWarning)) {
+			t.Errorf("reconcile %d: events = %v, want Warning %v", i, evs, wantEvents)
+		}
+		if res.RequeueAfter != conflictRecheck {
+			t.Errorf("reconcile %d: RequeueAfter = %v", i, res.RequeueAfter)
+		}
+	}
+	after := h.secret()
+	if after.ResourceVersion != before.ResourceVersion || len(after.OwnerReferences) != 0 {
+		t.Errorf("the foreign Secret was changed: %+v", after.ObjectMeta)
+	}
+
+	// Disabling leaves a foreign Secret alone too.
+	a := &v1alpha1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "team-agent"}}
+	h.update(a, func() { a.Spec.Share.Enabled = false })
+	_, got, _ := h.reconcile()
+	if r := conditionReason(got, v1alpha1.ConditionShareReady); r != "False/Disabled" {
+		t.Errorf("after disable: ShareReady = %s", r)
+	}
+	h.secret()
+}
+
+func TestReconcileForeignDeployment(t *testing.T) {
+	agent := testAgent()
+	foreign := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "team-agent"}}
+	h := newHarness(t, time.Now(), agent, foreign)
+	res, got, evs := h.reconcile()
+	if r := conditionReason(got, v1alpha1.ConditionReady); r != "False/DeploymentConflict" {
+		t.Errorf("Ready = %s", r)
+	}
+	if r := reasons(evs); len(r) != 1 || r[0] != ReasonDeploymentConflict {
+		t.Errorf("events = %v", evs)
+	}
+	if res.RequeueAfter != conflictRecheck {
+		t.Errorf("RequeueAfter = %v", res.RequeueAfter)
+	}
+	d := &appsv1.Deployment{}
+	if err := h.client.Get(context.Background(), h.key, d); err != nil || len(d.OwnerReferences) != 0 {
+		t.Errorf("foreign Deployment: %+v, %v", d.ObjectMeta, err)
+	}
+}
+
+func TestReconcileEventsFollowTheStatus(t *testing.T) {
+	unavailable := apierrors.NewServiceUnavailable("try later")
+	tests := []struct {
+		name string
+		// failDeployment makes every Deployment create fail.
+		failDeployment bool
+		// failStatus makes the first status write fail.
+		failStatus bool
+		// wantEvents are the Events of the first and second reconcile.
+		wantEvents [2][]string
+	}{
+		{
+			name:           "a failed phase does not hold back the Events of the status written",
+			failDeployment: true,
+			wantEvents:     [2][]string{{EventShareDisabled}, nil},
+		},
+		{
+			name:       "a failed status write holds back its Events until the retry",
+			failStatus: true,
+			wantEvents: [2][]string{nil, {EventShareDisabled}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := testAgent()
+			agent.Generation = 2
+			agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: false}
+			agent.Status.Conditions = []metav1.Condition{{
+				Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionTrue, Reason: share.ReasonActive,
+				ObservedGeneration: 1, LastTransitionTime: metav1.Now(),
+			}}
+			scheme, err := NewScheme()
+			if err != nil {
+				t.Fatal(err)
+			}
+			statusFailures := 0
+			if tc.failStatus {
+				statusFailures = 1
+			}
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent).
+				WithStatusSubresource(&v1alpha1.Agent{}).
+				WithInterceptorFuncs(interceptor.Funcs{
+					Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+						if _, ok := obj.(*appsv1.Deployment); ok && tc.failDeployment {
+							return unavailable
+						}
+						return c.Create(ctx, obj, opts...)
+					},
+					SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+						if statusFailures > 0 {
+							statusFailures--
+							return unavailable
+						}
+						return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+					},
+				}).Build()
+			rec := events.NewFakeRecorder(16)
+			r := NewAgentReconciler(c, c, rec, Config{})
+			for i, want := range tc.wantEvents {
+				_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)})
+				if wantErr := tc.failDeployment || (tc.failStatus && i == 0); (err != nil) != wantErr {
+					t.Errorf("reconcile %d: error %v, want an error: %v", i, err, wantErr)
+				}
+				var got []string
+				for len(rec.Events) > 0 {
+					got = append(got, <-rec.Events)
+				}
+				if strings.Join(reasons(got), ",") != strings.Join(want, ",") {
+					t.Errorf("reconcile %d: events %v, want %v", i, got, want)
+				}
+			}
+			stored := &v1alpha1.Agent{}
+			if err := c.Get(context.Background(), client.ObjectKeyFromObject(agent), stored); err != nil {
+				t.Fatal(err)
+			}
+			if r := conditionReason(stored, v1alpha1.ConditionShareReady); r != "False/Disabled" {
+				t.Errorf("ShareReady = %s", r)
+			}
+			// A failed phase leaves observedGeneration behind.
+			if got, want := stored.Status.ObservedGeneration, map[bool]int64{true: 0, false: 2}[tc.failDeployment]; got != want {
+				t.Errorf("observedGeneration = %d, want %d", got, want)
+			}
+		})
+	}
+}

@@ -1,0 +1,266 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
+)
+
+// Reasons of the Events on an Agent about its share link.
+const (
+	// EventShareEnabled reports a new token: the share was enabled.
+	EventShareEnabled = "ShareEnabled"
+	// EventShareDisabled reports that the share was disabled and its token
+	// deleted.
+	EventShareDisabled = "ShareDisabled"
+	// EventShareExpired reports that the share link passed its expiry.
+	EventShareExpired = "ShareExpired"
+	// EventShareRotated reports that the token was replaced by a new one.
+	EventShareRotated = "ShareRotated"
+	// EventSecretConflict (a Warning) reports a Secret with the share
+	// Secret's name that does not belong to the Agent.
+	EventSecretConflict = share.ReasonSecretConflict
+)
+
+// AnnotationTokenFingerprint is kept by the controller on a share Secret: the
+// fingerprint of the token it last announced with an Event. A Secret without
+// it holds a token not yet announced (ShareEnabled); one whose fingerprint
+// does not match its token was rotated (ShareRotated). The fingerprint is the
+// first 16 hex digits of the token's SHA-256: it tells tokens apart and gives
+// nothing away, and it lives on the Secret, which holds the token anyway.
+const AnnotationTokenFingerprint = "kubeopencode.io/token-fingerprint"
+
+// fingerprint returns the fingerprint of a token.
+func fingerprint(token string) string {
+	return share.TokenHash(token)[:16]
+}
+
+// secretState is what the controller found of an enabled share's Secret.
+type secretState int
+
+const (
+	// secretAbsent: the share is disabled and its Secret is gone.
+	secretAbsent secretState = iota
+	// secretOwned: the Secret belongs to the Agent and holds a valid token.
+	secretOwned
+	// secretForeign: a Secret of that name belongs to something else.
+	secretForeign
+)
+
+// shareReconciler keeps an Agent's share Secret, its ShareReady condition and
+// status.share.
+type shareReconciler struct {
+	client    client.Client
+	apiReader client.Reader
+	recorder  recorder.EventRecorder
+	publicURL string
+}
+
+func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.Result, error) {
+	logger := klog.FromContext(ctx)
+	agent := sc.agent
+	state := secretOwned
+	if agent.Spec.Share == nil || !agent.Spec.Share.Enabled {
+		deleted, err := s.deleteSecret(ctx, agent)
+		if errors.Is(err, errStale) {
+			sc.stale = true
+			return reconcile.Result{}, nil
+		}
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if deleted {
+			logger.Info("Deleted share Secret: share disabled", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
+		}
+		state = secretAbsent
+		// Announce the end of a share that was reported or had a token.
+		if prev := sc.prevCondition(v1alpha1.ConditionShareReady); deleted || (prev != nil && prev.Reason != share.ReasonDisabled) {
+			sc.events = append(sc.events, event{
+				eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
+				note: "Share link disabled; its token no longer works",
+			})
+		}
+	} else {
+		secret, token, err := s.ensureSecret(ctx, agent)
+		switch {
+		case errors.Is(err, errStale):
+			sc.stale = true
+			return reconcile.Result{}, nil
+		case errors.Is(err, share.ErrForeignSecret):
+			state = secretForeign
+			// The Warning Event tells the user, once; the log says it at each look.
+			logger.V(2).Info("Share Secret name taken by a Secret that does not belong to the Agent", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
+		case err != nil:
+			return reconcile.Result{}, err
+		default:
+			if err := s.announceToken(ctx, agent, secret, token); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+	}
+
+	cond, status, untilExpiry := shareState(agent, state, s.publicURL, sc.now)
+	sc.setCondition(cond)
+	agent.Status.Share = status
+	switch cond.Reason {
+	case share.ReasonExpired:
+		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
+			eventType: corev1.EventTypeNormal, reason: EventShareExpired, action: "Expire", note: cond.Message,
+		})
+	case share.ReasonSecretConflict:
+		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
+			eventType: corev1.EventTypeWarning, reason: EventSecretConflict, action: "EnsureSecret", note: cond.Message,
+		})
+		return reconcile.Result{RequeueAfter: conflictRecheck}, nil
+	}
+	return reconcile.Result{RequeueAfter: untilExpiry}, nil
+}
+
+// errStale means the Agent changed on the API server since it was read.
+var errStale = errors.New("the Agent changed since it was read")
+
+// current reports whether the Agent as read is still the Agent on the API
+// server, same object and same spec. Before the controller creates or deletes
+// a token it asks the API server, not the cache: the Agent in the cache may
+// lag behind an enable whose Secret the cache already holds, or a disable
+// that already deleted the Secret.
+func (s *shareReconciler) current(ctx context.Context, agent *v1alpha1.Agent) (bool, error) {
+	live := &v1alpha1.Agent{}
+	err := s.apiReader.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}, live)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading Agent %s: %w", klog.KObj(agent), err)
+	}
+	if live.UID != agent.UID || live.Generation != agent.Generation {
+		klog.FromContext(ctx).V(2).Info("Agent changed since it was read; waiting for the newer version", "agent", klog.KObj(agent))
+		return false, nil
+	}
+	return true, nil
+}
+
+// ensureSecret returns the Agent's share Secret and token, creating them if
+// there are none. The cache answers in the steady state; a Secret that the
+// cache does not show as the Agent's, with a valid token, is decided on
+// with the API server, so a token is minted only when the API server has no
+// Secret (see share.EnsureSecret). It returns errStale when the Agent on the
+// API server is no longer the one read.
+func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agent) (*corev1.Secret, string, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
+	cached := &corev1.Secret{}
+	err := s.client.Get(ctx, key, cached)
+	if err == nil {
+		if token, tokenErr := share.TokenFrom(cached, agent.UID); tokenErr == nil {
+			return cached, token, nil
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return nil, "", fmt.Errorf("reading share Secret %s: %w", key, err)
+	}
+	current, err := s.current(ctx, agent)
+	if err != nil {
+		return nil, "", err
+	}
+	if !current {
+		return nil, "", errStale
+	}
+	return share.EnsureSecret(ctx, s.apiReader, s.client, agent)
+}
+
+// deleteSecret deletes the Agent's share Secret if there is one that belongs
+// to the Agent, and reports whether it did. It returns errStale when the
+// Agent on the API server is no longer the one read.
+func (s *shareReconciler) deleteSecret(ctx context.Context, agent *v1alpha1.Agent) (bool, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
+	cached := &corev1.Secret{}
+	if err := s.client.Get(ctx, key, cached); err != nil {
+		if apierrors.IsNotFound(err) {
+			// A Secret created later is watched and brings another reconcile.
+			return false, nil
+		}
+		return false, fmt.Errorf("reading share Secret %s: %w", key, err)
+	}
+	if !share.OwnedBy(cached, agent.UID) {
+		return false, nil
+	}
+	current, err := s.current(ctx, agent)
+	if err != nil {
+		return false, err
+	}
+	if !current {
+		return false, errStale
+	}
+	return share.DeleteSecret(ctx, s.apiReader, s.client, agent)
+}
+
+// announceToken emits ShareEnabled for a token not announced before and
+// ShareRotated for a token that replaced an announced one, and records the
+// token's fingerprint on the Secret. The Event follows the write that records
+// it, so a retry after a failed write announces once.
+func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Agent, secret *corev1.Secret, token string) error {
+	fp := fingerprint(token)
+	announced, ok := secret.Annotations[AnnotationTokenFingerprint]
+	if ok && announced == fp {
+		return nil
+	}
+	patched := secret.DeepCopy()
+	if patched.Annotations == nil {
+		patched.Annotations = map[string]string{}
+	}
+	patched.Annotations[AnnotationTokenFingerprint] = fp
+	// The optimistic lock makes sure the fingerprint is of the token the
+	// Secret holds at the time of the write.
+	if err := s.client.Patch(ctx, patched, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("recording the token fingerprint on share Secret %s: %w", klog.KObj(secret), err)
+	}
+	reason, action, note := EventShareEnabled, "Enable", "Share link enabled with a new token"
+	if ok {
+		reason, action, note = EventShareRotated, "Rotate", "Share link token rotated; the previous token no longer works"
+	}
+	klog.FromContext(ctx).Info("Announced share token", "agent", klog.KObj(agent), "secret", klog.KObj(secret), "event", reason)
+	s.recorder.Eventf(agent, patched, corev1.EventTypeNormal, reason, action, "%s", note)
+	return nil
+}
+
+// shareState returns the ShareReady condition and status.share of an enabled
+// or disabled share, given what was found of its Secret. It reads the
+// Agent's Ready condition, which must be current. The duration is the time
+// until the link expires, zero when there is no expiry ahead to wait for.
+func shareState(agent *v1alpha1.Agent, secret secretState, publicURL string, now time.Time) (metav1.Condition, *v1alpha1.ShareStatus, time.Duration) {
+	d := share.Evaluate(agent, now)
+	cond := metav1.Condition{Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionFalse, Reason: d.Reason, Message: d.Message}
+	if d.Reason == share.ReasonDisabled || secret == secretAbsent {
+		cond.Reason, cond.Message = share.ReasonDisabled, "Share link is disabled"
+		return cond, &v1alpha1.ShareStatus{Active: false}, 0
+	}
+	status := &v1alpha1.ShareStatus{ExpiresAt: d.ExpiresAt.DeepCopy()}
+	if secret == secretForeign {
+		cond.Reason = share.ReasonSecretConflict
+		cond.Message = fmt.Sprintf("Secret %s exists and does not belong to this Agent; delete it or rename the Agent to enable sharing", share.SecretName(agent.Name))
+		return cond, status, 0
+	}
+	status.SecretName = share.SecretName(agent.Name)
+	status.URL = publicURL
+	status.Active = d.Active
+	if d.Active {
+		cond.Status = metav1.ConditionTrue
+	}
+	var untilExpiry time.Duration
+	if d.ExpiresAt != nil && d.Reason != share.ReasonExpired {
+		untilExpiry = d.ExpiresAt.Sub(now)
+	}
+	return cond, status, untilExpiry
+}

@@ -1,0 +1,340 @@
+package sharehttp
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/kubeopencode/share/pkg/sharehttp/web"
+)
+
+// EventComponent is the source of the Events the listener records.
+const EventComponent = "kubeopencode-share"
+
+// contentSecurityPolicy allows the page nothing but its own scripts, styles
+// and WebSocket, and no framing.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+	"img-src 'self' data:; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// Server is the public share listener: the terminal page at /s/<token>, the
+// Agent's name at /s/<token>/info and the terminal WebSocket at
+// /s/<token>/terminal. Every request is treated as hostile: the token is
+// the only credential, and it is checked against the caches on each request
+// and for the life of each session.
+type Server struct {
+	opts     *Options
+	links    *Links
+	clientIP ClientIPResolver
+	limiter  *ipRateLimiter
+	slots    *sessionSlots
+	audit    *auditor
+	exec     Executor
+	clock    clock.Clock
+	events   record.EventBroadcaster
+	origins  map[string]bool
+	upgrader websocket.Upgrader
+
+	// sessions are the live terminal sessions, so that shutdown can end them.
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup
+}
+
+// NewServer returns a share listener. config is the server's own identity:
+// it reads share Secrets, Agents and pods, execs into pods and records audit
+// Events on Agents.
+func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, error) {
+	if errs := opts.Validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	proxies, _ := opts.trustedProxies()
+	exec, err := NewPodExecutor(config)
+	if err != nil {
+		return nil, err
+	}
+	links, err := NewLinks(config, clk)
+	if err != nil {
+		return nil, err
+	}
+	events, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(NewScheme(), corev1.EventSource{Component: EventComponent})
+	s := &Server{
+		opts:     opts,
+		links:    links,
+		clientIP: ClientIPResolver{TrustedProxies: proxies},
+		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
+		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
+		audit:    newAuditor(recorder),
+		events:   broadcaster,
+		exec:     exec,
+		clock:    clk,
+		origins:  map[string]bool{},
+		sessions: map[*session]struct{}{},
+	}
+	if opts.PublicURL != "" {
+		u, _ := url.Parse(opts.PublicURL)
+		s.origins[strings.ToLower(u.Host)] = true
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  16384,
+		CheckOrigin:      s.checkOrigin,
+	}
+	RegisterMetrics()
+	return s, nil
+}
+
+// Handler returns the listener's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /s/{token}", s.servePage)
+	mux.HandleFunc("GET /s/{token}/info", s.serveInfo)
+	mux.HandleFunc("GET /s/{token}/terminal", s.serveTerminal)
+	mux.Handle("GET "+web.StaticPrefix, web.StaticHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	return securityHeaders(mux)
+}
+
+// securityHeaders sets the headers every response of the listener carries.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Robots-Tag", "noindex, nofollow")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		if r.TLS != nil {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// admit applies the per-address rate limit and resolves the token. On
+// refusal it has written the answer.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, asJSON bool) (*Grant, netip.Addr, bool) {
+	client, ok := s.clientIP.ClientIP(r)
+	if !ok {
+		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "Bad request."}, asJSON)
+		return nil, client, false
+	}
+	if ok, retry := s.limiter.Allow(client, s.clock.Now()); !ok {
+		s.audit.refused(nil, client.String(), ReasonTooManyRequest)
+		w.Header().Set("Retry-After", retryAfterSeconds(retry))
+		writeRefusal(w, &Refusal{Reason: ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+			Message: "Too many requests. Wait a moment and try again."}, asJSON)
+		return nil, client, false
+	}
+	grant, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client)
+	if refusal != nil {
+		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+		writeRefusal(w, refusal, asJSON)
+		return nil, client, false
+	}
+	return grant, client, true
+}
+
+func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
+	client, ok := s.clientIP.ClientIP(r)
+	if ok {
+		if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
+			w.Header().Set("Retry-After", retryAfterSeconds(retry))
+			refusalsTotal.WithLabelValues(ReasonTooManyRequest).Inc()
+			http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
+			return
+		}
+	}
+	// The page is the same for every token and finds out the link's state
+	// from /info, so an invalid link still shows a clear message. Its status
+	// code still tells crawlers and scripts that the link does not work.
+	code := http.StatusOK
+	if _, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client); refusal != nil {
+		code = refusal.Code
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write(web.Index())
+}
+
+func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
+	grant, _, ok := s.admit(w, r, true)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"name": grant.Agent.Name, "namespace": grant.Agent.Namespace})
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		// Browsers always send Origin on WebSocket handshakes; a client that
+		// does not is not a browser page that could be tricked into it.
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	host := strings.ToLower(u.Host)
+	return host == strings.ToLower(r.Host) || s.origins[host]
+}
+
+func writeRefusal(w http.ResponseWriter, refusal *Refusal, asJSON bool) {
+	if asJSON {
+		writeJSON(w, refusal.Code, map[string]string{"reason": refusal.Reason, "message": refusal.Message})
+		return
+	}
+	http.Error(w, refusal.Message, refusal.Code)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	secs := int((d + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return strconv.Itoa(secs)
+}
+
+// Run fills the caches, then serves until ctx ends; then it stops taking
+// requests, ends live sessions with "going away" and waits for them. It
+// serves on opts.Listener when set, else on BindAddress:Port.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.events.Shutdown()
+	ln := s.opts.Listener
+	if ln == nil {
+		var err error
+		addr := net.JoinHostPort(s.opts.BindAddress, strconv.Itoa(s.opts.Port))
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("share listener: %w", err)
+		}
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cacheErr := make(chan error, 1)
+	go func() { cacheErr <- s.links.Run(ctx) }()
+	if !s.links.WaitForCacheSync(ctx) {
+		ln.Close()
+		cancel()
+		if err := <-cacheErr; err != nil && parent.Err() == nil {
+			return err
+		}
+		return nil
+	}
+	err := s.serve(ctx, ln)
+	cancel()
+	if cerr := <-cacheErr; err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          nil,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	if s.opts.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCertFile, s.opts.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("share listener certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	klog.InfoS("Serving share links", "address", ln.Addr().String(), "tls", s.opts.TLSCertFile != "")
+
+	errCh := make(chan error, 1)
+	go func() { errCh <- srv.Serve(ln) }()
+	select {
+	case err := <-errCh:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	s.closeSessions(closeGoingAway, "ServerShutdown", "The share server is restarting. Reconnect in a moment.")
+	s.wg.Wait()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) track(sess *session) (untrack func()) {
+	s.mu.Lock()
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+		s.wg.Done()
+	}
+}
+
+func (s *Server) closeSessions(code int, reason, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		sess.end(code, reason, message)
+	}
+}
+
+// sessionCount returns the number of live sessions of an Agent, or of all
+// Agents for an empty name.
+func (s *Server) sessionCount(agent types.NamespacedName) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for sess := range s.sessions {
+		if agent.Name == "" || sess.grant.Agent == agent {
+			n++
+		}
+	}
+	return n
+}

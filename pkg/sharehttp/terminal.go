@@ -1,0 +1,249 @@
+package sharehttp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/utils/clock"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
+	"github.com/kubeopencode/share/pkg/sharehttp/wire"
+)
+
+// WebSocket close codes the listener uses.
+const (
+	closeNormal      = terminal.CloseNormal
+	closeGoingAway   = terminal.CloseGoingAway
+	closePolicy      = terminal.ClosePolicy
+	closeServerError = terminal.CloseServerError
+)
+
+// handshakeTimeout bounds the wait for the page's first message, which
+// carries the terminal size.
+const handshakeTimeout = 15 * time.Second
+
+// session is one browser terminal bridged to an exec stream.
+type session struct {
+	grant  *Grant
+	token  string
+	client netip.Addr
+	pod    string
+	term   *terminal.Session
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	reason string
+}
+
+// end closes the session with a status the page shows. Only the first call
+// counts; it reports whether it was the first.
+func (s *session) end(code int, reason, message string) bool {
+	return s.endWith(code, wire.Status{Reason: reason, Message: message})
+}
+
+func (s *session) endWith(code int, status wire.Status) bool {
+	s.mu.Lock()
+	if s.reason != "" {
+		s.mu.Unlock()
+		return false
+	}
+	s.reason = status.Reason
+	s.mu.Unlock()
+	s.term.Close(code, status)
+	s.cancel()
+	return true
+}
+
+func (s *session) endedBy() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+
+func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "A WebSocket upgrade is required."}, true)
+		return
+	}
+	if !s.checkOrigin(r) {
+		client, _ := s.clientIP.ClientIP(r)
+		s.audit.refused(nil, client.String(), "ForeignOrigin")
+		writeRefusal(w, &Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
+		return
+	}
+	grant, client, ok := s.admit(w, r, true)
+	if !ok {
+		return
+	}
+	pod, ok := s.links.ReadyPod(r.Context(), grant.Agent)
+	if !ok {
+		s.audit.refused(&grant.Agent, client.String(), ReasonNoPod)
+		writeRefusal(w, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable,
+			Message: "The Agent has no running pod. Try again when it is ready."}, true)
+		return
+	}
+	release, ok := s.slots.Acquire(grant.Agent)
+	if !ok {
+		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
+		w.Header().Set("Retry-After", "10")
+		writeRefusal(w, &Refusal{Reason: ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+			Message: "Too many terminal sessions are open. Try again later."}, true)
+		return
+	}
+	defer release()
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered the client.
+		return
+	}
+	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod)
+}
+
+func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	term := terminal.New(terminal.WebSocket(conn, terminal.WebSocketOptions{
+		PingInterval: s.opts.PingInterval,
+		PongTimeout:  2 * s.opts.PingInterval,
+		WriteTimeout: 10 * time.Second,
+	}), terminal.Options{
+		FlowWindow:  s.opts.FlowWindow,
+		IdleTimeout: s.opts.IdleTimeout,
+	})
+	sess := &session{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
+	defer s.track(sess)()
+	activeSessions.Inc()
+	defer activeSessions.Dec()
+
+	handshakeCtx, handshakeCancel := context.WithTimeout(ctx, handshakeTimeout)
+	_, err := term.WaitForSize(handshakeCtx)
+	handshakeCancel()
+	if err != nil {
+		sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.")
+		sessionsTotal.WithLabelValues("handshake_failed").Inc()
+		return
+	}
+
+	changes, unsubscribe := s.links.Subscribe(grant.Agent)
+	defer unsubscribe()
+	go s.watchSession(ctx, sess, changes)
+
+	start := s.clock.Now()
+	s.audit.sessionStarted(grant.Agent, grant.AgentUID, pod, client.String())
+	err = s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
+		Stdin:             term.Stdin(),
+		Stdout:            term.Stdout(),
+		Tty:               true,
+		TerminalSizeQueue: term,
+	})
+	outcome := s.finish(ctx, sess, err)
+	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))
+	bytesTotal.WithLabelValues("out").Add(float64(term.BytesOut()))
+	sessionsTotal.WithLabelValues(outcome).Inc()
+	s.audit.sessionEnded(grant.Agent, grant.AgentUID, client.String(), outcome, s.clock.Since(start), term.BytesIn(), term.BytesOut())
+}
+
+// finish tells the page how the session ended and returns the outcome.
+func (s *Server) finish(ctx context.Context, sess *session, err error) string {
+	if reason := sess.endedBy(); reason != "" {
+		return reason
+	}
+	var exitErr utilexec.ExitError
+	switch {
+	case err == nil:
+		code := 0
+		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: "The session ended.", ExitCode: &code})
+		return "Exited"
+	case errors.As(err, &exitErr):
+		code := exitErr.ExitStatus()
+		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
+		return "Exited"
+	case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
+		sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
+		return "PodGone"
+	case errors.Is(err, context.Canceled), sessionClosedByClient(sess):
+		sess.end(closeNormal, "Closed", "The session was closed.")
+		return "Closed"
+	default:
+		sess.end(closeServerError, "Error", "The terminal connection to the Agent failed.")
+		return "Error"
+	}
+}
+
+func sessionClosedByClient(sess *session) bool {
+	select {
+	case <-sess.term.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// watchSession re-checks the link whenever the Agent, its Secret or its pods
+// change, and at the expiry, and ends the session the moment the link no
+// longer gives access: disabled, rotated, expired, address no longer
+// allowed, Agent not ready, or the pod gone.
+func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan struct{}) {
+	expiresAt := sess.grant.ExpiresAt
+	var timer clock.Timer
+	var expiry <-chan time.Time
+	setExpiry := func() {
+		if timer != nil {
+			timer.Stop()
+			timer, expiry = nil, nil
+		}
+		if !expiresAt.IsZero() {
+			timer = s.clock.NewTimer(expiresAt.Sub(s.clock.Now()))
+			expiry = timer.C()
+		}
+	}
+	setExpiry()
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.term.Done():
+			// The page went: end the exec stream and the command with it.
+			sess.cancel()
+			return
+		case <-expiry:
+			sess.end(closePolicy, share.ReasonExpired, "This share link has expired.")
+			return
+		case <-changes:
+		}
+		grant, refusal := s.links.Resolve(ctx, sess.token, sess.client)
+		switch {
+		case refusal != nil:
+			reason, message := refusal.Reason, refusal.Message
+			if reason == ReasonNotFound {
+				reason, message = "Revoked", "This share link was disabled or replaced."
+			}
+			sess.end(closePolicy, reason, message)
+			return
+		case grant.AgentUID != sess.grant.AgentUID:
+			sess.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
+			return
+		case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
+			sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
+			return
+		}
+		if !grant.ExpiresAt.Equal(expiresAt) {
+			expiresAt = grant.ExpiresAt
+			setExpiry()
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package terminal
+
+import (
+	"io"
+	"sync"
+)
+
+// inputBuffer holds typed input between the connection and the command. It
+// is bounded: when full, Write waits, and so the connection is not read and
+// TCP pushes back on the page.
+type inputBuffer struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte
+	max    int
+	closed bool
+}
+
+func newInputBuffer(max int) *inputBuffer {
+	b := &inputBuffer{max: max}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *inputBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	written := 0
+	for len(p) > 0 {
+		for len(b.buf) >= b.max && !b.closed {
+			b.cond.Wait()
+		}
+		if b.closed {
+			return written, io.ErrClosedPipe
+		}
+		n := min(len(p), b.max-len(b.buf))
+		b.buf = append(b.buf, p[:n]...)
+		p = p[n:]
+		written += n
+		b.cond.Broadcast()
+	}
+	return written, nil
+}
+
+func (b *inputBuffer) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.buf) == 0 && !b.closed {
+		b.cond.Wait()
+	}
+	if len(b.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	if len(b.buf) == 0 {
+		b.buf = nil
+	}
+	b.cond.Broadcast()
+	return n, nil
+}
+
+// Close ends the input: reads return what is left, then EOF.
+func (b *inputBuffer) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	b.cond.Broadcast()
+}

@@ -1,0 +1,552 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apiserverapp "github.com/kubeopencode/share/cmd/aggregated-apiserver/app"
+	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
+	"github.com/kubeopencode/share/pkg/controller"
+	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/wire"
+	"github.com/kubeopencode/share/test/integration/framework"
+)
+
+// system is the whole product on the shared control plane: the controller
+// and the aggregated API server with its share listener, each as its
+// ServiceAccount with the shipped RBAC, behind a real APIService.
+type system struct {
+	t       *testing.T
+	admin   client.Client
+	user    *rest.Config
+	shareLn string // host:port of the share listener
+}
+
+const systemMaxSessionsPerAgent = 2
+
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+	cp := shared.cp
+	scheme, err := controller.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := client.New(cp.Config(), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureNamespace(t, admin, "kubeopencode-system")
+	for _, f := range []string{"apiserver/serviceaccount.yaml", "apiserver/rbac.yaml", "apiserver/roles.yaml", "controller/serviceaccount.yaml", "controller/rbac.yaml"} {
+		applyYAML(t, admin, filepath.Join(shared.root, "artifacts", f))
+	}
+	kubeconfigFor := func(name, user string) string {
+		cfg, err := cp.UserConfig(user, "system:serviceaccounts", "system:serviceaccounts:kubeopencode-system", "system:authenticated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), name+".kubeconfig")
+		if err := framework.WriteKubeconfig(path, cfg, ""); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	startController(t, kubeconfigFor("controller", controllerUser))
+
+	serverKubeconfig := kubeconfigFor("apiserver", apiServerUser)
+	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
+	ca, err := framework.NewCA("aggregated-apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServing([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certDir := t.TempDir()
+	apiWriteFile(t, filepath.Join(certDir, "tls.crt"), cert.CertPEM)
+	apiWriteFile(t, filepath.Join(certDir, "tls.key"), cert.KeyPEM)
+	shareLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := startAggregatedAPIServer(t, func(o *apiserverapp.Options) {
+		o.Share.Listener = shareLn
+	},
+		"--kubeconfig="+serverKubeconfig,
+		"--authentication-kubeconfig="+serverKubeconfig,
+		"--authorization-kubeconfig="+serverKubeconfig,
+		"--tls-cert-file="+filepath.Join(certDir, "tls.crt"),
+		"--tls-private-key-file="+filepath.Join(certDir, "tls.key"),
+		"--share-max-sessions-per-agent="+fmt.Sprint(systemMaxSessionsPerAgent),
+		"--share-requests-per-second=50",
+		"--share-request-burst=100",
+		"--share-ping-interval=2s",
+	)
+	name := "v1alpha1." + subresourcesv1alpha1.GroupName
+	if err := cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, port, ca.CertPEM); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		svc := &unstructured.Unstructured{}
+		svc.SetAPIVersion("apiregistration.k8s.io/v1")
+		svc.SetKind("APIService")
+		svc.SetName(name)
+		if err := admin.Delete(context.Background(), svc); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting the APIService: %v", err)
+		}
+	})
+	if err := cp.WaitForAPIService(t.Context(), name, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	user, err := cp.UserConfig("sharer", "system:authenticated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &system{t: t, admin: admin, user: user, shareLn: shareLn.Addr().String()}
+}
+
+// readyAgent creates an Agent in a new namespace where the user may edit,
+// and waits until the controller reports it Ready.
+func (s *system) readyAgent(t *testing.T, name string) types.NamespacedName {
+	t.Helper()
+	ns := newNamespace(t)
+	bindEdit(t, s.admin, ns, "sharer")
+	agent := &kubeopencodev1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: kubeopencodev1alpha1.AgentSpec{
+			Image:    "example/agent:1.0",
+			Terminal: &kubeopencodev1alpha1.TerminalSpec{Command: []string{"sh"}},
+		},
+	}
+	if err := s.admin.Create(t.Context(), agent); err != nil {
+		t.Fatal(err)
+	}
+	key := types.NamespacedName{Namespace: ns, Name: name}
+	s.waitFor(t, "the Agent to be Ready", func(ctx context.Context) (bool, error) {
+		a := &kubeopencodev1alpha1.Agent{}
+		if err := s.admin.Get(ctx, key, a); err != nil {
+			return false, nil
+		}
+		for _, c := range a.Status.Conditions {
+			if c.Type == kubeopencodev1alpha1.ConditionReady && c.Status == metav1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return key
+}
+
+func bindEdit(t *testing.T, c client.Client, ns, user string) {
+	t.Helper()
+	rb := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "rbac.authorization.k8s.io/v1",
+		"kind":       "RoleBinding",
+		"metadata":   map[string]interface{}{"name": user + "-edit", "namespace": ns},
+		"roleRef":    map[string]interface{}{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+		"subjects":   []interface{}{map[string]interface{}{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}},
+	}}
+	if err := c.Create(t.Context(), rb); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func (s *system) waitFor(t *testing.T, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 2*time.Minute, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// shareCall calls the agents/share subresource as the user.
+func (s *system) shareCall(t *testing.T, method string, agent types.NamespacedName, body string) *subresourcesv1alpha1.AgentShare {
+	t.Helper()
+	httpClient, err := rest.HTTPClientFor(s.user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, s.user.Host+apiSharePath(agent.Namespace, agent.Name), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		t.Fatalf("%s share: %d %s", method, resp.StatusCode, b)
+	}
+	out := &subresourcesv1alpha1.AgentShare{}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (s *system) enable(t *testing.T, agent types.NamespacedName, body string) string {
+	t.Helper()
+	if body == "" {
+		body = "{}"
+	}
+	got := s.shareCall(t, http.MethodPost, agent, body)
+	if !share.ValidToken(got.Status.Token) {
+		t.Fatalf("enable returned no token: %+v", got.Status)
+	}
+	return got.Status.Token
+}
+
+// get fetches a path of the share listener.
+func (s *system) get(t *testing.T, path string, header http.Header) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.shareLn+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// terminalClient is a browser-less client of the terminal WebSocket.
+type terminalClient struct {
+	t      *testing.T
+	conn   *websocket.Conn
+	mu     sync.Mutex
+	output strings.Builder
+	status *wire.Status
+	closed chan struct{}
+	code   int
+}
+
+// dial opens /s/<token>/terminal; it returns the HTTP status on refusal.
+func (s *system) dial(t *testing.T, token string, header http.Header) (*terminalClient, int) {
+	t.Helper()
+	return dialTerminal(t, s.shareLn, token, header)
+}
+
+// dialTerminal opens the terminal of a link on the share listener at
+// host:port, with the Origin a browser on the page would send.
+func dialTerminal(t *testing.T, hostPort, token string, header http.Header) (*terminalClient, int) {
+	t.Helper()
+	if header == nil {
+		header = http.Header{}
+	}
+	if header.Get("Origin") == "" {
+		header.Set("Origin", "http://"+hostPort)
+	}
+	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+hostPort+"/s/"+token+"/terminal", header)
+	if err != nil {
+		if resp == nil {
+			t.Fatalf("dialing the terminal: %v", err)
+		}
+		return nil, resp.StatusCode
+	}
+	c := &terminalClient{t: t, conn: conn, closed: make(chan struct{})}
+	t.Cleanup(func() { conn.Close() })
+	go c.readLoop()
+	return c, http.StatusSwitchingProtocols
+}
+
+func (c *terminalClient) readLoop() {
+	defer close(c.closed)
+	for {
+		_, b, err := c.conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				c.mu.Lock()
+				c.code = ce.Code
+				c.mu.Unlock()
+			}
+			return
+		}
+		if len(b) == 0 {
+			continue
+		}
+		c.mu.Lock()
+		switch b[0] {
+		case wire.OpData:
+			c.output.Write(b[1:])
+			// Acknowledge at once, as a page that renders instantly would.
+			_ = c.conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(b)-1)))
+		case wire.OpStatus:
+			st := &wire.Status{}
+			_ = json.Unmarshal(b[1:], st)
+			c.status = st
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *terminalClient) send(b []byte) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.conn.WriteMessage(websocket.BinaryMessage, b); err != nil {
+		c.t.Fatalf("sending: %v", err)
+	}
+}
+
+func (c *terminalClient) resize(cols, rows uint16) {
+	c.send(wire.EncodeResize(wire.Size{Cols: cols, Rows: rows}))
+}
+
+func (c *terminalClient) typeText(s string) { c.send(wire.EncodeData([]byte(s))) }
+
+func (c *terminalClient) waitForOutput(want string) {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		out := c.output.String()
+		c.mu.Unlock()
+		if strings.Contains(out, want) {
+			return
+		}
+		select {
+		case <-c.closed:
+			c.t.Fatalf("session closed (%d, %+v) before %q appeared; output:\n%s", c.code, c.status, want, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	c.t.Fatalf("timed out waiting for %q; output:\n%s", want, c.output.String())
+}
+
+// waitClosed waits for the server to close the session and returns the
+// close code and status, and how long it took.
+func (c *terminalClient) waitClosed(within time.Duration) (int, *wire.Status, time.Duration) {
+	c.t.Helper()
+	start := time.Now()
+	select {
+	case <-c.closed:
+	case <-time.After(within):
+		c.t.Fatalf("the session was not closed within %s", within)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.code, c.status, time.Since(start)
+}
+
+func TestShareLink(t *testing.T) {
+	s := startSystem(t)
+
+	t.Run("a terminal session runs a real shell through the kube-apiserver", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+
+		resp, body := s.get(t, "/s/"+token+"/info", nil)
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != fmt.Sprintf(`{"name":"%s","namespace":"%s"}`, agent.Name, agent.Namespace) {
+			t.Fatalf("/info: %d %s", resp.StatusCode, body)
+		}
+		for header, want := range map[string]string{
+			"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow",
+			"X-Content-Type-Options": "nosniff",
+		} {
+			if got := resp.Header.Get(header); got != want {
+				t.Errorf("%s = %q, want %q", header, got, want)
+			}
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("CSP %q", csp)
+		}
+		page, html := s.get(t, "/s/"+token, nil)
+		if page.StatusCode != http.StatusOK || !strings.Contains(string(html), "/_share/static/vendor/xterm.js") {
+			t.Fatalf("page: %d", page.StatusCode)
+		}
+
+		c, code := s.dial(t, token, nil)
+		if c == nil {
+			t.Fatalf("terminal refused: %d", code)
+		}
+		c.resize(100, 30)
+		c.typeText("echo hel''lo-$((6*7))\r")
+		c.waitForOutput("hello-42")
+		c.typeText("stty size\r")
+		c.waitForOutput("30 100")
+		c.resize(132, 43)
+		c.typeText("sleep 0.5; stty size\r")
+		c.waitForOutput("43 132")
+		c.typeText("exit 3\r")
+		code, st, _ := c.waitClosed(30 * time.Second)
+		if code != websocket.CloseNormalClosure || st == nil || st.Reason != "Exited" || st.ExitCode == nil || *st.ExitCode != 3 {
+			t.Fatalf("closed with %d, %+v; want 1000 Exited with code 3", code, st)
+		}
+		s.waitForEvent(t, agent, "ShareSessionStarted")
+		s.waitForEvent(t, agent, "ShareSessionEnded")
+	})
+
+	t.Run("disabling the share closes an open session within a second", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		c, _ := s.dial(t, token, nil)
+		c.resize(80, 24)
+		c.typeText("echo rea''dy\r")
+		c.waitForOutput("ready")
+		s.shareCall(t, http.MethodDelete, agent, "")
+		code, st, took := c.waitClosed(5 * time.Second)
+		if code != websocket.ClosePolicyViolation || st == nil || st.Reason != "Revoked" {
+			t.Fatalf("closed with %d, %+v; want 1008 Revoked", code, st)
+		}
+		if took > time.Second {
+			t.Errorf("the session outlived the disable by %s", took)
+		}
+		if resp, _ := s.get(t, "/s/"+token+"/info", nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("a disabled link answers %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("a rotated link refuses the old token and closes its sessions", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		c, _ := s.dial(t, token, nil)
+		c.resize(80, 24)
+		c.typeText("echo rea''dy\r")
+		c.waitForOutput("ready")
+		rotated := s.enable(t, agent, `{"spec":{"rotate":true}}`)
+		if rotated == token {
+			t.Fatal("rotation kept the token")
+		}
+		if code, st, _ := c.waitClosed(5 * time.Second); code != websocket.ClosePolicyViolation || st == nil || st.Reason != "Revoked" {
+			t.Fatalf("closed with %d, %+v", code, st)
+		}
+		if resp, _ := s.get(t, "/s/"+token+"/info", nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the old token answers %d", resp.StatusCode)
+		}
+		if resp, _ := s.get(t, "/s/"+rotated+"/info", nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("the new token answers %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("an expired link closes its session and is refused", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, `{"spec":{"expiresIn":"3s"}}`)
+		c, code := s.dial(t, token, nil)
+		if c == nil {
+			t.Fatalf("terminal refused: %d", code)
+		}
+		c.resize(80, 24)
+		code, st, _ := c.waitClosed(10 * time.Second)
+		if code != websocket.ClosePolicyViolation || st == nil || st.Reason != share.ReasonExpired {
+			t.Fatalf("closed with %d, %+v; want 1008 Expired", code, st)
+		}
+		resp, body := s.get(t, "/s/"+token+"/info", nil)
+		if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), `"reason":"Expired"`) {
+			t.Errorf("an expired link answers %d %s", resp.StatusCode, body)
+		}
+		if _, code := s.dial(t, token, nil); code != http.StatusGone {
+			t.Errorf("an expired terminal answers %d", code)
+		}
+	})
+
+	t.Run("allowedIPs are enforced and X-Forwarded-For from an untrusted peer changes nothing", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, `{"spec":{"allowedIPs":["10.1.2.3"]}}`)
+		forged := http.Header{"X-Forwarded-For": []string{"10.1.2.3"}}
+		if resp, _ := s.get(t, "/s/"+token+"/info", forged); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a client outside allowedIPs with a forged X-Forwarded-For answers %d", resp.StatusCode)
+		}
+		if _, code := s.dial(t, token, forged); code != http.StatusForbidden {
+			t.Errorf("its terminal answers %d", code)
+		}
+		// Allowing the client's real address lets it in; excluding it again
+		// closes the session.
+		s.enable(t, agent, `{"spec":{"allowedIPs":["127.0.0.1"]}}`)
+		c, code := s.dial(t, token, nil)
+		if c == nil {
+			t.Fatalf("an allowed client is refused: %d", code)
+		}
+		c.resize(80, 24)
+		c.typeText("echo rea''dy\r")
+		c.waitForOutput("ready")
+		s.enable(t, agent, `{"spec":{"allowedIPs":["10.0.0.0/8"]}}`)
+		if code, st, _ := c.waitClosed(5 * time.Second); code != websocket.ClosePolicyViolation || st == nil || st.Reason != "IPNotAllowed" {
+			t.Fatalf("closed with %d, %+v; want 1008 IPNotAllowed", code, st)
+		}
+	})
+
+	t.Run("a foreign Origin is refused", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		if _, code := s.dial(t, token, http.Header{"Origin": []string{"https://evil.example"}}); code != http.StatusForbidden {
+			t.Errorf("a foreign origin answers %d", code)
+		}
+	})
+
+	t.Run("sessions past the per-Agent limit get 429", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		for i := range systemMaxSessionsPerAgent {
+			c, code := s.dial(t, token, nil)
+			if c == nil {
+				t.Fatalf("session %d refused: %d", i, code)
+			}
+			c.resize(80, 24)
+		}
+		_, code := s.dial(t, token, nil)
+		if code != http.StatusTooManyRequests {
+			t.Fatalf("session %d answers %d, want 429", systemMaxSessionsPerAgent+1, code)
+		}
+	})
+
+	t.Run("unknown and malformed tokens are not found", func(t *testing.T) {
+		for _, path := range []string{"/s/" + strings.Repeat("A", 42) + "E/info", "/s/short/info", "/s/" + strings.Repeat("A", 42) + "E", "/s/../../etc/passwd"} {
+			resp, body := s.get(t, path, nil)
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
+			}
+		}
+	})
+}
+
+func (s *system) waitForEvent(t *testing.T, agent types.NamespacedName, reason string) {
+	t.Helper()
+	s.waitFor(t, "Event "+reason, func(ctx context.Context) (bool, error) {
+		events := &corev1.EventList{}
+		if err := s.admin.List(ctx, events, client.InNamespace(agent.Namespace)); err != nil {
+			return false, nil
+		}
+		for _, e := range events.Items {
+			if e.Reason == reason && e.InvolvedObject.Name == agent.Name {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
