@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
@@ -186,7 +187,10 @@ func runWithPipes(c *exec.Cmd, in io.Reader, out, errOut io.Writer) error {
 			_ = stdin.Close()
 		}()
 	}
-	return c.Wait()
+	err := c.Wait()
+	// Background children outlive the command only until it has ended.
+	_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+	return err
 }
 
 // runWithPTY runs c on a new PTY, in a session of its own, sized from the
@@ -208,24 +212,31 @@ func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, r
 		}
 		timer.Stop()
 	}
-	ptmx, err := pty.StartWithSize(c, size)
+	started, err := pty.StartWithSize(c, size)
 	if err != nil {
 		return fmt.Errorf("starting %s on a pty: %w", c.Path, err)
 	}
-	done := make(chan struct{})
+	terminal, err := pollable(started)
+	if err != nil {
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		_ = c.Wait()
+		return fmt.Errorf("pty of %s: %w", c.Path, err)
+	}
+
+	resizeDone := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
 			select {
-			case <-done:
+			case <-resizeDone:
 				return
 			case s, ok := <-resize:
 				if !ok {
 					return
 				}
-				if err := pty.Setsize(ptmx, &pty.Winsize{Cols: s.Width, Rows: s.Height}); err != nil {
+				if err := setSize(terminal, s.Width, s.Height); err != nil {
 					klog.V(2).InfoS("Stand-in pty resize failed", "err", err)
 				}
 			}
@@ -237,7 +248,7 @@ func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, r
 		// hangs up the terminal as a dropped SSH connection does; nothing
 		// waits for this copy, since a client may never close stdin.
 		go func() {
-			_, _ = io.Copy(ptmx, in)
+			_, _ = io.Copy(terminal, in)
 			select {
 			case <-exited:
 			default:
@@ -251,21 +262,60 @@ func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, r
 	outputDone := make(chan struct{})
 	go func() {
 		defer close(outputDone)
-		_, _ = io.Copy(out, ptmx)
+		_, _ = io.Copy(out, terminal)
 	}()
 	err = c.Wait()
 	close(exited)
-	// The output ends (EIO) once the process and its children have closed
-	// the terminal; give background children a moment, then close it.
+	// The output ends (EIO) once every process has closed the terminal;
+	// give background children a moment to finish writing, then end them
+	// and the copy.
 	timer := time.NewTimer(outputDrainWait)
 	select {
 	case <-outputDone:
 	case <-timer.C:
 	}
 	timer.Stop()
-	_ = ptmx.Close()
-	<-outputDone
-	close(done)
+	_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+	close(resizeDone)
 	wg.Wait()
+	_ = terminal.Close()
+	<-outputDone
 	return err
+}
+
+// pollable returns f as a non-blocking file in the runtime's poller, and
+// closes f. creack/pty leaves the PTY master in blocking mode, whose Read
+// a Close does not interrupt; a pollable one ends a pending Read on Close,
+// so no session hangs on a process that keeps the terminal open.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("dup: %w", err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return nil, fmt.Errorf("non-blocking: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// setSize sets the terminal size of the PTY master f, without f.Fd(),
+// which would put it back in blocking mode.
+func setSize(f *os.File, cols, rows uint16) error {
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	ws := struct{ Row, Col, X, Y uint16 }{Row: rows, Col: cols}
+	var errno syscall.Errno
+	if err := conn.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCSWINSZ, uintptr(unsafe.Pointer(&ws)))
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }

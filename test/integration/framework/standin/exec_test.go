@@ -180,3 +180,50 @@ func TestExecEnds(t *testing.T) {
 		})
 	}
 }
+
+// running reports whether a process with this exact command line runs.
+func running(t *testing.T, cmdline string) bool {
+	t.Helper()
+	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimRight(strings.ReplaceAll(string(b), "\x00", " "), " ") == cmdline {
+			return true
+		}
+	}
+	return false
+}
+
+func TestExecEndsBackgroundChildren(t *testing.T) {
+	tests := []struct {
+		name     string
+		tty      bool
+		script   string
+		orphan   string
+		wantOut  string
+		wantCode int
+	}{
+		// The child keeps the output pipe open.
+		{name: "pipes", script: "sleep 6001 & echo hi; exit 2", orphan: "sleep 6001", wantOut: "hi\n", wantCode: 2},
+		// The child ignores the hang-up and keeps the terminal open.
+		{name: "tty", tty: true, script: `trap "" HUP; sleep 6002 & echo hi`, orphan: "sleep 6002", wantOut: "hi\r\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out buffer
+			start := time.Now()
+			err := newExecutor(t, t.Context()).ExecInContainer(t.Context(), "pod", "", "main", []string{"sh", "-c", tc.script}, nil, &out, &buffer{}, tc.tty, nil, 0)
+			if got := exitCode(t, err); got != tc.wantCode {
+				t.Errorf("exit code %d, want %d", got, tc.wantCode)
+			}
+			if out.String() != tc.wantOut {
+				t.Errorf("output %q, want %q", out.String(), tc.wantOut)
+			}
+			if d := time.Since(start); d > outputDrainWait+5*time.Second {
+				t.Errorf("session took %s to end", d)
+			}
+			if running(t, tc.orphan) {
+				t.Errorf("%q still runs after the session", tc.orphan)
+			}
+		})
+	}
+}
