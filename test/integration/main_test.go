@@ -33,24 +33,25 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	const nodeName = "standin-node"
 	start := time.Now()
-	cp, err := framework.Start(ctx, framework.Options{})
+	cp, err := framework.Start(ctx, framework.Options{StandinNode: nodeName})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
 		return 1
 	}
 	defer cp.Stop()
-	if _, err := cp.StartStandinNode(ctx, "standin-node"); err != nil {
-		fmt.Fprintf(os.Stderr, "starting the stand-in node: %v\n", err)
-		return 1
-	}
 	if _, err := cp.InstallCRDs(ctx, filepath.Join(root, "artifacts", "crd")); err != nil {
 		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n", err)
 		return 1
 	}
 	fmt.Printf("control plane, stand-in node and CRDs up in %s\n", time.Since(start).Round(time.Millisecond))
-	shared.cp, shared.nodeName, shared.root = cp, "standin-node", root
-	return m.Run()
+	shared.cp, shared.nodeName, shared.root = cp, nodeName, root
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "control-plane logs (ends; the full logs in %s go with the control plane):\n%s", cp.Dir(), cp.LogTails())
+	}
+	return code
 }
 
 // newNamespace creates a namespace for one test, ready for pods.

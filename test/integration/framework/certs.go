@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -18,8 +19,11 @@ import (
 
 // CA is a certificate authority that issues the control plane's certificates.
 type CA struct {
-	Cert    *x509.Certificate
-	Key     crypto.Signer
+	// Cert is the CA's self-signed certificate.
+	Cert *x509.Certificate
+	// Key signs the certificates the CA issues.
+	Key crypto.Signer
+	// CertPEM is Cert in PEM, for a caBundle or a kubeconfig.
 	CertPEM []byte
 }
 
@@ -27,7 +31,7 @@ type CA struct {
 func NewCA(name string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("generating the key of CA %s: %w", name, err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -45,15 +49,30 @@ func NewCA(name string) (*CA, error) {
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parsing CA %s: %w", name, err)
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
 // CertKey is a PEM certificate and its PEM private key.
 type CertKey struct {
+	// CertPEM is the certificate.
 	CertPEM []byte
-	KeyPEM  []byte
+	// KeyPEM is its private key.
+	KeyPEM []byte
+}
+
+// TLSCertificate returns the pair for a crypto/tls server or client.
+func (ck CertKey) TLSCertificate() (tls.Certificate, error) {
+	return tls.X509KeyPair(ck.CertPEM, ck.KeyPEM)
+}
+
+// Pool returns a certificate pool holding only the CA, to verify what it
+// issued.
+func (ca *CA) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	return pool
 }
 
 // IssueClient issues a client certificate for a user in groups.
@@ -73,7 +92,7 @@ func (ca *CA) IssueServing(dnsNames []string, ips []net.IP) (CertKey, error) {
 func (ca *CA) issue(subject pkix.Name, dnsNames []string, ips []net.IP, usage x509.ExtKeyUsage) (CertKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return CertKey{}, err
+		return CertKey{}, fmt.Errorf("generating a key for %s: %w", subject.CommonName, err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -92,7 +111,7 @@ func (ca *CA) issue(subject pkix.Name, dnsNames []string, ips []net.IP, usage x5
 	}
 	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
 	if err != nil {
-		return CertKey{}, err
+		return CertKey{}, fmt.Errorf("encoding the key of %s: %w", subject.CommonName, err)
 	}
 	return CertKey{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: keyPEM}, nil
 }

@@ -13,7 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,8 +33,13 @@ import (
 	"github.com/kubeopencode/share/test/integration/framework/standin"
 )
 
-// EnvBinDir names the folder of the control-plane binaries.
+// EnvBinDir names the environment variable holding the folder of the
+// control-plane binaries.
 const EnvBinDir = "KUBEOPENCODE_CONTROL_PLANE_BIN"
+
+// AdminUser is the user of Config and KubeconfigPath, in group
+// system:masters.
+const AdminUser = "kubeopencode-test-admin"
 
 // Options configures a control plane.
 type Options struct {
@@ -44,6 +53,9 @@ type Options struct {
 	WithoutControllers bool
 	// ExtraAPIServerArgs are appended to the kube-apiserver's flags.
 	ExtraAPIServerArgs []string
+	// StandinNode, when not empty, names a stand-in node that Start
+	// registers and serves in-process, as StartStandinNode does.
+	StandinNode string
 }
 
 // ControlPlane is a running etcd, kube-apiserver, kube-controller-manager and
@@ -55,42 +67,57 @@ type ControlPlane struct {
 	host       string
 	kubeconfig string
 
-	servingCA, clientCA, frontProxyCA, kubeletCA *CA
-	// KubeletClient is the certificate the API server presents to kubelets.
-	kubeletClient CertKey
+	// servingCA signs the kube-apiserver's serving certificate (and those of
+	// ServingCertFor); clientCA the client certificates it accepts;
+	// frontProxyCA its front-proxy client certificate; kubeletCA the
+	// stand-in kubelets' serving certificates; kubeletClientCA the
+	// certificate it presents to kubelets.
+	servingCA, clientCA, frontProxyCA, kubeletCA, kubeletClientCA *CA
 
-	admin     *rest.Config
+	admin *rest.Config
+
+	mu        sync.Mutex
 	processes []*process
 	nodes     []*standin.Kubelet
 }
 
-// Start starts a control plane and waits until it serves. On error nothing
-// is left running.
-func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
+// Start starts a control plane and waits until it serves: every component
+// answers its health endpoint and, unless opts.WithoutControllers, the
+// controllers have made the default ServiceAccount. ctx bounds the start-up
+// only; the control plane runs until Stop. On error nothing is left running
+// and the error carries the end of each component's log.
+func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err
 	}
-	cp = &ControlPlane{binDir: binDir, dir: opts.Dir}
+	cp := &ControlPlane{binDir: binDir, dir: opts.Dir}
 	if cp.dir == "" {
-		if cp.dir, err = os.MkdirTemp("", "kubeopencode-controlplane-"); err != nil {
-			return nil, err
+		removeStaleDirs()
+		if cp.dir, err = os.MkdirTemp("", tempDirPrefix); err != nil {
+			return nil, fmt.Errorf("making the control plane's folder: %w", err)
 		}
 		cp.removeDir = true
+		// A crashed test leaves its folder behind (its processes die with
+		// it); the next Start removes folders whose owner is gone.
+		if err := cp.writeFile(ownerFile, []byte(strconv.Itoa(os.Getpid()))); err != nil {
+			_ = os.RemoveAll(cp.dir)
+			return nil, err
+		}
 	} else if err := os.MkdirAll(cp.dir, 0o700); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("making the control plane's folder: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			if tail := cp.logTails(); tail != "" {
+			if tail := cp.LogTails(); tail != "" {
 				err = fmt.Errorf("%w\n%s", err, tail)
 			}
 			cp.Stop()
-			cp = nil
 		}
 	}()
+	start := time.Now()
 	if err := cp.writeCerts(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("writing the control plane's certificates: %w", err)
 	}
 	etcdURL, err := cp.startEtcd(ctx)
 	if err != nil {
@@ -107,11 +134,55 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			return nil, err
 		}
 	}
+	if opts.StandinNode != "" {
+		if _, err := cp.StartStandinNode(ctx, opts.StandinNode); err != nil {
+			return nil, err
+		}
+	}
+	if !opts.WithoutControllers {
+		// kube-controller-manager answers /healthz seconds before its
+		// controllers run; the default ServiceAccount, without which no pod
+		// can be created, shows that they do.
+		if err := cp.WaitForDefaultServiceAccount(ctx, metav1.NamespaceDefault); err != nil {
+			return nil, err
+		}
+	}
+	klog.InfoS("Control plane up", "host", cp.host, "dir", cp.dir, "duration", time.Since(start).Round(time.Millisecond))
 	return cp, nil
 }
 
-// Stop stops every process and, when Start made it, removes the state folder.
+const (
+	tempDirPrefix = "kubeopencode-controlplane-"
+	ownerFile     = "owner.pid"
+)
+
+// removeStaleDirs removes the temporary folders of control planes whose
+// test process has died.
+func removeStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempDirPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		klog.V(2).InfoS("Removing a dead control plane's folder", "dir", dir, "pid", pid)
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// Stop stops the stand-in nodes and every process, each with its process
+// group, and, when Start made it, removes the state folder. It may be called
+// more than once.
 func (cp *ControlPlane) Stop() {
+	if cp == nil {
+		return
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
 	for _, n := range cp.nodes {
 		n.Stop()
 	}
@@ -121,8 +192,17 @@ func (cp *ControlPlane) Stop() {
 	}
 	cp.processes = nil
 	if cp.removeDir {
-		_ = os.RemoveAll(cp.dir)
+		if err := os.RemoveAll(cp.dir); err != nil {
+			klog.ErrorS(err, "Removing the control plane's folder", "dir", cp.dir)
+		}
 	}
+}
+
+// addProcess records a started process, for Stop.
+func (cp *ControlPlane) addProcess(p *process) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.processes = append(cp.processes, p)
 }
 
 // Dir is the control plane's state folder.
@@ -140,23 +220,38 @@ func (cp *ControlPlane) Config() *rest.Config { return rest.CopyConfig(cp.admin)
 // KubeconfigPath is an admin kubeconfig file.
 func (cp *ControlPlane) KubeconfigPath() string { return cp.kubeconfig }
 
-// ServingCA is the CA of the kube-apiserver's serving certificate.
+// ServingCA is the CA of the kube-apiserver's serving certificate and of
+// the certificates of ServingCertFor: the caBundle of an APIService whose
+// server has one of them.
 func (cp *ControlPlane) ServingCA() *CA { return cp.servingCA }
+
+// ServingCertFor issues a serving certificate from ServingCA for the names
+// and addresses, for instance for an aggregated API server registered with
+// RegisterAPIService, whose certificate the aggregator checks for
+// <service>.<namespace>.svc.
+func (cp *ControlPlane) ServingCertFor(dnsNames []string, ips []net.IP) (CertKey, error) {
+	return cp.servingCA.IssueServing(dnsNames, ips)
+}
 
 // KubeletCA signs the stand-in kubelet's serving certificate, which the
 // kube-apiserver verifies.
 func (cp *ControlPlane) KubeletCA() *CA { return cp.kubeletCA }
 
-// ClientCA signs the client certificates the kube-apiserver accepts, those
-// of the kubelet-client identity among them.
+// ClientCA signs the client certificates the kube-apiserver accepts
+// (--client-ca-file).
 func (cp *ControlPlane) ClientCA() *CA { return cp.clientCA }
+
+// FrontProxyCA signs the certificate the kube-apiserver presents to
+// aggregated API servers (--requestheader-client-ca-file); the servers find
+// it in the extension-apiserver-authentication ConfigMap of kube-system.
+func (cp *ControlPlane) FrontProxyCA() *CA { return cp.frontProxyCA }
 
 // UserConfig returns a client configuration that authenticates as user in
 // groups, by a client certificate from the cluster's client CA.
 func (cp *ControlPlane) UserConfig(user string, groups ...string) (*rest.Config, error) {
 	ck, err := cp.clientCA.IssueClient(user, groups...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("client certificate for %s: %w", user, err)
 	}
 	return &rest.Config{
 		Host:            cp.host,
@@ -174,7 +269,10 @@ func WriteKubeconfig(path string, cfg *rest.Config, namespace string) error {
 	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
 	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "user", Namespace: namespace}
 	kc.CurrentContext = "local"
-	return clientcmd.WriteToFile(*kc, path)
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("writing kubeconfig %s: %w", path, err)
+	}
+	return nil
 }
 
 func (cp *ControlPlane) path(name string) string { return filepath.Join(cp.dir, name) }
@@ -195,7 +293,13 @@ func (cp *ControlPlane) writeCerts() error {
 	for _, ca := range []struct {
 		ca   **CA
 		name string
-	}{{&cp.servingCA, "serving-ca"}, {&cp.clientCA, "client-ca"}, {&cp.frontProxyCA, "front-proxy-ca"}, {&cp.kubeletCA, "kubelet-ca"}} {
+	}{
+		{&cp.servingCA, "serving-ca"},
+		{&cp.clientCA, "client-ca"},
+		{&cp.frontProxyCA, "front-proxy-ca"},
+		{&cp.kubeletCA, "kubelet-ca"},
+		{&cp.kubeletClientCA, "kubelet-client-ca"},
+	} {
 		if *ca.ca, err = NewCA("kubeopencode-test-" + ca.name); err != nil {
 			return err
 		}
@@ -219,10 +323,14 @@ func (cp *ControlPlane) writeCerts() error {
 	if err := cp.writeCertKey("front-proxy-client", frontProxy); err != nil {
 		return err
 	}
-	if cp.kubeletClient, err = cp.clientCA.IssueClient("kube-apiserver-kubelet-client", "system:masters"); err != nil {
+	// The kube-apiserver's identity toward kubelets comes from a CA of its
+	// own, which only the stand-in kubelets trust, so no user certificate
+	// from ClientCA opens their exec endpoint directly.
+	kubeletClient, err := cp.kubeletClientCA.IssueClient("kube-apiserver-kubelet-client")
+	if err != nil {
 		return err
 	}
-	if err := cp.writeCertKey("kubelet-client", cp.kubeletClient); err != nil {
+	if err := cp.writeCertKey("kubelet-client", kubeletClient); err != nil {
 		return err
 	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -243,15 +351,19 @@ func (cp *ControlPlane) writeCerts() error {
 	return cp.writeFile("sa.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 }
 
+// errPortTaken marks a component that exited because another process took
+// its port between FreePort and the bind.
+var errPortTaken = errors.New("port taken")
+
 // retryStart starts a component on fresh ports, again when another process
-// took a port between choosing and binding it.
+// took a port between choosing and binding it; other errors end at once.
 func retryStart(ctx context.Context, start func() error) error {
 	var err error
-	for range 3 {
-		if err = start(); err == nil || ctx.Err() != nil {
+	for range 5 {
+		if err = start(); err == nil || !errors.Is(err, errPortTaken) || ctx.Err() != nil {
 			return err
 		}
-		klog.InfoS("Retrying control-plane start", "err", err)
+		klog.InfoS("Retrying a control-plane component on other ports", "err", err)
 	}
 	return err
 }
@@ -290,7 +402,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) (string, error) {
 			p.stop()
 			return err
 		}
-		cp.processes = append(cp.processes, p)
+		cp.addProcess(p)
 		return nil
 	})
 	return clientURL, err
@@ -343,7 +455,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 		if err != nil {
 			return err
 		}
-		admin, err := cp.UserConfig("kubeopencode-test-admin", "system:masters")
+		admin, err := cp.UserConfig(AdminUser, "system:masters")
 		if err != nil {
 			p.stop()
 			return err
@@ -353,7 +465,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 			p.stop()
 			return err
 		}
-		cp.processes = append(cp.processes, p)
+		cp.addProcess(p)
 		cp.kubeconfig = cp.path("admin.kubeconfig")
 		return WriteKubeconfig(cp.kubeconfig, admin, "")
 	})
@@ -400,11 +512,14 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// kube-controller-manager serves /healthz but no /readyz; its
+		// controllers are known to run once the serviceaccount controller
+		// has filled the default namespace.
 		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/healthz", nil, 60*time.Second); err != nil {
 			p.stop()
 			return err
 		}
-		cp.processes = append(cp.processes, p)
+		cp.addProcess(p)
 		return nil
 	})
 }
@@ -432,11 +547,11 @@ func (cp *ControlPlane) startScheduler(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/healthz", nil, 60*time.Second); err != nil {
+		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/readyz", nil, 60*time.Second); err != nil {
 			p.stop()
 			return err
 		}
-		cp.processes = append(cp.processes, p)
+		cp.addProcess(p)
 		return nil
 	})
 }
@@ -452,12 +567,15 @@ func waitHTTP(ctx context.Context, p *process, url string, cfg *rest.Config, tim
 	cfg.Timeout = 5 * time.Second
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("client for %s: %w", p.name, err)
 	}
 	var last string
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("%s exited: %v", p.name, p.err)
+			if strings.Contains(p.logTail(4000), "address already in use") {
+				return false, fmt.Errorf("%s exited (%w): %w", p.name, errPortTaken, p.err)
+			}
+			return false, fmt.Errorf("%s exited: %w", p.name, p.err)
 		}
 		resp, err := httpClient.Get(url)
 		if err != nil {
@@ -474,8 +592,11 @@ func waitHTTP(ctx context.Context, p *process, url string, cfg *rest.Config, tim
 	return nil
 }
 
-// logTails returns the end of each process's log, for failure reports.
-func (cp *ControlPlane) logTails() string {
+// LogTails returns the end of each component's log, for failure reports.
+// The full logs are the *.log files in Dir.
+func (cp *ControlPlane) LogTails() string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
 	var b strings.Builder
 	for _, p := range cp.processes {
 		fmt.Fprintf(&b, "--- %s (%s) ---\n%s\n", p.name, p.logPath, p.logTail(2000))
@@ -491,10 +612,14 @@ func (cp *ControlPlane) WaitForDefaultServiceAccount(ctx context.Context, namesp
 	if err != nil {
 		return err
 	}
-	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := cs.CoreV1().ServiceAccounts(namespace).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, nil
 	})
+	if err != nil {
+		return fmt.Errorf("no default ServiceAccount in namespace %s (is kube-controller-manager running?): %w", namespace, err)
+	}
+	return nil
 }
 
 // CreateNamespace creates a namespace and waits for its default
@@ -505,7 +630,7 @@ func (cp *ControlPlane) CreateNamespace(ctx context.Context, name string) error 
 		return err
 	}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		return err
+		return fmt.Errorf("creating namespace %s: %w", name, err)
 	}
 	return cp.WaitForDefaultServiceAccount(ctx, name)
 }
@@ -522,7 +647,13 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, kubeconfig string, stdin []
 	return out.String(), errOut.String(), err
 }
 
-// findBinDir locates the control-plane binaries, building them when absent.
+// controlPlaneBinaries are the programs findBinDir looks for.
+var controlPlaneBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
+
+// findBinDir locates the control-plane binaries: dir, else $EnvBinDir, else
+// <repo>/_output/bin. Missing binaries are built by
+// hack/build-control-plane.sh, under a file lock so that test binaries
+// running in parallel build them once.
 func findBinDir(dir string) (string, error) {
 	if dir == "" {
 		dir = os.Getenv(EnvBinDir)
@@ -530,46 +661,96 @@ func findBinDir(dir string) (string, error) {
 	root, rootErr := RepoRoot()
 	if dir == "" {
 		if rootErr != nil {
-			return "", fmt.Errorf("set %s: %w", EnvBinDir, rootErr)
+			return "", fmt.Errorf("no control-plane binaries: set %s to their folder: %w", EnvBinDir, rootErr)
 		}
 		dir = filepath.Join(root, "_output", "bin")
 	}
-	missing := false
-	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
-			missing = true
-		}
-	}
-	if !missing {
+	if missingBinaries(dir) == nil {
 		return dir, nil
 	}
 	if rootErr != nil {
-		return "", fmt.Errorf("control-plane binaries missing in %s and no repository to build them: %w", dir, rootErr)
+		return "", fmt.Errorf("control-plane binaries %v missing in %s, and no repository to build them in (run hack/build-control-plane.sh): %w", missingBinaries(dir), dir, rootErr)
 	}
-	klog.InfoS("Building the control plane (minutes when cold)", "dir", dir)
-	cmd := exec.Command(filepath.Join(root, "hack", "build-control-plane.sh"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("making %s: %w", dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".build.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("locking %s: %w", dir, err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("locking %s: %w", dir, err)
+	}
+	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
+	if missingBinaries(dir) == nil {
+		return dir, nil // built by another process while this one waited
+	}
+	script := filepath.Join(root, "hack", "build-control-plane.sh")
+	klog.InfoS("Building the control plane; a cold build takes about ten minutes", "script", script, "dir", dir, "missing", missingBinaries(dir))
+	cmd := exec.Command(script)
 	cmd.Env = append(os.Environ(), "CONTROL_PLANE_BIN="+dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("hack/build-control-plane.sh: %w\n%s", err, out)
+		return "", fmt.Errorf("building the control plane with %s: %w\n%s", script, err, out)
+	}
+	if missing := missingBinaries(dir); missing != nil {
+		return "", fmt.Errorf("%s left %v missing in %s", script, missing, dir)
 	}
 	return dir, nil
 }
 
-// RepoRoot returns the root of this repository, found from the working
-// directory upwards.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
+// missingBinaries lists the control-plane programs that dir lacks.
+func missingBinaries(dir string) []string {
+	var missing []string
+	for _, bin := range controlPlaneBinaries {
+		if fi, err := os.Stat(filepath.Join(dir, bin)); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			missing = append(missing, bin)
+		}
 	}
+	return missing
+}
+
+// modulePath is this repository's Go module.
+const modulePath = "github.com/kubeopencode/share"
+
+// RepoRoot returns the root of this repository: the folder of the go.mod of
+// module github.com/kubeopencode/share, found from the working directory
+// upwards, else from this source file's folder upwards.
+func RepoRoot() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		starts = append(starts, filepath.Dir(file))
+	}
+	for _, dir := range starts {
+		if root, ok := findModuleRoot(dir); ok {
+			return root, nil
+		}
+	}
+	return "", fmt.Errorf("not inside the %s repository (searched up from %v)", modulePath, starts)
+}
+
+func findModuleRoot(dir string) (string, bool) {
 	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/kubeopencode/share\n") {
-			return dir, nil
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && goModPath(b) == modulePath {
+			return dir, true
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("not inside the github.com/kubeopencode/share repository")
+			return "", false
 		}
 		dir = parent
 	}
+}
+
+// goModPath returns the module path a go.mod declares.
+func goModPath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
 }

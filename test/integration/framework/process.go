@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -21,14 +22,18 @@ type process struct {
 	err     error
 }
 
-// startProcess runs bin with args, its output going to dir/name.log. The
-// child is killed if the test process dies, so nothing outlives a crash.
+// startProcess runs bin with args in a process group of its own, its
+// output going to dir/name.log after a first line with the command. The
+// kernel kills the child when the test process dies (Pdeathsig), so nothing
+// outlives a crash or a panic; the Go runtime keeps the forking thread alive
+// as long as no goroutine locked to it exits.
 func startProcess(dir, name, bin string, args ...string) (*process, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s log: %w", name, err)
 	}
+	fmt.Fprintf(logFile, "$ %s %s\n", bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -90,7 +95,7 @@ func (p *process) logTail(n int) string {
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("finding a free loopback port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil

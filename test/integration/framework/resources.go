@@ -34,14 +34,17 @@ func (cp *ControlPlane) InstallCRDs(ctx context.Context, dir string) ([]*apiexte
 		return nil, err
 	}
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no CRD files in %s: %v", dir, err)
+	if err != nil {
+		return nil, fmt.Errorf("listing CRD files in %s: %w", dir, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no CRD files (*.yaml) in %s", dir)
 	}
 	var crds []*apiextensionsv1.CustomResourceDefinition
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading CRD file: %w", err)
 		}
 		crd := &apiextensionsv1.CustomResourceDefinition{}
 		if err := yaml.UnmarshalStrict(b, crd); err != nil {
@@ -53,9 +56,11 @@ func (cp *ControlPlane) InstallCRDs(ctx context.Context, dir string) ([]*apiexte
 		crds = append(crds, crd)
 	}
 	for i, crd := range crds {
+		var last string
 		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 			got, err := client.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
 			if err != nil {
+				last = err.Error()
 				return false, nil
 			}
 			for _, c := range got.Status.Conditions {
@@ -63,22 +68,43 @@ func (cp *ControlPlane) InstallCRDs(ctx context.Context, dir string) ([]*apiexte
 					crds[i] = got
 					return true, nil
 				}
+				if c.Type == apiextensionsv1.NamesAccepted && c.Status == apiextensionsv1.ConditionFalse {
+					last = c.Reason + ": " + c.Message
+				}
 			}
 			return false, nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("CRD %s not Established: %w", crd.Name, err)
+			return nil, fmt.Errorf("CRD %s not Established (%s): %w", crd.Name, last, err)
 		}
 	}
+	// Established means served; discovery and the RESTMapper of a client
+	// made now see the new kinds.
 	return crds, nil
 }
 
-// RegisterAPIService registers an aggregated API served on a loopback port.
-// EndpointSlices refuse loopback addresses, so the APIService points at a
-// Service of type ExternalName for localhost, with the server's port; the
-// aggregator then verifies the serving certificate for
-// <service>.<namespace>.svc against caBundle.
+// SystemNamespace is where the project's components and their Services
+// live, RegisterAPIService's usual namespace.
+const SystemNamespace = "kubeopencode-system"
+
+// RegisterAPIService registers version of group as an aggregated API served
+// on a loopback port, creating or updating the namespace, the Service and
+// the APIService "<version>.<group>" (groupPriorityMinimum 100,
+// versionPriority 10). EndpointSlices refuse loopback addresses, so the
+// Service is of type ExternalName for localhost and the APIService carries
+// the server's port (the kube-apiserver runs with
+// --enable-aggregator-routing=false); the aggregator then verifies the
+// server's certificate for <service>.<namespace>.svc against caBundle (see
+// ServingCertFor and ServingCA). WaitForAPIService waits for it to be
+// Available.
 func (cp *ControlPlane) RegisterAPIService(ctx context.Context, group, version, namespace, service string, port int, caBundle []byte) error {
+	if err := cp.registerAPIService(ctx, group, version, namespace, service, port, caBundle); err != nil {
+		return fmt.Errorf("registering APIService %s.%s: %w", version, group, err)
+	}
+	return nil
+}
+
+func (cp *ControlPlane) registerAPIService(ctx context.Context, group, version, namespace, service string, port int, caBundle []byte) error {
 	cs, err := kubernetes.NewForConfig(cp.admin)
 	if err != nil {
 		return err
@@ -94,13 +120,23 @@ func (cp *ControlPlane) RegisterAPIService(ctx context.Context, group, version, 
 			Ports:        []corev1.ServicePort{{Name: "https", Port: int32(port)}},
 		},
 	}
-	if existing, err := cs.CoreV1().Services(namespace).Get(ctx, service, metav1.GetOptions{}); err == nil {
-		existing.Spec.Ports = svc.Spec.Ports
-		if _, err := cs.CoreV1().Services(namespace).Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
-			return err
+	existingSvc, err := cs.CoreV1().Services(namespace).Get(ctx, service, metav1.GetOptions{})
+	switch {
+	case err == nil && existingSvc.Spec.Type == corev1.ServiceTypeExternalName:
+		existingSvc.Spec.ExternalName = svc.Spec.ExternalName
+		existingSvc.Spec.Ports = svc.Spec.Ports
+		_, err = cs.CoreV1().Services(namespace).Update(ctx, existingSvc, metav1.UpdateOptions{})
+	case err == nil:
+		// Another type cannot be turned into ExternalName in place
+		// (cluster IPs): replace it.
+		if err = cs.CoreV1().Services(namespace).Delete(ctx, service, metav1.DeleteOptions{}); err == nil {
+			_, err = cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
 		}
-	} else if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		return err
+	case apierrors.IsNotFound(err):
+		_, err = cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("service %s/%s: %w", namespace, service, err)
 	}
 	agg, err := aggregatorclient.NewForConfig(cp.admin)
 	if err != nil {
@@ -129,7 +165,9 @@ func (cp *ControlPlane) RegisterAPIService(ctx context.Context, group, version, 
 	return err
 }
 
-// WaitForAPIService waits until the named APIService is Available.
+// WaitForAPIService waits up to timeout until the named APIService (for
+// instance "v1alpha1.subresources.kubeopencode.io") is Available, and says
+// why not when it gives up.
 func (cp *ControlPlane) WaitForAPIService(ctx context.Context, name string, timeout time.Duration) error {
 	agg, err := aggregatorclient.NewForConfig(cp.admin)
 	if err != nil {

@@ -5,110 +5,317 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/creack/pty"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/klog/v2"
 	utilexec "k8s.io/utils/exec"
 )
 
+const (
+	// streamIdleTimeout ends an exec session without traffic, like the
+	// kubelet's --streaming-connection-idle-timeout.
+	streamIdleTimeout = 4 * time.Hour
+	// streamCreationTimeout bounds the client's opening of its streams.
+	streamCreationTimeout = 30 * time.Second
+	// firstSizeWait is how long a TTY session waits for the client's
+	// terminal size before starting the command at 80x24.
+	firstSizeWait = 500 * time.Millisecond
+	// outputDrainWait is how long output is still copied once the command
+	// has exited, for background children that hold the terminal or pipes.
+	outputDrainWait = 2 * time.Second
+	// defaultPath is PATH when the test process has none.
+	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// serveExec serves the kubelet's exec endpoint for a pod bound to the node:
+// it checks the pod and container exist, then speaks the streaming protocol
+// (SPDY, or WebSocket as the API server translates) and runs the command as
+// a local process in the pod's working folder.
+func (k *Kubelet) serveExec(w http.ResponseWriter, req *http.Request) {
+	namespace, name, uid, container := req.PathValue("namespace"), req.PathValue("pod"), req.PathValue("uid"), req.PathValue("container")
+	streamOpts, err := remotecommand.NewOptions(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	pod, err := k.pods.Pods(namespace).Get(name)
+	if err != nil || (uid != "" && string(pod.UID) != uid) {
+		http.Error(w, fmt.Sprintf("pod %s/%s not found on node %s", namespace, name, k.opts.NodeName), http.StatusNotFound)
+		return
+	}
+	c := findContainer(pod, container)
+	if c == nil {
+		http.Error(w, fmt.Sprintf("container %q not found in pod %s/%s", container, namespace, name), http.StatusNotFound)
+		return
+	}
+	cmd := req.URL.Query()[corev1.ExecCommandParam]
+	klog.V(2).InfoS("Stand-in exec", "pod", klog.KObj(pod), "container", container, "tty", streamOpts.TTY, "stdin", streamOpts.Stdin)
+	executor := &processExecutor{stop: k.ctx, dir: k.podDir(namespace, name), env: containerEnv(pod, c)}
+	remotecommand.ServeExec(w, req, executor, name, uid, container, cmd, streamOpts,
+		streamIdleTimeout, streamCreationTimeout, remotecommand.SupportedStreamingProtocols)
+}
+
+func findContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	return nil
+}
+
+// containerEnv is the environment of commands exec'd in container c: a
+// minimal base, then the container's env entries that have a literal value
+// (valueFrom and $(VAR) references are not resolved). TERM comes with a TTY.
+func containerEnv(pod *corev1.Pod, c *corev1.Container) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = defaultPath
+	}
+	env := []string{"PATH=" + path, "HOSTNAME=" + pod.Name, "LANG=C.UTF-8"}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	return env
+}
+
 // processExecutor runs exec requests as local processes.
 type processExecutor struct {
-	workDir string
+	// stop ends every process when the kubelet stops.
+	stop context.Context
+	// dir is the pod's working folder, and HOME.
+	dir string
+	// env is the container's environment.
+	env []string
 }
 
 var _ remotecommand.Executor = &processExecutor{}
 
-// ExecInContainer runs cmd in the pod's working folder. Exit codes are
-// returned as CodeExitError so that they reach the client.
+// ExecInContainer runs cmd in the pod's working folder, in a process group
+// of its own that is killed when the client goes away or the kubelet stops.
+// A non-zero exit is returned as a utilexec.CodeExitError, which the
+// streaming server turns into the exit code the client sees.
 func (e *processExecutor) ExecInContainer(ctx context.Context, podName, uid, container string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, timeout time.Duration) error {
 	if len(cmd) == 0 {
-		return errors.New("no command")
+		return errors.New("no command given")
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.stop, cancel)()
 	if timeout > 0 {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	dir := filepath.Join(e.workDir, podName)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	if err := os.MkdirAll(e.dir, 0o755); err != nil {
+		return fmt.Errorf("pod working folder: %w", err)
+	}
+	// HOME first so that the container's env may override it; with
+	// duplicates the last entry wins.
+	env := append([]string{"HOME=" + e.dir}, e.env...)
+	if tty {
+		env = append([]string{"TERM=xterm-256color"}, env...)
 	}
 	c := exec.CommandContext(ctx, cmd[0], cmd[1:]...)
-	c.Dir = dir
-	c.Env = append(os.Environ(), "TERM=xterm-256color", "HOME="+dir, "KUBEOPENCODE_POD="+podName, "KUBEOPENCODE_CONTAINER="+container)
-	c.WaitDelay = 2 * time.Second
+	c.Dir = e.dir
+	c.Env = env
+	// The process dies with the test process, and Cancel ends its whole
+	// group, background children included.
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = outputDrainWait
 
 	var err error
 	if tty {
-		err = runWithPTY(c, in, out, resize)
+		err = runWithPTY(ctx, c, in, out, resize)
 	} else {
-		c.Stdin, c.Stdout, c.Stderr = in, out, errOut
-		err = c.Run()
+		err = runWithPipes(c, in, out, errOut)
+	}
+	return exitError(err)
+}
+
+// exitError maps the end of a process to what the streaming server reports:
+// nil for success, CodeExitError for a non-zero exit (128+n for a signal),
+// any other error as an internal error.
+func exitError(err error) error {
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		// ErrWaitDelay: the command succeeded, but a child kept its
+		// output open past the drain wait.
+		return nil
 	}
 	var exitErr *exec.ExitError
-	if errors.As(err, &exitErr) {
-		code := exitErr.ExitCode()
-		if code < 0 {
-			code = 128 + 9
-		}
-		return utilexec.CodeExitError{Err: err, Code: code}
+	if !errors.As(err, &exitErr) {
+		return err
 	}
+	code := exitErr.ExitCode()
+	if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		code = 128 + int(ws.Signal())
+	}
+	return utilexec.CodeExitError{Err: err, Code: code}
+}
+
+// runWithPipes runs c with its output going to out and errOut (either may
+// be nil) and in copied to its stdin. Stdin goes through an explicit pipe
+// that closes when c exits: a client need not close stdin for the command's
+// end to be reported.
+func runWithPipes(c *exec.Cmd, in io.Reader, out, errOut io.Writer) error {
+	c.SysProcAttr.Setpgid = true
+	c.Stdout, c.Stderr = out, errOut
+	var stdin io.WriteCloser
+	if in != nil {
+		var err error
+		if stdin, err = c.StdinPipe(); err != nil {
+			return fmt.Errorf("stdin of %s: %w", c.Path, err)
+		}
+	}
+	if err := c.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", c.Path, err)
+	}
+	if stdin != nil {
+		go func() {
+			_, _ = io.Copy(stdin, in)
+			_ = stdin.Close()
+		}()
+	}
+	err := c.Wait()
+	// Background children outlive the command only until it has ended.
+	_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 	return err
 }
 
-// runWithPTY runs c on a new PTY, copying in to it and its output to out,
-// and applying terminal resizes until the process ends.
-func runWithPTY(c *exec.Cmd, in io.Reader, out io.Writer, resize <-chan remotecommand.TerminalSize) error {
-	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Cols: 80, Rows: 24})
+// runWithPTY runs c on a new PTY, in a session of its own, sized from the
+// client's first terminal size, copying in to it and its output to out, and
+// applying resizes until the process ends.
+func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, resize <-chan remotecommand.TerminalSize) error {
+	size := &pty.Winsize{Cols: 80, Rows: 24}
+	if resize != nil {
+		// The client sends its size right after opening the streams; the
+		// command starts with it rather than changing size at once.
+		timer := time.NewTimer(firstSizeWait)
+		select {
+		case s, ok := <-resize:
+			if ok && s.Width > 0 && s.Height > 0 {
+				size = &pty.Winsize{Cols: s.Width, Rows: s.Height}
+			}
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+	started, err := pty.StartWithSize(c, size)
 	if err != nil {
 		return fmt.Errorf("starting %s on a pty: %w", c.Path, err)
 	}
-	done := make(chan struct{})
+	terminal, err := pollable(started)
+	if err != nil {
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		_ = c.Wait()
+		return fmt.Errorf("pty of %s: %w", c.Path, err)
+	}
+
+	resizeDone := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
 			select {
-			case <-done:
+			case <-resizeDone:
 				return
-			case size, ok := <-resize:
+			case s, ok := <-resize:
 				if !ok {
 					return
 				}
-				_ = pty.Setsize(ptmx, &pty.Winsize{Cols: size.Width, Rows: size.Height})
+				if err := setSize(terminal, s.Width, s.Height); err != nil {
+					klog.V(2).InfoS("Stand-in pty resize failed", "err", err)
+				}
 			}
 		}
 	}()
+	exited := make(chan struct{})
 	if in != nil {
-		// Stdin is copied until the client closes it or the pty goes away;
-		// nothing waits for this copy, since a client may never close stdin.
-		go func() { _, _ = io.Copy(ptmx, in) }()
+		// Stdin is copied until the client closes it or goes away, which
+		// hangs up the terminal as a dropped SSH connection does; nothing
+		// waits for this copy, since a client may never close stdin.
+		go func() {
+			_, _ = io.Copy(terminal, in)
+			select {
+			case <-exited:
+			default:
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGHUP)
+			}
+		}()
+	}
+	if out == nil {
+		out = io.Discard
 	}
 	outputDone := make(chan struct{})
 	go func() {
 		defer close(outputDone)
-		if out != nil {
-			_, _ = io.Copy(out, ptmx)
-		} else {
-			_, _ = io.Copy(io.Discard, ptmx)
-		}
+		_, _ = io.Copy(out, terminal)
 	}()
 	err = c.Wait()
-	// The output ends with EIO once the process and its children have closed
-	// the terminal; give stragglers a moment, then close it ourselves.
+	close(exited)
+	// The output ends (EIO) once every process has closed the terminal;
+	// give background children a moment to finish writing, then end them
+	// and the copy.
+	timer := time.NewTimer(outputDrainWait)
 	select {
 	case <-outputDone:
-	case <-time.After(2 * time.Second):
+	case <-timer.C:
 	}
-	_ = ptmx.Close()
-	<-outputDone
-	close(done)
+	timer.Stop()
+	_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+	close(resizeDone)
 	wg.Wait()
+	_ = terminal.Close()
+	<-outputDone
 	return err
+}
+
+// pollable returns f as a non-blocking file in the runtime's poller, and
+// closes f. creack/pty leaves the PTY master in blocking mode, whose Read
+// a Close does not interrupt; a pollable one ends a pending Read on Close,
+// so no session hangs on a process that keeps the terminal open.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("dup: %w", err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return nil, fmt.Errorf("non-blocking: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// setSize sets the terminal size of the PTY master f, without f.Fd(),
+// which would put it back in blocking mode.
+func setSize(f *os.File, cols, rows uint16) error {
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	ws := struct{ Row, Col, X, Y uint16 }{Row: rows, Col: cols}
+	var errno syscall.Errno
+	if err := conn.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCSWINSZ, uintptr(unsafe.Pointer(&ws)))
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -17,15 +18,22 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
+)
+
+const (
+	// leaseDuration is the node Lease's duration; heartbeatPeriod renews it
+	// well within, as the kubelet does (40s and 10s).
+	leaseDuration   = 40 * time.Second
+	heartbeatPeriod = 10 * time.Second
+	// statusPeriod refreshes the Node's Ready condition.
+	statusPeriod = time.Minute
 )
 
 // Options configures a stand-in kubelet.
@@ -33,33 +41,46 @@ type Options struct {
 	// NodeName is the Node it registers.
 	NodeName string
 	// Config authenticates it to the API server, as system:node:<NodeName>
-	// in group system:nodes.
+	// in group system:nodes, so that the Node authorizer and the
+	// NodeRestriction admission plugin treat it as that node's kubelet.
 	Config *rest.Config
 	// ServingCert is its HTTPS certificate, which the API server verifies
 	// with --kubelet-certificate-authority; it must name 127.0.0.1.
 	ServingCert tls.Certificate
-	// ClientCAs verify the API server's kubelet-client certificate.
+	// ClientCAs verify the client certificate of the API server
+	// (--kubelet-client-certificate); a client without one is refused.
 	ClientCAs *x509.CertPool
-	// WorkDir holds each pod's working folder.
+	// WorkDir holds a working folder per pod, <WorkDir>/<namespace>/<pod>,
+	// in which exec'd commands run.
 	WorkDir string
 }
 
 // Kubelet is a running stand-in kubelet.
 type Kubelet struct {
-	opts     Options
-	client   kubernetes.Interface
-	port     int
-	server   *http.Server
-	executor *processExecutor
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	opts   Options
+	client kubernetes.Interface
+	port   int
+	server *http.Server
+	pods   corelisters.PodLister
+
+	// ctx ends on Stop; exec'd processes and the sync loops run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-// Start registers the Node and serves until Stop.
+// Start registers the Node, waits until the pods bound to it are in its
+// cache, and serves on a loopback port until Stop.
 func Start(ctx context.Context, opts Options) (*Kubelet, error) {
+	if opts.NodeName == "" || opts.Config == nil || opts.ClientCAs == nil || opts.WorkDir == "" {
+		return nil, errors.New("stand-in kubelet: NodeName, Config, ClientCAs and WorkDir are required")
+	}
+	if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
+		return nil, fmt.Errorf("stand-in kubelet %s: %w", opts.NodeName, err)
+	}
 	client, err := kubernetes.NewForConfig(opts.Config)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stand-in kubelet %s: %w", opts.NodeName, err)
 	}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -68,43 +89,65 @@ func Start(ctx context.Context, opts Options) (*Kubelet, error) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stand-in kubelet listener: %w", err)
+		return nil, fmt.Errorf("stand-in kubelet %s listener: %w", opts.NodeName, err)
 	}
+	runCtx, cancel := context.WithCancel(context.Background())
 	k := &Kubelet{
-		opts:     opts,
-		client:   client,
-		port:     ln.Addr().(*net.TCPAddr).Port,
-		executor: &processExecutor{workDir: opts.WorkDir},
+		opts:   opts,
+		client: client,
+		port:   ln.Addr().(*net.TCPAddr).Port,
+		ctx:    runCtx,
+		cancel: cancel,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/exec/{namespace}/{pod}/{container}", k.serveExec)
 	mux.HandleFunc("/exec/{namespace}/{pod}/{uid}/{container}", k.serveExec)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	k.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	k.server = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return runCtx },
+	}
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	k.cancel = cancel
-	if err := k.registerNode(ctx); err != nil {
+	fail := func(err error) (*Kubelet, error) {
 		cancel()
-		ln.Close()
+		_ = ln.Close()
+		k.wg.Wait()
 		return nil, err
 	}
-	k.wg.Add(3)
+	if err := k.updateNode(ctx); err != nil {
+		return fail(err)
+	}
+	if err := k.renewLease(ctx); err != nil {
+		return fail(fmt.Errorf("node %s lease: %w", opts.NodeName, err))
+	}
+	if err := k.startPodSync(ctx); err != nil {
+		return fail(err)
+	}
+	k.wg.Add(2)
 	go func() {
 		defer k.wg.Done()
 		if err := k.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "Stand-in kubelet stopped serving")
+			klog.ErrorS(err, "Stand-in kubelet stopped serving", "node", opts.NodeName)
 		}
 	}()
 	go func() { defer k.wg.Done(); k.heartbeat(runCtx) }()
-	go func() { defer k.wg.Done(); k.syncPods(runCtx) }()
+	klog.V(1).InfoS("Stand-in kubelet up", "node", opts.NodeName, "addr", k.Addr())
 	return k, nil
 }
 
-// Port is the kubelet's HTTPS port.
+// NodeName is the name of the Node it serves.
+func (k *Kubelet) NodeName() string { return k.opts.NodeName }
+
+// Port is the kubelet's HTTPS port on 127.0.0.1.
 func (k *Kubelet) Port() int { return k.port }
 
-// Stop stops serving and syncing. The Node stays registered.
+// Addr is the kubelet's host:port.
+func (k *Kubelet) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
+
+// Stop ends every exec'd process, stops serving and syncing, and returns
+// once all of its goroutines have. The Node stays registered (and, without
+// heartbeats, eventually turns NotReady). It may be called more than once.
 func (k *Kubelet) Stop() {
 	k.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -114,189 +157,120 @@ func (k *Kubelet) Stop() {
 	k.wg.Wait()
 }
 
-func (k *Kubelet) serveExec(w http.ResponseWriter, req *http.Request) {
-	opts, err := remotecommand.NewOptions(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+func (k *Kubelet) node() *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: k.opts.NodeName,
+			Labels: map[string]string{
+				corev1.LabelHostname:   k.opts.NodeName,
+				corev1.LabelOSStable:   "linux",
+				corev1.LabelArchStable: "amd64",
+			},
+		},
 	}
-	cmd := req.URL.Query()[corev1.ExecCommandParam]
-	pod := req.PathValue("pod")
-	klog.V(2).InfoS("Stand-in exec", "pod", req.PathValue("namespace")+"/"+pod, "container", req.PathValue("container"), "tty", opts.TTY)
-	remotecommand.ServeExec(w, req, k.executor, pod, req.PathValue("uid"), req.PathValue("container"), cmd, opts,
-		4*time.Hour, 30*time.Second, remotecommand.SupportedStreamingProtocols)
 }
 
-func (k *Kubelet) node() *corev1.Node {
+func (k *Kubelet) nodeStatus() corev1.NodeStatus {
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:              resource.MustParse("8"),
 		corev1.ResourceMemory:           resource.MustParse("16Gi"),
 		corev1.ResourcePods:             resource.MustParse("250"),
 		corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
 	}
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   k.opts.NodeName,
-			Labels: map[string]string{corev1.LabelHostname: k.opts.NodeName, corev1.LabelOSStable: "linux", corev1.LabelArchStable: "amd64"},
-		},
-		Status: k.nodeStatus(capacity),
-	}
-}
-
-func (k *Kubelet) nodeStatus(capacity corev1.ResourceList) corev1.NodeStatus {
 	now := metav1.Now()
 	return corev1.NodeStatus{
 		Capacity:    capacity,
 		Allocatable: capacity,
 		Phase:       corev1.NodeRunning,
-		Conditions: []corev1.NodeCondition{{
-			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-			Message: "stand-in kubelet is ready", LastHeartbeatTime: now, LastTransitionTime: now,
-		}},
+		Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "stand-in kubelet is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", LastHeartbeatTime: now, LastTransitionTime: now},
+		},
 		Addresses: []corev1.NodeAddress{
 			{Type: corev1.NodeInternalIP, Address: "127.0.0.1"},
 			{Type: corev1.NodeHostName, Address: k.opts.NodeName},
 		},
 		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(k.port)}},
 		NodeInfo: corev1.NodeSystemInfo{
-			KubeletVersion: "v1.37.2", OperatingSystem: "linux", Architecture: "amd64",
-			ContainerRuntimeVersion: "standin://1", OSImage: "stand-in kubelet",
+			KubeletVersion:          "v1.37.2",
+			OperatingSystem:         "linux",
+			Architecture:            "amd64",
+			ContainerRuntimeVersion: "standin://1",
+			OSImage:                 "stand-in kubelet",
 		},
 	}
 }
 
-func (k *Kubelet) registerNode(ctx context.Context) error {
-	node := k.node()
-	created, err := k.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		created, err = k.client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
-	}
+// updateNode registers the Node when absent and posts its status: Ready,
+// its address and its kubelet port.
+func (k *Kubelet) updateNode(ctx context.Context) error {
+	nodes := k.client.CoreV1().Nodes()
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		node, err := nodes.Get(ctx, k.opts.NodeName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			node, err = nodes.Create(ctx, k.node(), metav1.CreateOptions{})
+		}
+		if err != nil {
+			return err
+		}
+		// Status is dropped on create; it goes through the subresource.
+		old := node.Status
+		node.Status = k.nodeStatus()
+		node.Status.Images, node.Status.VolumesInUse, node.Status.VolumesAttached = old.Images, old.VolumesInUse, old.VolumesAttached
+		_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("registering node %s: %w", node.Name, err)
-	}
-	// Status is ignored on create; set it through the status subresource.
-	created.Status = node.Status
-	if _, err := k.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("setting node %s status: %w", node.Name, err)
+		return fmt.Errorf("registering node %s: %w", k.opts.NodeName, err)
 	}
 	return nil
 }
 
-// heartbeat renews the node Lease and Ready condition, as a kubelet does, so
-// the node-lifecycle controller never takes the node for dead.
-func (k *Kubelet) heartbeat(ctx context.Context) {
+// renewLease creates or renews the node's Lease in kube-node-lease, which
+// the node-lifecycle controller reads as the node's heartbeat.
+func (k *Kubelet) renewLease(ctx context.Context) error {
 	leases := k.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
-	tick := 0
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		now := metav1.NewMicroTime(time.Now())
 		lease, err := leases.Get(ctx, k.opts.NodeName, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
+		if apierrors.IsNotFound(err) {
 			_, err = leases.Create(ctx, &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: k.opts.NodeName, Namespace: corev1.NamespaceNodeLease},
 				Spec: coordinationv1.LeaseSpec{
-					HolderIdentity: ptr.To(k.opts.NodeName), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now,
+					HolderIdentity:       ptr.To(k.opts.NodeName),
+					LeaseDurationSeconds: ptr.To(int32(leaseDuration / time.Second)),
+					RenewTime:            &now,
 				},
 			}, metav1.CreateOptions{})
-		case err == nil:
-			lease.Spec.RenewTime = &now
-			_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+			return err
 		}
-		if err != nil && ctx.Err() == nil {
-			klog.V(2).InfoS("Stand-in node lease renewal failed", "err", err)
+		if err != nil {
+			return err
 		}
-		if tick++; tick%6 == 0 {
-			if err := k.registerNode(ctx); err != nil && ctx.Err() == nil {
-				klog.V(2).InfoS("Stand-in node status update failed", "err", err)
-			}
-		}
-	}, 10*time.Second)
-}
-
-// syncPods reports pods bound to the node Running and Ready, and finishes
-// the deletion of pods being deleted, as a kubelet does once their
-// containers have stopped.
-func (k *Kubelet) syncPods(ctx context.Context) {
-	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", k.opts.NodeName).String()
-	}))
-	inf := factory.Core().V1().Pods().Informer()
-	queue := make(chan *corev1.Pod, 1024)
-	enqueue := func(obj interface{}) {
-		if pod, ok := obj.(*corev1.Pod); ok {
-			select {
-			case queue <- pod:
-			case <-ctx.Done():
-			}
-		}
-	}
-	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj interface{}) { enqueue(obj) },
+		lease.Spec.RenewTime = &now
+		_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+		return err
 	})
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	for {
-		select {
-		case <-ctx.Done():
+}
+
+// heartbeat renews the node Lease and refreshes the Ready condition, as a
+// kubelet does, so that the node-lifecycle controller never takes the node
+// for dead and evicts its pods.
+func (k *Kubelet) heartbeat(ctx context.Context) {
+	lastStatus := time.Now()
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if err := k.renewLease(ctx); err != nil && ctx.Err() == nil {
+			klog.InfoS("Stand-in node lease renewal failed", "node", k.opts.NodeName, "err", err)
+		}
+		if time.Since(lastStatus) < statusPeriod {
 			return
-		case pod := <-queue:
-			if err := k.syncPod(ctx, pod); err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-				klog.InfoS("Stand-in pod sync failed", "pod", klog.KObj(pod), "err", err)
-			}
 		}
-	}
-}
-
-func (k *Kubelet) syncPod(ctx context.Context, pod *corev1.Pod) error {
-	pods := k.client.CoreV1().Pods(pod.Namespace)
-	if pod.DeletionTimestamp != nil {
-		return pods.Delete(ctx, pod.Name, metav1.DeleteOptions{
-			GracePeriodSeconds: ptr.To[int64](0),
-			Preconditions:      &metav1.Preconditions{UID: &pod.UID},
-		})
-	}
-	if pod.Status.Phase == corev1.PodRunning && podReady(pod) {
-		return nil
-	}
-	now := metav1.Now()
-	updated := pod.DeepCopy()
-	st := &updated.Status
-	st.Phase = corev1.PodRunning
-	st.HostIP = "127.0.0.1"
-	st.HostIPs = []corev1.HostIP{{IP: "127.0.0.1"}}
-	st.PodIP = "127.0.0.1"
-	st.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
-	st.StartTime = &now
-	st.Conditions = nil
-	for _, t := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.PodScheduled, corev1.ContainersReady, corev1.PodReady} {
-		st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})
-	}
-	st.ContainerStatuses = nil
-	for _, c := range pod.Spec.Containers {
-		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
-			Name:         c.Name,
-			Image:        c.Image,
-			ImageID:      "standin://" + c.Image,
-			ContainerID:  "standin://" + string(pod.UID) + "/" + c.Name,
-			Ready:        true,
-			Started:      ptr.To(true),
-			RestartCount: 0,
-			State:        corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		})
-	}
-	_, err := pods.UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-	return err
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+		if err := k.updateNode(ctx); err != nil && ctx.Err() == nil {
+			klog.InfoS("Stand-in node status update failed", "node", k.opts.NodeName, "err", err)
+			return
 		}
-	}
-	return false
+		lastStatus = time.Now()
+	}, heartbeatPeriod)
 }
-
-// Addr is the kubelet's host:port.
-func (k *Kubelet) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
