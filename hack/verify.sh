@@ -35,3 +35,6 @@ done
 
 echo ">>> generated code"
 hack/verify-codegen.sh
+
+echo ">>> vendored web libraries"
+hack/verify-web.sh
