@@ -25,6 +25,7 @@
     Idle: 'Session timed out',
     PodGone: 'The Agent restarted',
     ServerShutdown: 'The share server is restarting',
+    Unavailable: 'The cluster cannot be reached',
     ProtocolError: 'Session ended',
     Error: 'Session ended',
     ConnectionLost: 'Connection lost'
