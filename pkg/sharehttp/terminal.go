@@ -93,6 +93,14 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 			Message: "The Agent has no running pod. Try again when it is ready."}, true)
 		return
 	}
+	// The caches said yes; the API server must too, so that a revocation
+	// whose watch event is still on its way opens nothing.
+	grant, refusal := s.links.Confirm(r.Context(), grant, r.PathValue("token"), client)
+	if refusal != nil {
+		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+		writeRefusal(w, refusal, true)
+		return
+	}
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
 		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
