@@ -439,7 +439,36 @@ type apiEnv struct {
 // when the test ends.
 func startAggregatedAPIServer(t *testing.T, configure func(*apiserverapp.Options), args ...string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a := &aggregatedServer{configure: configure, args: args}
+	a.start(t)
+	t.Cleanup(func() { a.stop(t) })
+	return a.port
+}
+
+// aggregatedServer is the aggregated API server's command running
+// in-process, which a test may stop and start again on the same ports, as a
+// restarted pod would be.
+type aggregatedServer struct {
+	configure func(*apiserverapp.Options)
+	args      []string
+	// shareAddr, when not empty, is where the share listener serves;
+	// "127.0.0.1:0" picks a port, which later starts keep.
+	shareAddr string
+	port      int
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs the server and waits until it accepts connections, on the
+// ports of the previous start if there was one.
+func (a *aggregatedServer) start(t *testing.T) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if a.port != 0 {
+		addr = net.JoinHostPort("127.0.0.1", fmt.Sprint(a.port))
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,30 +476,30 @@ func startAggregatedAPIServer(t *testing.T, configure func(*apiserverapp.Options
 	o.SecureServing.Listener = ln
 	// The share listener is off unless the test configures it.
 	o.Share.Port = 0
-	if configure != nil {
-		configure(o)
+	if a.shareAddr != "" {
+		shareLn, err := net.Listen("tcp", a.shareAddr)
+		if err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		a.shareAddr = shareLn.Addr().String()
+		o.Share.Listener = shareLn
+	}
+	if a.configure != nil {
+		a.configure(o)
 	}
 	cmd := apiserverapp.NewServerCommand(o)
-	cmd.SetArgs(args)
+	cmd.SetArgs(a.args)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("aggregated API server: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("the aggregated API server did not stop")
-		}
-	})
-	port := ln.Addr().(*net.TCPAddr).Port
+	a.cancel, a.done = cancel, done
+	a.port = ln.Addr().(*net.TCPAddr).Port
 	// Wait until it serves, or fail with its error.
 	err = wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-done:
+			done <- err
 			return false, fmt.Errorf("the aggregated API server exited: %w", err)
 		default:
 		}
@@ -484,7 +513,25 @@ func startAggregatedAPIServer(t *testing.T, configure func(*apiserverapp.Options
 	if err != nil {
 		t.Fatal(err)
 	}
-	return port
+}
+
+// stop stops the server and waits for it to return. Stopping a stopped
+// server does nothing.
+func (a *aggregatedServer) stop(t *testing.T) {
+	t.Helper()
+	if a.cancel == nil {
+		return
+	}
+	a.cancel()
+	a.cancel = nil
+	select {
+	case err := <-a.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("aggregated API server: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the aggregated API server did not stop")
+	}
 }
 
 func (e *apiEnv) createObject(obj client.Object) {
@@ -709,6 +756,15 @@ func apiWriteFile(t *testing.T, path string, data []byte) {
 // ends. It returns the server's port and the CA of its certificate.
 func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, configure func(*apiserverapp.Options), args ...string) (int, []byte) {
 	t.Helper()
+	a, caPEM := serveAggregatedAPIOn(t, shared.cp, admin, kubeconfig, &aggregatedServer{configure: configure, args: args})
+	return a.port, caPEM
+}
+
+// serveAggregatedAPIOn is serveAggregatedAPI on a control plane of the
+// caller's choice, for a server the caller may restart. The server stops
+// when the test ends.
+func serveAggregatedAPIOn(t *testing.T, cp *framework.ControlPlane, admin client.Client, kubeconfig string, a *aggregatedServer) (*aggregatedServer, []byte) {
+	t.Helper()
 	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
 	ca, err := framework.NewCA("aggregated-apiserver")
 	if err != nil {
@@ -722,20 +778,22 @@ func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, co
 	certFile, keyFile := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
 	apiWriteFile(t, certFile, cert.CertPEM)
 	apiWriteFile(t, keyFile, cert.KeyPEM)
-	port := startAggregatedAPIServer(t, configure, append([]string{
+	a.args = append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--authentication-kubeconfig=" + kubeconfig,
 		"--authorization-kubeconfig=" + kubeconfig,
 		"--tls-cert-file=" + certFile,
 		"--tls-private-key-file=" + keyFile,
-	}, args...)...)
+	}, a.args...)
+	a.start(t)
+	t.Cleanup(func() { a.stop(t) })
 	name := "v1alpha1." + subresourcesv1alpha1.GroupName
-	if err := shared.cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, port, ca.CertPEM); err != nil {
+	if err := cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, a.port, ca.CertPEM); err != nil {
 		t.Fatalf("registering the APIService: %v", err)
 	}
 	t.Cleanup(func() {
-		// Leave the shared control plane without an APIService whose server
-		// is gone.
+		// Leave the control plane without an APIService whose server is
+		// gone.
 		svc := &unstructured.Unstructured{}
 		svc.SetAPIVersion("apiregistration.k8s.io/v1")
 		svc.SetKind("APIService")
@@ -744,8 +802,8 @@ func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, co
 			t.Errorf("deleting the APIService: %v", err)
 		}
 	})
-	if err := shared.cp.WaitForAPIService(t.Context(), name, time.Minute); err != nil {
+	if err := cp.WaitForAPIService(t.Context(), name, time.Minute); err != nil {
 		t.Fatalf("waiting for the APIService: %v", err)
 	}
-	return port, ca.CertPEM
+	return a, ca.CertPEM
 }

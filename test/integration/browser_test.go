@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +42,10 @@ func startBrowser(t *testing.T) *browser {
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
 		"--window-size=1000,600", "about:blank")
+	// Chromium's helpers (zygote, renderers, crash handler) write into the
+	// profile folder too: the browser runs in a process group of its own,
+	// which is killed as a whole before the folder is removed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +53,16 @@ func startBrowser(t *testing.T) *browser {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		// The group's last members may take a moment to die.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if syscall.Kill(-cmd.Process.Pid, 0) != nil {
+				break
+			}
+		}
+	})
 	endpoint := make(chan string, 1)
 	go func() {
 		s := bufio.NewScanner(stderr)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -20,12 +19,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	apiserverapp "github.com/kubeopencode/share/cmd/aggregated-apiserver/app"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
@@ -34,23 +33,46 @@ import (
 	"github.com/kubeopencode/share/test/integration/framework"
 )
 
-// system is the whole product on the shared control plane: the controller
-// and the aggregated API server with its share listener, each as its
-// ServiceAccount with the shipped RBAC, behind a real APIService.
+// system is the whole product on a control plane: the controller and the
+// aggregated API server with its share listener, each as its ServiceAccount
+// with the shipped RBAC, behind a real APIService.
 type system struct {
 	t       *testing.T
+	cp      *framework.ControlPlane
 	admin   client.Client
 	user    *rest.Config
 	shareLn string // host:port of the share listener
 	apiPort int    // the aggregated API server's secure port
+	// api is the aggregated API server, which a test may restart; ctl the
+	// controller, and controllerKubeconfig its identity.
+	api                  *aggregatedServer
+	ctl                  *runningController
+	controllerKubeconfig string
 }
 
 const systemMaxSessionsPerAgent = 2
 
+// systemConfig varies the system a test starts.
+type systemConfig struct {
+	// cp is the control plane; nil means the shared one.
+	cp *framework.ControlPlane
+	// listenerArgs are flags of the aggregated API server after the
+	// defaults, which they override.
+	listenerArgs []string
+}
+
 func startSystem(t *testing.T) *system {
 	t.Helper()
+	return startSystemWith(t, systemConfig{})
+}
+
+func startSystemWith(t *testing.T, cfg systemConfig) *system {
+	t.Helper()
 	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
-	cp := shared.cp
+	cp := cfg.cp
+	if cp == nil {
+		cp = shared.cp
+	}
 	scheme, err := controller.NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -74,32 +96,32 @@ func startSystem(t *testing.T) *system {
 		}
 		return path
 	}
-	startController(t, kubeconfigFor("controller", controllerUser))
+	controllerKubeconfig := kubeconfigFor("controller", controllerUser)
+	ctl := startController(t, controllerKubeconfig)
 
-	shareLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := serveAggregatedAPI(t, admin, kubeconfigFor("apiserver", apiServerUser), func(o *apiserverapp.Options) {
-		o.Share.Listener = shareLn
-	},
-		"--share-max-sessions-per-agent="+fmt.Sprint(systemMaxSessionsPerAgent),
+	args := append([]string{
+		"--share-max-sessions-per-agent=" + fmt.Sprint(systemMaxSessionsPerAgent),
 		"--share-requests-per-second=50",
 		"--share-request-burst=100",
 		"--share-ping-interval=2s",
-	)
+	}, cfg.listenerArgs...)
+	api, _ := serveAggregatedAPIOn(t, cp, admin, kubeconfigFor("apiserver", apiServerUser), &aggregatedServer{shareAddr: "127.0.0.1:0", args: args})
 	user, err := cp.UserConfig("sharer", "system:authenticated")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &system{t: t, admin: admin, user: user, shareLn: shareLn.Addr().String(), apiPort: port}
+	return &system{t: t, cp: cp, admin: admin, user: user, shareLn: api.shareAddr, apiPort: api.port,
+		api: api, ctl: ctl, controllerKubeconfig: controllerKubeconfig}
 }
 
 // readyAgent creates an Agent in a new namespace where the user may edit,
 // and waits until the controller reports it Ready.
 func (s *system) readyAgent(t *testing.T, name string) types.NamespacedName {
 	t.Helper()
-	ns := newNamespace(t)
+	ns := "test-" + rand.String(6)
+	if err := s.cp.CreateNamespace(t.Context(), ns); err != nil {
+		t.Fatalf("creating namespace %s: %v", ns, err)
+	}
 	bindEdit(t, s.admin, ns, "sharer")
 	agent := &kubeopencodev1alpha1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},

@@ -76,6 +76,10 @@ type ControlPlane struct {
 
 	admin *rest.Config
 
+	// apiServerArgs are the kube-apiserver's flags, kept so that it can be
+	// started again on the same port with the same certificates.
+	apiServerArgs []string
+
 	mu        sync.Mutex
 	processes []*process
 	nodes     []*standin.Kubelet
@@ -451,7 +455,8 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 			"--profiling=false",
 			"--v=1",
 		}
-		p, err := startProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), append(args, extra...)...)
+		args = append(args, extra...)
+		p, err := startProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), args...)
 		if err != nil {
 			return err
 		}
@@ -466,9 +471,79 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 			return err
 		}
 		cp.addProcess(p)
+		cp.apiServerArgs = args
 		cp.kubeconfig = cp.path("admin.kubeconfig")
 		return WriteKubeconfig(cp.kubeconfig, admin, "")
 	})
+}
+
+// apiServerProcess returns the running or stopped kube-apiserver and its
+// index among the processes.
+func (cp *ControlPlane) apiServerProcess() (*process, int) {
+	for i, p := range cp.processes {
+		if p.name == "kube-apiserver" {
+			return p, i
+		}
+	}
+	return nil, -1
+}
+
+// StopAPIServer stops the kube-apiserver alone (SIGTERM, SIGKILL after ten
+// seconds) and returns once it has exited. etcd, the controllers, the
+// scheduler and the stand-in nodes keep running and see connections
+// refused, as in an outage of the API server; StartAPIServer brings it back
+// on the same address with the same certificates and data. Tests that stop
+// the API server need a control plane of their own.
+func (cp *ControlPlane) StopAPIServer() error {
+	cp.mu.Lock()
+	p, _ := cp.apiServerProcess()
+	cp.mu.Unlock()
+	if p == nil {
+		return errors.New("no kube-apiserver was started")
+	}
+	p.stop()
+	return nil
+}
+
+// StartAPIServer starts a kube-apiserver stopped by StopAPIServer again, with
+// the same flags (address, port, certificates, etcd), and waits until it is
+// ready. It does nothing when the kube-apiserver is running.
+func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
+	cp.mu.Lock()
+	old, i := cp.apiServerProcess()
+	args := cp.apiServerArgs
+	cp.mu.Unlock()
+	if old == nil || args == nil {
+		return errors.New("no kube-apiserver was started")
+	}
+	if !old.exited() {
+		return nil
+	}
+	// The log of the first run is kept beside the new one.
+	_ = os.Rename(old.logPath, strings.TrimSuffix(old.logPath, ".log")+fmt.Sprintf(".%d.log", time.Now().UnixNano()))
+	p, err := startProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), args...)
+	if err != nil {
+		return err
+	}
+	cp.mu.Lock()
+	cp.processes[i] = p
+	cp.mu.Unlock()
+	// The port was the kube-apiserver's a moment ago; a start that finds it
+	// taken fails here rather than moving: clients know only this address.
+	return waitHTTP(ctx, p, cp.host+"/readyz", cp.admin, 120*time.Second)
+}
+
+// RestartAPIServer stops the kube-apiserver, leaves it down for downtime (or
+// until ctx ends), and starts it again as StartAPIServer does.
+func (cp *ControlPlane) RestartAPIServer(ctx context.Context, downtime time.Duration) error {
+	if err := cp.StopAPIServer(); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(downtime):
+	case <-ctx.Done():
+	}
+	return cp.StartAPIServer(context.WithoutCancel(ctx))
 }
 
 func (cp *ControlPlane) componentKubeconfig(name, user string, groups ...string) (string, error) {
