@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -118,11 +117,7 @@ func startSystemWith(t *testing.T, cfg systemConfig) *system {
 // and waits until the controller reports it Ready.
 func (s *system) readyAgent(t *testing.T, name string) types.NamespacedName {
 	t.Helper()
-	ns := "test-" + rand.String(6)
-	if err := s.cp.CreateNamespace(t.Context(), ns); err != nil {
-		t.Fatalf("creating namespace %s: %v", ns, err)
-	}
-	bindEdit(t, s.admin, ns, "sharer")
+	ns := s.newNamespace(t)
 	agent := &kubeopencodev1alpha1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: kubeopencodev1alpha1.AgentSpec{
