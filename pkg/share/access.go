@@ -34,12 +34,18 @@ type Decision struct {
 }
 
 // Evaluate decides whether an Agent's share link gives access at now, from the
-// Agent's spec and its Ready condition. The token's existence is the caller's
-// concern.
+// Agent's spec, its Ready condition and whether it is being deleted. The
+// token's existence is the caller's concern.
 func Evaluate(agent *v1alpha1.Agent, now time.Time) Decision {
 	s := agent.Spec.Share
 	if s == nil || !s.Enabled {
 		return Decision{Reason: ReasonDisabled, Message: "Share link is disabled"}
+	}
+	if agent.DeletionTimestamp != nil {
+		// Deleting the Agent ends its link at once: its share Secret may
+		// outlive it for as long as finalizers or the garbage collector
+		// take, and must open nothing meanwhile.
+		return Decision{Reason: ReasonDisabled, Message: "Share link is disabled: the Agent is being deleted"}
 	}
 	d := Decision{ExpiresAt: s.ExpiresAt}
 	if Expired(s.ExpiresAt, now) {

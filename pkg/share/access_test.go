@@ -22,6 +22,7 @@ func TestEvaluate(t *testing.T) {
 		name       string
 		share      *v1alpha1.ShareSpec
 		conditions []metav1.Condition
+		deleting   bool
 		active     bool
 		reason     string
 	}{
@@ -34,10 +35,17 @@ func TestEvaluate(t *testing.T) {
 		{name: "expired beats not ready", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Hour)}, conditions: notReady, reason: ReasonExpired},
 		{name: "agent not ready", share: &v1alpha1.ShareSpec{Enabled: true}, conditions: notReady, reason: ReasonAgentNotReady},
 		{name: "agent without conditions", share: &v1alpha1.ShareSpec{Enabled: true}, reason: ReasonAgentNotReady},
+		// Deleting an Agent revokes its link at once, even while a finalizer
+		// or the garbage collector keeps it in the cluster.
+		{name: "agent being deleted", share: &v1alpha1.ShareSpec{Enabled: true}, conditions: ready, deleting: true, reason: ReasonDisabled},
+		{name: "agent being deleted after expiry", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Hour)}, conditions: ready, deleting: true, reason: ReasonDisabled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			agent := &v1alpha1.Agent{Spec: v1alpha1.AgentSpec{Share: tc.share}, Status: v1alpha1.AgentStatus{Conditions: tc.conditions}}
+			if tc.deleting {
+				agent.DeletionTimestamp = at(-time.Second)
+			}
 			d := Evaluate(agent, now)
 			if d.Active != tc.active || d.Reason != tc.reason || d.Message == "" {
 				t.Errorf("Evaluate() = %+v, want active=%v reason=%s", d, tc.active, tc.reason)

@@ -54,9 +54,11 @@ type Server struct {
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 
-	// sessions are the live terminal sessions, so that shutdown can end them.
+	// sessions are the live terminal sessions, so that shutdown can end them;
+	// once closing, a session that starts is ended at once.
 	mu       sync.Mutex
 	sessions map[*session]struct{}
+	closing  bool
 	wg       sync.WaitGroup
 }
 
@@ -282,7 +284,10 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          nil,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests keep ctx's values but not its end: at shutdown the
+		// sessions are ended by closeSessions, which tells each page why,
+		// rather than by their context, which would end them as Closed.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	if s.opts.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.opts.TLSCertFile, s.opts.TLSKeyFile)
@@ -304,7 +309,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
-	s.closeSessions(closeGoingAway, "ServerShutdown", "The share server is restarting. Reconnect in a moment.")
+	s.closeSessions()
 	s.wg.Wait()
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -312,11 +317,19 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// shutdownMessage is what a page shows when the listener stops.
+const shutdownMessage = "The share server is restarting. Reconnect in a moment."
+
 func (s *Server) track(sess *session) (untrack func()) {
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
+	closing := s.closing
 	s.mu.Unlock()
+	if closing {
+		// It was let in as the listener began to stop.
+		sess.end(closeGoingAway, "ServerShutdown", shutdownMessage)
+	}
 	return func() {
 		s.mu.Lock()
 		delete(s.sessions, sess)
@@ -325,11 +338,14 @@ func (s *Server) track(sess *session) (untrack func()) {
 	}
 }
 
-func (s *Server) closeSessions(code int, reason, message string) {
+// closeSessions ends every session, and every one that starts from now on,
+// with ServerShutdown: the page offers to reconnect.
+func (s *Server) closeSessions() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closing = true
 	for sess := range s.sessions {
-		sess.end(code, reason, message)
+		sess.end(closeGoingAway, "ServerShutdown", shutdownMessage)
 	}
 }
 

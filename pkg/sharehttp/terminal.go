@@ -138,7 +138,11 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	_, err := term.WaitForSize(handshakeCtx)
 	handshakeCancel()
 	if err != nil {
-		sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.")
+		if !sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.") {
+			// The server ended it first, at shutdown.
+			sessionsTotal.WithLabelValues(sess.endedBy()).Inc()
+			return
+		}
 		sessionsTotal.WithLabelValues("handshake_failed").Inc()
 		return
 	}

@@ -25,7 +25,7 @@ type reliabilitySizes struct {
 
 // fastSizes fit make test on two shared cores.
 var fastSizes = reliabilitySizes{
-	cycles:    12,
+	cycles:    8,
 	outage:    8 * time.Second,
 	sessions:  24,
 	agents:    6,

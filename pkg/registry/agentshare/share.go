@@ -112,6 +112,11 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 	dryRun := isDryRun(options.DryRun)
 
 	agent, err := r.patchAgent(ctx, namespace, name, dryRun, func(a *kubeopencodev1alpha1.Agent) (bool, error) {
+		if a.DeletionTimestamp != nil {
+			// Its link would open nothing (share.Evaluate), and a Secret
+			// made now would only wait for the garbage collector.
+			return false, apierrors.NewConflict(agentsShareResource, a.Name, errors.New("the Agent is being deleted"))
+		}
 		if apiequality.Semantic.DeepEqual(a.Spec.Share, desired) {
 			return false, nil
 		}

@@ -307,6 +307,23 @@ func TestCreateForeignSecretConflicts(t *testing.T) {
 	}
 }
 
+func TestCreateOnAgentBeingDeletedConflicts(t *testing.T) {
+	agent := testAgent(nil)
+	agent.Finalizers = []string{"example.com/hold"}
+	agent.DeletionTimestamp = at(-time.Second)
+	f := newFixture(t, nil, agent)
+	_, err := f.create(t, subresourcesv1alpha1.AgentShareSpec{})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("err = %v, want Conflict", err)
+	}
+	if f.secretToken(t) != "" {
+		t.Error("a share Secret was made for an Agent being deleted")
+	}
+	if a := f.agent(t); a.Spec.Share != nil {
+		t.Errorf("spec.share = %+v, want it untouched", a.Spec.Share)
+	}
+}
+
 func TestCreateDryRun(t *testing.T) {
 	f := newFixture(t, nil, testAgent(nil))
 	obj, err := f.rest.Create(testCtx(), testName, &subresourcesv1alpha1.AgentShare{Spec: subresourcesv1alpha1.AgentShareSpec{ExpiresIn: in(time.Hour)}}, nil,
