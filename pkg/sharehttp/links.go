@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
@@ -80,12 +79,12 @@ var DefaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>
 // sessions when the link they were opened with may have changed.
 type Links struct {
 	cache crcache.Cache
-	// live reads the API server itself, for Confirm and the health probe.
+	// live reads the API server itself, for Confirm.
 	live  client.Reader
 	clock clock.Clock
-	// healthy is false from a failed watch until the API server answers
-	// again.
-	healthy atomic.Bool
+	// watches tells whether the cache follows the cluster; nil means it
+	// always does.
+	watches *watchHealth
 
 	mu          sync.Mutex
 	subscribers map[types.NamespacedName]map[chan struct{}]struct{}
@@ -102,7 +101,6 @@ func NewScheme() *runtime.Scheme {
 // NewLinks returns Links reading the cluster through config. Only share
 // Secrets and Agent pods are cached.
 func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
-	var links *Links
 	agentPods, err := labels.NewRequirement(share.LabelAgent, selection.Exists, nil)
 	if err != nil {
 		return nil, err
@@ -113,7 +111,10 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 	mapper.Add(corev1.SchemeGroupVersion.WithKind("Secret"), meta.RESTScopeNamespace)
 	mapper.Add(corev1.SchemeGroupVersion.WithKind("Pod"), meta.RESTScopeNamespace)
 	mapper.Add(v1alpha1.SchemeGroupVersion.WithKind("Agent"), meta.RESTScopeNamespace)
-	c, err := crcache.New(config, crcache.Options{
+	watches := newWatchHealth(clk, watchGrace, watchedResources...)
+	cacheConfig := rest.CopyConfig(config)
+	cacheConfig.Wrap(watches.wrap)
+	c, err := crcache.New(cacheConfig, crcache.Options{
 		Scheme: NewScheme(),
 		Mapper: mapper,
 		ByObject: map[client.Object]crcache.ByObject{
@@ -122,12 +123,6 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 		},
 		DefaultTransform:             crcache.TransformStripManagedFields(),
 		DefaultUnsafeDisableDeepCopy: ptr.To(true),
-		DefaultWatchErrorHandler: func(ctx context.Context, r *toolscache.Reflector, err error) {
-			toolscache.DefaultWatchErrorHandler(ctx, r, err)
-			if links != nil && !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
-				links.healthy.Store(false)
-			}
-		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the share cache: %w", err)
@@ -136,31 +131,50 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 	if err != nil {
 		return nil, err
 	}
-	links = newLinks(c, live, clk)
+	links := newLinks(c, live, clk)
+	links.watches = watches
 	return links, nil
 }
 
 func newLinks(c crcache.Cache, live client.Reader, clk clock.Clock) *Links {
-	l := &Links{cache: c, live: live, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
-	l.healthy.Store(true)
-	return l
+	return &Links{cache: c, live: live, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
 }
 
-// probeInterval is how often the API server is asked, while a watch is
-// broken, whether it answers again.
-const probeInterval = time.Second
+// Healthy reports whether the caches follow the cluster: the watch of every
+// kind they hold is open, or was a moment ago. While they do not, a
+// revocation may not have reached them.
+func (l *Links) Healthy() bool {
+	return l.watches == nil || l.watches.healthy()
+}
 
-// probe marks the links healthy again once the API server answers.
-func (l *Links) probe(ctx context.Context) {
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		if l.healthy.Load() || l.live == nil {
+// healthCheckInterval is how often Links looks whether its caches still
+// follow the cluster.
+const healthCheckInterval = 500 * time.Millisecond
+
+// monitor wakes every session when the caches stop following the cluster,
+// so that each checks its link again and, failing closed, ends.
+func (l *Links) monitor(ctx context.Context) {
+	if l.watches == nil {
+		return
+	}
+	healthy := true
+	for {
+		t := l.clock.NewTimer(healthCheckInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C():
 		}
-		secrets := &corev1.SecretList{}
-		if err := l.live.List(ctx, secrets, client.MatchingLabels(share.SecretSelector()), client.Limit(1)); err == nil {
-			l.healthy.Store(true)
+		now := l.Healthy()
+		if healthy && !now {
+			klog.InfoS("The share caches lost their watch of the cluster; refusing links until it is back")
+			l.notifyAll()
+		} else if !healthy && now {
+			klog.InfoS("The share caches follow the cluster again")
 		}
-	}, probeInterval)
+		healthy = now
+	}
 }
 
 // Run fills and keeps the caches until ctx ends. Call WaitForCacheSync to
@@ -188,7 +202,7 @@ func (l *Links) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	go l.probe(ctx)
+	go l.monitor(ctx)
 	if err := l.cache.Start(ctx); err != nil {
 		return fmt.Errorf("share cache: %w", err)
 	}
@@ -197,7 +211,13 @@ func (l *Links) Run(ctx context.Context) error {
 
 // WaitForCacheSync blocks until the caches are filled or ctx ends.
 func (l *Links) WaitForCacheSync(ctx context.Context) bool {
-	return l.cache.WaitForCacheSync(ctx)
+	if !l.cache.WaitForCacheSync(ctx) {
+		return false
+	}
+	if l.watches != nil {
+		l.watches.synced()
+	}
+	return true
 }
 
 // notifyFor wakes the sessions of the Agent an object belongs to.
@@ -215,6 +235,20 @@ func (l *Links) notifyFor(obj interface{}) {
 		name = o.GetLabels()[share.LabelAgent]
 	}
 	l.notify(types.NamespacedName{Namespace: o.GetNamespace(), Name: name})
+}
+
+// notifyAll wakes the sessions of every Agent.
+func (l *Links) notifyAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, chans := range l.subscribers {
+		for ch := range chans {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 func (l *Links) notify(agent types.NamespacedName) {
@@ -251,14 +285,14 @@ func (l *Links) Subscribe(agent types.NamespacedName) (<-chan struct{}, func()) 
 // Resolve checks a token for a client address: the token is known and held
 // by the share Secret of the very Agent it was made for, sharing is enabled
 // and not expired, the address is allowed and the Agent is ready. It reads
-// only the caches. While the caches cannot follow the cluster (a watch
-// failed and the API server has not answered since), it refuses with 503:
-// a revocation it cannot see must not let anyone in.
+// only the caches. While the caches cannot follow the cluster (see
+// Healthy), it refuses with 503: a revocation it cannot see must not let
+// anyone in.
 func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*Grant, *Refusal) {
 	if !share.ValidToken(token) {
 		return nil, refuseNotFound
 	}
-	if !l.healthy.Load() {
+	if !l.Healthy() {
 		return nil, refuseUnavailable
 	}
 	secrets := &corev1.SecretList{}

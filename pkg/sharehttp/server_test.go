@@ -5,8 +5,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 
 	"github.com/kubeopencode/share/pkg/share"
@@ -143,13 +145,26 @@ func TestBrokenWatchFailsClosed(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/s/"+token+"/info", nil))
 		return rec.Code
 	}
+	clk := clocktesting.NewFakeClock(time.Now())
+	watches := newWatchHealth(clk, watchGrace, "secrets")
+	s.links.watches = watches
+	watches.opened("secrets")
 	if code := get(); code != http.StatusNotFound {
 		t.Fatalf("healthy cache: %d, want 404", code)
 	}
+	// A watch that ends and is opened again at once loses nothing.
+	watches.closed("secrets")
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("a watch down for a moment: %d, want 404", code)
+	}
 	// While a watch is broken the listener cannot see revocations: it must
 	// refuse rather than answer from what may be stale.
-	s.links.healthy.Store(false)
+	clk.Step(watchGrace)
 	if code := get(); code != http.StatusServiceUnavailable {
 		t.Fatalf("broken watch: %d, want 503", code)
+	}
+	watches.opened("secrets")
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("watch open again: %d, want 404", code)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -206,9 +207,10 @@ func sessionClosedByClient(sess *session) bool {
 }
 
 // watchSession re-checks the link whenever the Agent, its Secret or its pods
-// change, and at the expiry, and ends the session the moment the link no
-// longer gives access: disabled, rotated, expired, address no longer
-// allowed, Agent not ready, or the pod gone.
+// change, when the caches stop following the cluster, and at the expiry, and
+// ends the session the moment the link no longer gives access: disabled,
+// rotated, expired, address no longer allowed, Agent not ready, the pod gone,
+// or no way to know (Unavailable).
 func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan struct{}) {
 	expiresAt := sess.grant.ExpiresAt
 	var timer clock.Timer
@@ -245,11 +247,16 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		grant, refusal := s.links.Resolve(ctx, sess.token, sess.client)
 		switch {
 		case refusal != nil:
-			reason, message := refusal.Reason, refusal.Message
-			if reason == ReasonNotFound {
+			code, reason, message := closePolicy, refusal.Reason, refusal.Message
+			switch reason {
+			case ReasonNotFound:
 				reason, message = "Revoked", "This share link was disabled or replaced."
+			case ReasonUnavailable:
+				// The caches lost the cluster: the link may have been
+				// revoked unseen, so the session fails closed.
+				code, message = closeServerError, "The share server cannot reach the cluster right now. Try again shortly."
 			}
-			sess.end(closePolicy, reason, message)
+			sess.end(code, reason, message)
 			return
 		case grant.AgentUID != sess.grant.AgentUID:
 			sess.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
@@ -266,9 +273,14 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 }
 
 // clusterUnreachable reports whether an exec failed because the API server
-// could not be reached or could not serve, rather than because of the pod.
+// could not be reached or could not serve, rather than because of the pod. A
+// stream that broke off without a close, as when the API server's process
+// dies, is one: the API server closes the stream properly when the pod or
+// its node fails.
 func clusterUnreachable(err error) bool {
 	var netErr net.Error
+	var closeErr *websocket.CloseError
 	return errors.As(err, &netErr) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
-		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)
+		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err) ||
+		(errors.As(err, &closeErr) && closeErr.Code == websocket.CloseAbnormalClosure) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 
+	"github.com/gorilla/websocket"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilexec "k8s.io/utils/exec"
@@ -25,6 +27,10 @@ func TestClusterUnreachable(t *testing.T) {
 		{name: "forbidden", err: apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "p", errors.New("no")), want: false},
 		{name: "pod not found", err: apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "p"), want: false},
 		{name: "canceled", err: context.Canceled, want: false},
+		// As client-go's WebSocket executor reports an API server that died.
+		{name: "stream broke off", err: fmt.Errorf("error reading from error stream: %w", fmt.Errorf("next reader: %w", &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: "unexpected EOF"})), want: true},
+		{name: "stream ended early", err: fmt.Errorf("error reading from error stream: %w", io.ErrUnexpectedEOF), want: true},
+		{name: "stream closed by the API server", err: fmt.Errorf("next reader: %w", &websocket.CloseError{Code: websocket.CloseInternalServerErr, Text: "error dialing backend"}), want: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -412,10 +412,12 @@ func (s *session) isClosed() bool {
 // waitClosed waits up to within for the session to be closed, and returns
 // its close code and status.
 func (s *session) waitClosed(within time.Duration) (code int, status *wire.Status, ok bool) {
-	select {
-	case <-s.closed:
-	case <-time.After(within):
-		return 0, nil, false
+	if !s.isClosed() {
+		select {
+		case <-s.closed:
+		case <-time.After(within):
+			return 0, nil, false
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,146 @@
+package sharehttp
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// fakeAPI answers every request with status code; a watch's body is a pipe
+// the test ends.
+type fakeAPI struct {
+	code    int
+	streams []*io.PipeWriter
+}
+
+func (f *fakeAPI) RoundTrip(req *http.Request) (*http.Response, error) {
+	if f.code != http.StatusOK || !isWatch(req) {
+		return &http.Response{StatusCode: f.code, Body: io.NopCloser(strings.NewReader("{}"))}, nil
+	}
+	r, w := io.Pipe()
+	f.streams = append(f.streams, w)
+	return &http.Response{StatusCode: http.StatusOK, Body: r}, nil
+}
+
+func request(t *testing.T, rt http.RoundTripper, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func TestWatchHealthFollowsWatchStreams(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	h := newWatchHealth(clk, watchGrace, watchedResources...)
+	api := &fakeAPI{code: http.StatusOK}
+	rt := h.wrap(api)
+	const base = "https://api.example/"
+
+	// Until the caches are filled and watched, the start-up counts as a
+	// moment without a watch.
+	if !h.healthy() {
+		t.Fatal("unhealthy at start")
+	}
+	clk.Step(watchGrace)
+	if h.healthy() {
+		t.Fatal("healthy without any watch past the grace")
+	}
+	h.synced()
+	if !h.healthy() {
+		t.Fatal("unhealthy right after the caches were filled")
+	}
+	// Lists, failed watches and watches of other resources do not count.
+	request(t, rt, base+"api/v1/secrets?limit=500")
+	api.code = http.StatusForbidden
+	request(t, rt, base+"api/v1/secrets?watch=true")
+	api.code = http.StatusOK
+	request(t, rt, base+"api/v1/configmaps?watch=true")
+	clk.Step(watchGrace)
+	if h.healthy() {
+		t.Fatal("healthy with no watch of secrets, pods and agents")
+	}
+
+	api.streams = nil
+	var bodies []io.ReadCloser
+	for _, path := range []string{"api/v1/secrets", "api/v1/pods", "apis/kubeopencode.io/v1alpha1/agents"} {
+		bodies = append(bodies, request(t, rt, base+path+"?allowWatchBookmarks=true&watch=true").Body)
+	}
+	if !h.healthy() {
+		t.Fatal("unhealthy with every watch open")
+	}
+	// The API server goes away: the stream ends, the reader sees it.
+	_ = api.streams[0].CloseWithError(io.ErrUnexpectedEOF)
+	if _, err := bodies[0].Read(make([]byte, 8)); err == nil {
+		t.Fatal("read from a closed stream")
+	}
+	if !h.healthy() {
+		t.Fatal("unhealthy within the grace")
+	}
+	clk.Step(watchGrace)
+	if h.healthy() {
+		t.Fatal("healthy with the watch of secrets down past the grace")
+	}
+	// The reflector watches again.
+	bodies[0] = request(t, rt, base+"api/v1/secrets?watch=1").Body
+	if !h.healthy() {
+		t.Fatal("unhealthy with every watch open again")
+	}
+	// A watch the reflector stops itself counts as closed once.
+	_ = bodies[1].Close()
+	_ = bodies[1].Close()
+	clk.Step(watchGrace)
+	if h.healthy() {
+		t.Fatal("healthy with the watch of pods closed")
+	}
+	bodies[1] = request(t, rt, base+"api/v1/namespaces/team/pods?watch=true").Body
+	if !h.healthy() {
+		t.Fatal("a namespaced watch of pods does not count")
+	}
+}
+
+// When the caches stop following the cluster, open sessions end with
+// Unavailable: a revocation may have happened unseen.
+func TestSessionsEndWhenWatchesAreLost(t *testing.T) {
+	f := newLinkFixture(t, nil)
+	clk := clocktesting.NewFakeClock(time.Now())
+	watches := newWatchHealth(clk, watchGrace, "secrets")
+	watches.opened("secrets")
+	f.server.links.watches = watches
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.server.links.monitor(ctx)
+	addr, _ := f.serve(t)
+	conn := dialSession(t, addr, f.token)
+	<-f.exec.started
+
+	watches.closed("secrets")
+	clk.Step(watchGrace)
+	status, code := readUntilClosed(t, conn, 10*time.Second)
+	if code != closeServerError || status == nil || status.Reason != ReasonUnavailable {
+		t.Fatalf("the session ended with %d %+v, want 1011 Unavailable", code, status)
+	}
+	if got := infoStatus(t, addr, f.token); got != http.StatusServiceUnavailable {
+		t.Errorf("/info answers %d while the watches are down, want 503", got)
+	}
+}
+
+func infoStatus(t *testing.T, addr, token string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/s/" + token + "/info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
