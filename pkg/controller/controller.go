@@ -112,6 +112,9 @@ type scope struct {
 	now time.Time
 	// events are emitted once the status is written.
 	events []event
+	// specInvalid is set by a phase that found the spec cannot be applied:
+	// the status does not claim to have observed this generation.
+	specInvalid bool
 	// stale is set by a phase that found the Agent changed on the API server
 	// since it was read. The phase leaves its part of the status alone and the
 	// status does not claim to have observed this generation; the watch event
@@ -231,7 +234,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		}
 		result = earliest(result, res)
 	}
-	if len(errs) == 0 && !sc.stale {
+	if len(errs) == 0 && !sc.stale && !sc.specInvalid {
 		agent.Status.ObservedGeneration = agent.Generation
 	}
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -391,5 +392,134 @@ func TestReconcileEventsFollowTheStatus(t *testing.T) {
 				t.Errorf("observedGeneration = %d, want %d", got, want)
 			}
 		})
+	}
+}
+
+// The API server refuses a Deployment with an environment variable named
+// with "=", which the Agent's schema lets through.
+func refuseBadEnv(ctx context.Context, c client.WithWatch, obj client.Object) error {
+	d, ok := obj.(*appsv1.Deployment)
+	if !ok {
+		return nil
+	}
+	for i, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if strings.Contains(e.Name, "=") {
+			return apierrors.NewInvalid(appsv1.SchemeGroupVersion.WithKind("Deployment").GroupKind(), d.Name, field.ErrorList{
+				field.Invalid(field.NewPath("spec", "template", "spec", "containers").Index(0).Child("env").Index(i).Child("name"), e.Name, "must not contain '='"),
+			})
+		}
+	}
+	return nil
+}
+
+func TestReconcileInvalidSpec(t *testing.T) {
+	agent := testAgent()
+	agent.Generation = 1
+	agent.Spec.Env = []corev1.EnvVar{{Name: "A=B", Value: "1"}}
+	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true}
+	scheme, err := NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent).
+		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if err := refuseBadEnv(ctx, c, obj); err != nil {
+					return err
+				}
+				return c.Create(ctx, obj, opts...)
+			},
+			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				if err := refuseBadEnv(ctx, c, obj); err != nil {
+					return err
+				}
+				return c.Update(ctx, obj, opts...)
+			},
+		}).Build()
+	rec := events.NewFakeRecorder(16)
+	r := NewAgentReconciler(c, c, rec, Config{})
+	key := client.ObjectKeyFromObject(agent)
+	run := func() (reconcile.Result, *v1alpha1.Agent, []string) {
+		t.Helper()
+		res, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
+		if err != nil {
+			t.Fatalf("Reconcile: %v (an invalid spec is reported, not retried)", err)
+		}
+		got := &v1alpha1.Agent{}
+		if err := c.Get(context.Background(), key, got); err != nil {
+			t.Fatal(err)
+		}
+		var evs []string
+		for len(rec.Events) > 0 {
+			evs = append(evs, <-rec.Events)
+		}
+		return res, got, evs
+	}
+
+	// A new Agent: nothing runs, and the Agent says why.
+	res, got, evs := run()
+	if cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady); cond == nil || cond.Reason != ReasonInvalidSpec ||
+		!strings.Contains(cond.Message, "spec.template.spec.containers[0].env[0].name") {
+		t.Errorf("Ready = %+v, want False/InvalidSpec naming the field", cond)
+	}
+	if got.Status.ObservedGeneration != 0 {
+		t.Errorf("observedGeneration = %d: the spec was not applied", got.Status.ObservedGeneration)
+	}
+	if res.RequeueAfter != 0 {
+		t.Errorf("RequeueAfter = %v: the same spec fails the same way", res.RequeueAfter)
+	}
+	if len(evs) == 0 || !strings.Contains(strings.Join(evs, "\n"), "Warning "+ReasonInvalidSpec) {
+		t.Errorf("events = %v, want a Warning %s", evs, ReasonInvalidSpec)
+	}
+	// The share is still looked after.
+	if r := conditionReason(got, v1alpha1.ConditionShareReady); r != "False/AgentNotReady" {
+		t.Errorf("ShareReady = %s", r)
+	}
+
+	// Fixed, it runs; an invalid change later leaves the Deployment as it
+	// was and Ready as the Deployment is.
+	got.Spec.Env = []corev1.EnvVar{{Name: "A", Value: "1"}}
+	got.Generation = 2
+	if err := c.Update(context.Background(), got); err != nil {
+		t.Fatal(err)
+	}
+	_, got, _ = run()
+	if got.Status.ObservedGeneration != 2 {
+		t.Fatalf("observedGeneration = %d after the fix", got.Status.ObservedGeneration)
+	}
+	d := &appsv1.Deployment{}
+	if err := c.Get(context.Background(), key, d); err != nil {
+		t.Fatal(err)
+	}
+	d.Status = appsv1.DeploymentStatus{AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}
+	if err := c.Status().Update(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	_, got, _ = run()
+	got.Spec.Env = []corev1.EnvVar{{Name: "A=B", Value: "1"}}
+	got.Generation = 3
+	if err := c.Update(context.Background(), got); err != nil {
+		t.Fatal(err)
+	}
+	_, got, evs = run()
+	if r := conditionReason(got, v1alpha1.ConditionReady); r != "True/DeploymentAvailable" {
+		t.Errorf("Ready = %s, want the running Deployment's", r)
+	}
+	if r := conditionReason(got, v1alpha1.ConditionShareReady); r != "True/Active" {
+		t.Errorf("ShareReady = %s: the running link must keep working", r)
+	}
+	if got.Status.ObservedGeneration != 2 {
+		t.Errorf("observedGeneration = %d, want 2: generation 3 was not applied", got.Status.ObservedGeneration)
+	}
+	if !strings.Contains(strings.Join(evs, "\n"), "Warning "+ReasonInvalidSpec) {
+		t.Errorf("events = %v, want a Warning %s", evs, ReasonInvalidSpec)
+	}
+	after := &appsv1.Deployment{}
+	if err := c.Get(context.Background(), key, after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Spec.Template.Spec.Containers[0].Env[0].Name != "A" {
+		t.Errorf("the Deployment changed: %+v", after.Spec.Template.Spec.Containers[0].Env)
 	}
 }

@@ -35,6 +35,12 @@ const (
 	// ReasonDeploymentConflict means a Deployment with the Agent's name
 	// exists and does not belong to the Agent, so it is left alone.
 	ReasonDeploymentConflict = "DeploymentConflict"
+	// ReasonInvalidSpec (a Warning Event, and the Ready condition of an
+	// Agent that has no Deployment yet) means the API server refused the
+	// Deployment made from the Agent's spec: a value the Agent's schema
+	// lets through but a pod may not have, such as an environment variable
+	// named with "=". A Deployment made from an earlier spec keeps running.
+	ReasonInvalidSpec = "InvalidSpec"
 )
 
 // LabelManagedBy and ManagedBy mark the Deployments the controller makes.
@@ -69,6 +75,25 @@ func (w *workloadReconciler) reconcile(ctx context.Context, sc *scope) (reconcil
 		klog.FromContext(ctx).V(2).Info("Deployment of the Agent's name belongs to something else", "agent", klog.KObj(agent))
 		return reconcile.Result{RequeueAfter: conflictRecheck}, nil
 	}
+	if apierrors.IsInvalid(err) {
+		// Retrying the same spec cannot help: the user must change it, which
+		// brings the next reconcile. The Agent says why; observedGeneration
+		// stays behind, as the spec is not applied; what runs keeps running.
+		msg := fmt.Sprintf("The spec cannot be applied to Deployment %s: %s", agent.Name, apiMessage(err))
+		sc.specInvalid = true
+		sc.events = append(sc.events, event{
+			eventType: corev1.EventTypeWarning, reason: ReasonInvalidSpec, action: "EnsureDeployment", note: msg,
+		})
+		if deploy == nil {
+			sc.setCondition(metav1.Condition{
+				Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSpec, Message: msg,
+			})
+		} else {
+			sc.setCondition(readyCondition(deploy))
+		}
+		klog.FromContext(ctx).V(2).Info("Deployment of the Agent refused as invalid", "agent", klog.KObj(agent), "err", err)
+		return reconcile.Result{}, nil
+	}
 	if err != nil {
 		// The Ready condition is left as it was: what is known of the
 		// Deployment has not changed.
@@ -78,7 +103,20 @@ func (w *workloadReconciler) reconcile(ctx context.Context, sc *scope) (reconcil
 	return reconcile.Result{}, nil
 }
 
+// apiMessage returns the message of an API error, which names the fields at
+// fault, without the object's kind and name that it starts with.
+func apiMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		if msg := status.Status().Message; msg != "" {
+			return msg
+		}
+	}
+	return err.Error()
+}
+
 // ensureDeployment creates or updates the Agent's Deployment and returns it.
+// When an update fails, it returns the Deployment as it is with the error.
 func (w *workloadReconciler) ensureDeployment(ctx context.Context, agent *v1alpha1.Agent) (*appsv1.Deployment, error) {
 	logger := klog.FromContext(ctx)
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}
@@ -112,7 +150,7 @@ func (w *workloadReconciler) ensureDeployment(ctx context.Context, agent *v1alph
 		return current, nil
 	}
 	if err := w.client.Update(ctx, updated); err != nil {
-		return nil, fmt.Errorf("updating Deployment %s: %w", key, err)
+		return current, fmt.Errorf("updating Deployment %s: %w", key, err)
 	}
 	logger.Info("Updated Deployment", "agent", klog.KObj(agent), "deployment", klog.KObj(updated))
 	return updated, nil

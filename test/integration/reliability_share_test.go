@@ -69,33 +69,40 @@ func (s *system) infoCode(ctx context.Context, token string, header http.Header)
 	return resp.StatusCode
 }
 
-// tryShare calls the agents/share subresource as the user and returns the
-// status code and, on success, the AgentShare.
-func (s *system) tryShare(t *testing.T, method string, agent types.NamespacedName, body string) (int, *subresourcesv1alpha1.AgentShare) {
+// request sends a request through the kube-apiserver as the user.
+func (s *system) request(t *testing.T, method, path, body string) (int, []byte, error) {
 	t.Helper()
 	httpClient, err := rest.HTTPClientFor(s.user)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, s.user.Host+apiSharePath(agent.Namespace, agent.Name), strings.NewReader(body))
+	req, err := http.NewRequestWithContext(t.Context(), method, s.user.Host+path, strings.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return 0, nil
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, nil
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// tryShare calls the agents/share subresource as the user and returns the
+// status code and, on success, the AgentShare.
+func (s *system) tryShare(t *testing.T, method string, agent types.NamespacedName, body string) (int, *subresourcesv1alpha1.AgentShare) {
+	t.Helper()
+	code, b, err := s.request(t, method, apiSharePath(agent.Namespace, agent.Name), body)
+	if err != nil || code >= 300 {
+		return code, nil
 	}
 	out := &subresourcesv1alpha1.AgentShare{}
 	if err := json.Unmarshal(b, out); err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 func (s *system) testAggregatedServerRestart(t *testing.T) {

@@ -24,6 +24,7 @@ const (
 // +kubebuilder:printcolumn:name="Share",type=boolean,JSONPath=`.status.share.active`
 // +kubebuilder:printcolumn:name="Expires",type=string,format=date-time,JSONPath=`.status.share.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be no more than 63 characters: it is the value of the kubeopencode.io/agent label of the Agent's pods"
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 type Agent struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -40,6 +41,8 @@ type Agent struct {
 type AgentSpec struct {
 	// Image is the container image of the Agent's main container.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^\S+$`
 	Image string `json:"image"`
 	// Command overrides the image's entrypoint.
 	// +optional
@@ -54,9 +57,11 @@ type AgentSpec struct {
 	Env []corev1.EnvVar `json:"env,omitempty"`
 	// Resources are the compute resources of the main container.
 	// +optional
+	// +nullable
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 	// WorkingDir is the working directory of the main container.
 	// +optional
+	// +kubebuilder:validation:MaxLength=4096
 	WorkingDir string `json:"workingDir,omitempty"`
 	// Terminal configures the sessions opened through the share link.
 	// +optional
