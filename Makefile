@@ -35,6 +35,12 @@ test: verify control-plane
 	$(GO) test -race $(TEST_FLAGS) ./pkg/sharehttp/... ./pkg/controller/... ./pkg/share/...
 	hack/fuzz.sh
 
+## test-stress: the reliability scenarios at full size (500 sessions, 10^5 requests, 30s outage, 50 cycles); see docs/reliability.md
+STRESS_TIMEOUT ?= 20m
+.PHONY: test-stress
+test-stress: control-plane
+	$(GO) test -tags stress -timeout $(STRESS_TIMEOUT) $(TEST_FLAGS) -run Stress -v ./test/integration/
+
 ## test-fuzz: run each fuzz target for FUZZ_TIME (default 5s)
 .PHONY: test-fuzz
 test-fuzz:
