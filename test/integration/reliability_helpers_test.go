@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -456,3 +458,55 @@ func heapInUse() uint64 {
 
 // randomSuffix returns a short random name part.
 func randomSuffix() string { return rand.String(6) }
+
+// goroutineStacks returns the goroutines of the process grouped by stack,
+// as pprof's debug=1 profile counts them.
+func goroutineStacks() map[string]int {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	out := map[string]int{}
+	for _, block := range strings.Split(b.String(), "\n\n") {
+		first, rest, ok := strings.Cut(block, "\n")
+		if !ok || !strings.Contains(first, " @ ") {
+			continue
+		}
+		n, err := strconv.Atoi(strings.Fields(first)[0])
+		if err != nil {
+			continue
+		}
+		// The frames without their addresses name the stack.
+		var frames []string
+		for _, line := range strings.Split(rest, "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == "#" {
+				frames = append(frames, f[2])
+			}
+		}
+		out[strings.Join(frames, " < ")] += n
+	}
+	return out
+}
+
+// goroutineGrowth returns the stacks that have more goroutines now than in
+// before, most first.
+func goroutineGrowth(before map[string]int) []string {
+	type growth struct {
+		stack string
+		n     int
+	}
+	var grown []growth
+	for stack, n := range goroutineStacks() {
+		if d := n - before[stack]; d > 0 {
+			grown = append(grown, growth{stack, d})
+		}
+	}
+	sort.Slice(grown, func(i, j int) bool { return grown[i].n > grown[j].n })
+	var out []string
+	for _, g := range grown {
+		stack := g.stack
+		if len(stack) > 400 {
+			stack = stack[:400] + "…"
+		}
+		out = append(out, fmt.Sprintf("+%d %s", g.n, stack))
+	}
+	return out
+}

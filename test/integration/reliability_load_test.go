@@ -128,7 +128,7 @@ func (s *system) testConcurrentSessions(t *testing.T, sz reliabilitySizes) {
 	}
 
 	http.DefaultClient.CloseIdleConnections()
-	baseGoroutines, baseHeap := runtime.NumGoroutine(), heapInUse()
+	baseGoroutines, baseHeap, baseStacks := runtime.NumGoroutine(), heapInUse(), goroutineStacks()
 	t.Logf("before: %d goroutines, %d MiB of heap", baseGoroutines, baseHeap>>20)
 
 	sessions := make([]*session, sz.sessions)
@@ -237,10 +237,14 @@ func (s *system) testConcurrentSessions(t *testing.T, sz reliabilitySizes) {
 	// connections and timers of the moment.
 	http.DefaultClient.CloseIdleConnections()
 	const slack = 40
-	if n := settledGoroutines(ctx, baseGoroutines+slack, 90*time.Second); n > baseGoroutines+slack {
+	n := settledGoroutines(ctx, baseGoroutines+slack, 90*time.Second)
+	if n > baseGoroutines+slack {
 		t.Errorf("%d goroutines after the sessions closed, %d before", n, baseGoroutines)
 	} else {
 		t.Logf("%d goroutines after the sessions closed, %d before", n, baseGoroutines)
+	}
+	if grown := goroutineGrowth(baseStacks); len(grown) > 0 {
+		t.Logf("goroutines that stayed:\n%s", strings.Join(grown[:min(len(grown), 8)], "\n"))
 	}
 	after := heapInUse()
 	t.Logf("heap after: %d MiB", after>>20)
