@@ -103,8 +103,8 @@ func (w *workloadReconciler) reconcile(ctx context.Context, sc *scope) (reconcil
 	return reconcile.Result{}, nil
 }
 
-// apiMessage returns the message of an API error, which names the fields at
-// fault, without the object's kind and name that it starts with.
+// apiMessage returns the message of an API error, which names the object and
+// the fields at fault.
 func apiMessage(err error) string {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {

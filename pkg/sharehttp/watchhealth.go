@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/utils/clock"
 )
 
@@ -95,18 +96,30 @@ func (h *watchHealth) tracks(resource string) bool {
 	return ok
 }
 
+// Reads refused at the connection are retried in the transport every
+// refusedRetryPeriod for up to refusedRetryFor. client-go backs off a watch
+// refused at the connection for up to a minute between tries, so after an
+// outage of the kube-apiserver the caches, and with them every link, would
+// wait that long; a read held here instead goes through as soon as the API
+// server listens again.
+const (
+	refusedRetryPeriod = time.Second
+	refusedRetryFor    = 30 * time.Second
+)
+
 // wrap returns a transport that reports the watches made through rt.
 func (h *watchHealth) wrap(rt http.RoundTripper) http.RoundTripper {
-	return &watchTracker{health: h, next: rt}
+	return &watchTracker{health: h, next: rt, retryPeriod: refusedRetryPeriod, retryFor: refusedRetryFor}
 }
 
 type watchTracker struct {
-	health *watchHealth
-	next   http.RoundTripper
+	health                *watchHealth
+	next                  http.RoundTripper
+	retryPeriod, retryFor time.Duration
 }
 
 func (t *watchTracker) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
+	resp, err := t.roundTripRetryingRefused(req)
 	if err != nil || resp.StatusCode != http.StatusOK || !isWatch(req) {
 		return resp, err
 	}
@@ -117,6 +130,26 @@ func (t *watchTracker) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.health.opened(resource)
 	resp.Body = &watchBody{ReadCloser: resp.Body, done: func() { t.health.closed(resource) }}
 	return resp, nil
+}
+
+// roundTripRetryingRefused sends req, again while it is a read that the API
+// server refuses at the connection: nothing was sent, so nothing is done
+// twice.
+func (t *watchTracker) roundTripRetryingRefused(req *http.Request) (*http.Response, error) {
+	deadline := time.Now().Add(t.retryFor)
+	for {
+		resp, err := t.next.RoundTrip(req)
+		if err == nil || req.Method != http.MethodGet || req.Body != nil || !utilnet.IsConnectionRefused(err) || time.Now().After(deadline) {
+			return resp, err
+		}
+		timer := time.NewTimer(t.retryPeriod)
+		select {
+		case <-req.Context().Done():
+			timer.Stop()
+			return nil, err
+		case <-timer.C:
+		}
+	}
 }
 
 // WrappedRoundTripper lets client-go find the transport underneath.

@@ -3,11 +3,15 @@ package sharehttp
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -143,4 +147,55 @@ func infoStatus(t *testing.T, addr, token string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// refusingAPI refuses the connection for its first refusals requests.
+type refusingAPI struct {
+	refusals int
+	calls    int
+}
+
+func (f *refusingAPI) RoundTrip(*http.Request) (*http.Response, error) {
+	f.calls++
+	if f.calls <= f.refusals {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	}
+	return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(strings.NewReader("{}"))}, nil
+}
+
+func TestReadsRefusedAtTheConnectionAreRetried(t *testing.T) {
+	h := newWatchHealth(clocktesting.NewFakeClock(time.Now()), watchGrace, watchedResources...)
+	newTracker := func(api http.RoundTripper, retryFor time.Duration) *watchTracker {
+		return &watchTracker{health: h, next: api, retryPeriod: time.Millisecond, retryFor: retryFor}
+	}
+
+	// The API server comes back while a watch waits: the watch goes through.
+	api := &refusingAPI{refusals: 3}
+	resp := request(t, newTracker(api, time.Minute), "https://api.example/api/v1/secrets?watch=true")
+	if resp.StatusCode != http.StatusOK || api.calls != 4 {
+		t.Fatalf("status %d after %d calls, want 200 after 4", resp.StatusCode, api.calls)
+	}
+
+	// Not for ever: the refusal reaches the reflector in the end.
+	api = &refusingAPI{refusals: 1 << 30}
+	req, _ := http.NewRequest(http.MethodGet, "https://api.example/api/v1/secrets?watch=true", nil)
+	if _, err := newTracker(api, 20*time.Millisecond).RoundTrip(req); !utilnet.IsConnectionRefused(err) {
+		t.Fatalf("err = %v, want the refusal", err)
+	}
+
+	// Nor when the caller gives up.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	api = &refusingAPI{refusals: 1 << 30}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "https://api.example/api/v1/pods?watch=true", nil)
+	if _, err := newTracker(api, time.Minute).RoundTrip(req); err == nil || api.calls != 1 {
+		t.Fatalf("err = %v after %d calls, want the refusal after 1", err, api.calls)
+	}
+
+	// Writes and other failures are not retried.
+	api = &refusingAPI{refusals: 1}
+	req, _ = http.NewRequest(http.MethodPost, "https://api.example/api/v1/namespaces/team/events", strings.NewReader("{}"))
+	if _, err := newTracker(api, time.Minute).RoundTrip(req); err == nil || api.calls != 1 {
+		t.Fatalf("a write was retried: err %v, %d calls", err, api.calls)
+	}
 }
