@@ -47,6 +47,7 @@ type Server struct {
 	clientIP ClientIPResolver
 	limiter  *ipRateLimiter
 	slots    *sessionSlots
+	hubs     *hubs
 	audit    *auditor
 	exec     Executor
 	clock    clock.Clock
@@ -96,6 +97,7 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 		clientIP: ClientIPResolver{TrustedProxies: proxies},
 		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
+		hubs:     newHubs(),
 		audit:    newAuditor(recorder),
 		exec:     exec,
 		clock:    clk,

@@ -135,12 +135,20 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	defer activeSessions.Dec()
 
 	handshakeCtx, handshakeCancel := context.WithTimeout(ctx, handshakeTimeout)
-	_, err := term.WaitForSize(handshakeCtx)
+	size, err := term.WaitForSize(handshakeCtx)
 	handshakeCancel()
 	if err != nil {
 		sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.")
 		sessionsTotal.WithLabelValues("handshake_failed").Inc()
 		return
+	}
+
+	// Every page of a link shares one command: the first to arrive starts
+	// it, later ones join and are shown the recent output first.
+	h, v, first := s.hubs.join(grant, token, term, size)
+	defer h.leave(v)
+	if first {
+		go s.runHub(h, grant, pod)
 	}
 
 	changes, unsubscribe := s.links.Subscribe(grant.Agent)
@@ -149,13 +157,15 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 
 	start := s.clock.Now()
 	s.audit.sessionStarted(grant.Agent, grant.AgentUID, pod, client.String())
-	err = s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
-		Stdin:             term.Stdin(),
-		Stdout:            term.Stdout(),
-		Tty:               true,
-		TerminalSizeQueue: term,
-	})
-	outcome := s.finish(ctx, sess, err)
+	var outcome string
+	select {
+	case <-h.done:
+		outcome = s.finish(ctx, sess, h.result)
+	case <-ctx.Done():
+		outcome = s.finish(ctx, sess, ctx.Err())
+	case <-term.Done():
+		outcome = s.finish(ctx, sess, context.Canceled)
+	}
 	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))
 	bytesTotal.WithLabelValues("out").Add(float64(term.BytesOut()))
 	sessionsTotal.WithLabelValues(outcome).Inc()
@@ -267,4 +277,16 @@ func clusterUnreachable(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &netErr) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
 		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)
+}
+
+// runHub runs the command of a shared session until it ends or every page
+// has left.
+func (s *Server) runHub(h *hub, grant *Grant, pod string) {
+	err := s.exec.Exec(h.ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
+		Stdin:             h.stdinR,
+		Stdout:            h,
+		Tty:               true,
+		TerminalSizeQueue: h,
+	})
+	h.finish(err)
 }

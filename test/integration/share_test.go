@@ -218,8 +218,10 @@ type terminalClient struct {
 	mu     sync.Mutex
 	output strings.Builder
 	status *wire.Status
-	closed chan struct{}
-	code   int
+	// viewers is the last presence count the server sent.
+	viewers int
+	closed  chan struct{}
+	code    int
 }
 
 // dial opens /s/<token>/terminal; it returns the HTTP status on refusal.
@@ -273,6 +275,10 @@ func (c *terminalClient) readLoop() {
 			c.output.Write(b[1:])
 			// Acknowledge at once, as a page that renders instantly would.
 			_ = c.conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(b)-1)))
+		case wire.OpPresence:
+			p := &wire.Presence{}
+			_ = json.Unmarshal(b[1:], p)
+			c.viewers = p.Viewers
 		case wire.OpStatus:
 			st := &wire.Status{}
 			_ = json.Unmarshal(b[1:], st)
@@ -314,6 +320,22 @@ func (c *terminalClient) waitForOutput(want string) {
 		}
 	}
 	c.t.Fatalf("timed out waiting for %q; output:\n%s", want, c.output.String())
+}
+
+// waitForPresence waits until the server says n pages share the session.
+func (c *terminalClient) waitForPresence(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		got := c.viewers
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("the server never said %d viewers (last %d)", n, c.viewers)
 }
 
 // waitClosed waits for the server to close the session and returns the
@@ -489,6 +511,40 @@ func TestShareLink(t *testing.T) {
 		_, code := s.dial(t, token, nil)
 		if code != http.StatusTooManyRequests {
 			t.Fatalf("session %d answers %d, want 429", systemMaxSessionsPerAgent+1, code)
+		}
+	})
+
+	t.Run("pages of one link share one session and a late joiner sees what it missed", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		first, _ := s.dial(t, token, nil)
+		first.resize(100, 30)
+		first.typeText("echo before-''join\r")
+		first.waitForOutput("before-join")
+		second, code := s.dial(t, token, nil)
+		if second == nil {
+			t.Fatalf("the second page was refused: %d", code)
+		}
+		second.resize(80, 24)
+		// The replay shows the second page what happened before it came.
+		second.waitForOutput("before-join")
+		first.waitForPresence(2)
+		second.waitForPresence(2)
+		// Input from either page reaches the one shell, and both see it.
+		second.typeText("echo from-''second-$((6*7))\r")
+		first.waitForOutput("from-second-42")
+		second.waitForOutput("from-second-42")
+		// The terminal takes the smaller of the two sizes.
+		first.typeText("sleep 0.3; stty size\r")
+		first.waitForOutput("24 80")
+		// When one page leaves the other stays, and learns it is alone.
+		second.conn.Close()
+		first.waitForPresence(1)
+		first.typeText("echo still-''here\r")
+		first.waitForOutput("still-here")
+		first.typeText("exit 5\r")
+		if code, st, _ := first.waitClosed(30 * time.Second); code != websocket.CloseNormalClosure || st == nil || st.ExitCode == nil || *st.ExitCode != 5 {
+			t.Fatalf("closed with %d, %+v; want Exited 5", code, st)
 		}
 	})
 

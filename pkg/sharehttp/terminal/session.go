@@ -283,6 +283,17 @@ func (s *Session) shutdown(status *wire.Status, code int) {
 	close(s.done)
 }
 
+// SendPresence tells the page how many people are on the session. It is
+// best effort: a page that has gone misses it.
+func (s *Session) SendPresence(viewers int) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		_ = s.conn.WriteMessage(wire.EncodePresence(wire.Presence{Viewers: viewers}))
+	}
+}
+
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 

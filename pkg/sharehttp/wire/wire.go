@@ -151,3 +151,18 @@ func EncodeStatus(s Status) []byte {
 	j, _ := json.Marshal(s)
 	return append([]byte{OpStatus}, j...)
 }
+
+// OpPresence carries, from the server, how many people are on the session,
+// as JSON {"viewers":N}. It is sent when someone joins or leaves.
+const OpPresence byte = 0x04
+
+// Presence is the payload of an OpPresence message.
+type Presence struct {
+	Viewers int `json:"viewers"`
+}
+
+// EncodePresence returns an OpPresence message.
+func EncodePresence(p Presence) []byte {
+	j, _ := json.Marshal(p)
+	return append([]byte{OpPresence}, j...)
+}

@@ -3,7 +3,7 @@
 (function () {
   'use strict';
 
-  var OP_DATA = 0x00, OP_RESIZE = 0x01, OP_STATUS = 0x02, OP_ACK = 0x03;
+  var OP_DATA = 0x00, OP_RESIZE = 0x01, OP_STATUS = 0x02, OP_ACK = 0x03, OP_PRESENCE = 0x04;
   // Acknowledge rendered output in batches rather than per message.
   var ACK_BATCH = 16 * 1024, ACK_DELAY_MS = 20;
 
@@ -26,6 +26,7 @@
     PodGone: 'The Agent restarted',
     ServerShutdown: 'The share server is restarting',
     Unavailable: 'The cluster cannot be reached',
+    TooSlow: 'This page fell behind',
     ProtocolError: 'Session ended',
     Error: 'Session ended',
     ConnectionLost: 'Connection lost'
@@ -36,6 +37,7 @@
   var el = {
     terminal: document.getElementById('terminal'),
     title: document.getElementById('title'),
+    viewers: document.getElementById('viewers'),
     state: document.getElementById('state'),
     overlay: document.getElementById('overlay'),
     overlayTitle: document.getElementById('overlay-title'),
@@ -164,6 +166,14 @@
       if (b[0] === OP_DATA) {
         var data = b.subarray(1);
         term.write(data, function () { ack(data.length); });
+      } else if (b[0] === OP_PRESENCE) {
+        try {
+          var n = JSON.parse(decoder.decode(b.subarray(1))).viewers;
+          el.viewers.textContent = n === 1 ? '1 viewer' : n + ' viewers';
+          el.viewers.hidden = false;
+        } catch (e) {
+          // A malformed presence message changes nothing on the page.
+        }
       } else if (b[0] === OP_STATUS) {
         try {
           status = JSON.parse(decoder.decode(b.subarray(1)));
