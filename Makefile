@@ -10,6 +10,9 @@ TEST_TIMEOUT ?= 45m
 TEST_FLAGS ?=
 
 COMMANDS := aggregated-apiserver controller kubeoc
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION_PKG := k8s.io/component-base/version
+LDFLAGS := -X $(VERSION_PKG).gitVersion=$(VERSION) -X $(VERSION_PKG).gitCommit=$(shell git rev-parse HEAD 2>/dev/null)
 
 .PHONY: all
 all: build
@@ -18,7 +21,7 @@ all: build
 .PHONY: build
 build:
 	@mkdir -p $(BIN_DIR)
-	$(GO) build -trimpath -o $(BIN_DIR)/ $(addprefix ./cmd/,$(COMMANDS))
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN_DIR)/ $(addprefix ./cmd/,$(COMMANDS))
 
 ## control-plane: build etcd and the Kubernetes control plane from Go modules into _output/bin
 .PHONY: control-plane

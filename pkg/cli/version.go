@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -15,7 +16,12 @@ func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			v := version.Get()
-			_, err := fmt.Fprintf(streams.Out, "kubeoc %s (%s, %s)\n", v.GitVersion, v.GoVersion, v.Platform)
+			name := v.GitVersion
+			if strings.Contains(name, "$Format") {
+				// Built without the version linked in, as `go run` does.
+				name = "dev"
+			}
+			_, err := fmt.Fprintf(streams.Out, "kubeoc %s (%s, %s)\n", name, v.GoVersion, v.Platform)
 			return err
 		},
 	}

@@ -7,14 +7,17 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -77,7 +80,12 @@ var DefaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>
 // sessions when the link they were opened with may have changed.
 type Links struct {
 	cache crcache.Cache
+	// live reads the API server itself, for Confirm and the health probe.
+	live  client.Reader
 	clock clock.Clock
+	// healthy is false from a failed watch until the API server answers
+	// again.
+	healthy atomic.Bool
 
 	mu          sync.Mutex
 	subscribers map[types.NamespacedName]map[chan struct{}]struct{}
@@ -94,6 +102,7 @@ func NewScheme() *runtime.Scheme {
 // NewLinks returns Links reading the cluster through config. Only share
 // Secrets and Agent pods are cached.
 func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
+	var links *Links
 	agentPods, err := labels.NewRequirement(share.LabelAgent, selection.Exists, nil)
 	if err != nil {
 		return nil, err
@@ -113,15 +122,45 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 		},
 		DefaultTransform:             crcache.TransformStripManagedFields(),
 		DefaultUnsafeDisableDeepCopy: ptr.To(true),
+		DefaultWatchErrorHandler: func(ctx context.Context, r *toolscache.Reflector, err error) {
+			toolscache.DefaultWatchErrorHandler(ctx, r, err)
+			if links != nil && !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+				links.healthy.Store(false)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the share cache: %w", err)
 	}
-	return newLinks(c, clk), nil
+	live, err := client.New(config, client.Options{Scheme: NewScheme(), Mapper: mapper})
+	if err != nil {
+		return nil, err
+	}
+	links = newLinks(c, live, clk)
+	return links, nil
 }
 
-func newLinks(c crcache.Cache, clk clock.Clock) *Links {
-	return &Links{cache: c, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+func newLinks(c crcache.Cache, live client.Reader, clk clock.Clock) *Links {
+	l := &Links{cache: c, live: live, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+	l.healthy.Store(true)
+	return l
+}
+
+// probeInterval is how often the API server is asked, while a watch is
+// broken, whether it answers again.
+const probeInterval = time.Second
+
+// probe marks the links healthy again once the API server answers.
+func (l *Links) probe(ctx context.Context) {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if l.healthy.Load() || l.live == nil {
+			return
+		}
+		secrets := &corev1.SecretList{}
+		if err := l.live.List(ctx, secrets, client.MatchingLabels(share.SecretSelector()), client.Limit(1)); err == nil {
+			l.healthy.Store(true)
+		}
+	}, probeInterval)
 }
 
 // Run fills and keeps the caches until ctx ends. Call WaitForCacheSync to
@@ -149,6 +188,7 @@ func (l *Links) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	go l.probe(ctx)
 	if err := l.cache.Start(ctx); err != nil {
 		return fmt.Errorf("share cache: %w", err)
 	}
@@ -211,10 +251,15 @@ func (l *Links) Subscribe(agent types.NamespacedName) (<-chan struct{}, func()) 
 // Resolve checks a token for a client address: the token is known and held
 // by the share Secret of the very Agent it was made for, sharing is enabled
 // and not expired, the address is allowed and the Agent is ready. It reads
-// only the caches.
+// only the caches. While the caches cannot follow the cluster (a watch
+// failed and the API server has not answered since), it refuses with 503:
+// a revocation it cannot see must not let anyone in.
 func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*Grant, *Refusal) {
 	if !share.ValidToken(token) {
 		return nil, refuseNotFound
+	}
+	if !l.healthy.Load() {
+		return nil, refuseUnavailable
 	}
 	secrets := &corev1.SecretList{}
 	if err := l.cache.List(ctx, secrets, clientMatchingHash(token)); err != nil {
@@ -235,9 +280,41 @@ func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*
 	if err := l.cache.Get(ctx, key, agent); err != nil {
 		return nil, refuseNotFound
 	}
+	return l.decide(secret, agent, token, client)
+}
+
+// Confirm checks a token against the API server itself rather than the
+// caches. A terminal session is confirmed so before it starts, since it
+// needs the API server for pods/exec anyway: a link revoked a moment ago,
+// whose watch event is still on its way, opens nothing.
+func (l *Links) Confirm(ctx context.Context, grant *Grant, token string, client netip.Addr) (*Grant, *Refusal) {
+	agent := &v1alpha1.Agent{}
+	if err := l.live.Get(ctx, grant.Agent, agent); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, refuseNotFound
+		}
+		return nil, refuseUnavailable
+	}
+	secret := &corev1.Secret{}
+	if err := l.live.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, refuseNotFound
+		}
+		return nil, refuseUnavailable
+	}
+	if !share.TokensEqual(string(secret.Data[share.SecretTokenKey]), token) {
+		return nil, refuseNotFound
+	}
+	return l.decide(secret, agent, token, client)
+}
+
+// decide applies the link rules to a token's Secret and Agent.
+func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token string, client netip.Addr) (*Grant, *Refusal) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}
 	// A Secret left over from a deleted Agent of the same name, or one that
 	// someone else made with the right labels, opens nothing.
-	if secret.Name != share.SecretName(agent.Name) || !share.OwnedBy(secret, agent.UID) {
+	if secret.Namespace != agent.Namespace || secret.Name != share.SecretName(agent.Name) || !share.OwnedBy(secret, agent.UID) ||
+		!share.TokensEqual(string(secret.Data[share.SecretTokenKey]), token) {
 		return nil, refuseNotFound
 	}
 	decision := share.Evaluate(agent, l.clock.Now())

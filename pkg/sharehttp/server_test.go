@@ -24,7 +24,7 @@ func newTestServer(t testing.TB, mutate func(*Options)) *Server {
 	if errs := opts.Validate(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	return newServer(opts, newLinks(&informertest.FakeInformers{}, clock.RealClock{}), nil, nil, clock.RealClock{})
+	return newServer(opts, newLinks(&informertest.FakeInformers{}, nil, clock.RealClock{}), nil, nil, clock.RealClock{})
 }
 
 func TestRoutesRefuseUnknownTokens(t *testing.T) {
@@ -132,4 +132,24 @@ func FuzzShareRoutes(f *testing.F) {
 			t.Fatalf("GET %q echoes the path", path)
 		}
 	})
+}
+
+func TestBrokenWatchFailsClosed(t *testing.T) {
+	s := newTestServer(t, nil)
+	h := s.Handler()
+	token, _ := share.NewToken()
+	get := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/s/"+token+"/info", nil))
+		return rec.Code
+	}
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("healthy cache: %d, want 404", code)
+	}
+	// While a watch is broken the listener cannot see revocations: it must
+	// refuse rather than answer from what may be stale.
+	s.links.healthy.Store(false)
+	if code := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("broken watch: %d, want 503", code)
+	}
 }

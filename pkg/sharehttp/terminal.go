@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/utils/clock"
 	utilexec "k8s.io/utils/exec"
@@ -90,6 +92,14 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		s.audit.refused(&grant.Agent, client.String(), ReasonNoPod)
 		writeRefusal(w, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable,
 			Message: "The Agent has no running pod. Try again when it is ready."}, true)
+		return
+	}
+	// The caches said yes; the API server must too, so that a revocation
+	// whose watch event is still on its way opens nothing.
+	grant, refusal := s.links.Confirm(r.Context(), grant, r.PathValue("token"), client)
+	if refusal != nil {
+		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+		writeRefusal(w, refusal, true)
 		return
 	}
 	release, ok := s.slots.Acquire(grant.Agent)
@@ -173,6 +183,9 @@ func (s *Server) finish(ctx context.Context, sess *session, err error) string {
 	case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
 		sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 		return "PodGone"
+	case clusterUnreachable(err):
+		sess.end(closeServerError, ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
+		return ReasonUnavailable
 	case errors.Is(err, context.Canceled), sessionClosedByClient(sess):
 		sess.end(closeNormal, "Closed", "The session was closed.")
 		return "Closed"
@@ -249,4 +262,12 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 			setExpiry()
 		}
 	}
+}
+
+// clusterUnreachable reports whether an exec failed because the API server
+// could not be reached or could not serve, rather than because of the pod.
+func clusterUnreachable(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)
 }

@@ -61,7 +61,6 @@ func TestAggregatedAPIServer(t *testing.T) {
 	// The command applies the logging configuration each time it starts.
 	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
 
-	ctx := t.Context()
 	cp := shared.cp
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kubeopencodev1alpha1.AddToScheme} {
@@ -82,47 +81,10 @@ func TestAggregatedAPIServer(t *testing.T) {
 	// The server runs as its ServiceAccount would, with the shipped RBAC only.
 	serverKubeconfig := e.kubeconfig("server", e.userConfig(apiServerUser,
 		"system:serviceaccounts", "system:serviceaccounts:kubeopencode-system", "system:authenticated"))
-	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
-	ca, err := framework.NewCA("aggregated-apiserver")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.IssueServing([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := t.TempDir()
-	certFile, keyFile := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
-	apiWriteFile(t, certFile, cert.CertPEM)
-	apiWriteFile(t, keyFile, cert.KeyPEM)
-	e.caPEM = ca.CertPEM
-	e.port = startAggregatedAPIServer(t, nil,
-		"--kubeconfig="+serverKubeconfig,
-		"--authentication-kubeconfig="+serverKubeconfig,
-		"--authorization-kubeconfig="+serverKubeconfig,
-		"--tls-cert-file="+certFile,
-		"--tls-private-key-file="+keyFile,
+	e.port, e.caPEM = serveAggregatedAPI(t, admin, serverKubeconfig, nil,
 		"--public-url="+apiPublicURL,
 		"--max-share-duration="+apiMaxShare.String(),
 	)
-	apiServiceName := "v1alpha1." + subresourcesv1alpha1.GroupName
-	if err := cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, e.port, ca.CertPEM); err != nil {
-		t.Fatalf("registering the APIService: %v", err)
-	}
-	t.Cleanup(func() {
-		// Leave the shared control plane without an APIService whose server
-		// is gone.
-		svc := &unstructured.Unstructured{}
-		svc.SetAPIVersion("apiregistration.k8s.io/v1")
-		svc.SetKind("APIService")
-		svc.SetName(apiServiceName)
-		if err := admin.Delete(context.Background(), svc); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting the APIService: %v", err)
-		}
-	})
-	if err := cp.WaitForAPIService(ctx, apiServiceName, time.Minute); err != nil {
-		t.Fatalf("waiting for the APIService: %v", err)
-	}
 
 	// Users. alice may edit team-a and nothing in team-b; victor may view
 	// team-a; gina may only get agents/share in team-a. The roles are the
@@ -739,4 +701,51 @@ func apiWriteFile(t *testing.T, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// serveAggregatedAPI starts the aggregated API server in-process as the
+// identity of kubeconfig, with a serving certificate for its Service, and
+// registers it through a real APIService, which it removes when the test
+// ends. It returns the server's port and the CA of its certificate.
+func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, configure func(*apiserverapp.Options), args ...string) (int, []byte) {
+	t.Helper()
+	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
+	ca, err := framework.NewCA("aggregated-apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServing([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certDir := t.TempDir()
+	certFile, keyFile := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
+	apiWriteFile(t, certFile, cert.CertPEM)
+	apiWriteFile(t, keyFile, cert.KeyPEM)
+	port := startAggregatedAPIServer(t, configure, append([]string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--tls-cert-file=" + certFile,
+		"--tls-private-key-file=" + keyFile,
+	}, args...)...)
+	name := "v1alpha1." + subresourcesv1alpha1.GroupName
+	if err := shared.cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, port, ca.CertPEM); err != nil {
+		t.Fatalf("registering the APIService: %v", err)
+	}
+	t.Cleanup(func() {
+		// Leave the shared control plane without an APIService whose server
+		// is gone.
+		svc := &unstructured.Unstructured{}
+		svc.SetAPIVersion("apiregistration.k8s.io/v1")
+		svc.SetKind("APIService")
+		svc.SetName(name)
+		if err := admin.Delete(context.Background(), svc); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting the APIService: %v", err)
+		}
+	})
+	if err := shared.cp.WaitForAPIService(t.Context(), name, time.Minute); err != nil {
+		t.Fatalf("waiting for the APIService: %v", err)
+	}
+	return port, ca.CertPEM
 }

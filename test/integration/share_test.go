@@ -76,52 +76,18 @@ func startSystem(t *testing.T) *system {
 	}
 	startController(t, kubeconfigFor("controller", controllerUser))
 
-	serverKubeconfig := kubeconfigFor("apiserver", apiServerUser)
-	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
-	ca, err := framework.NewCA("aggregated-apiserver")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.IssueServing([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := t.TempDir()
-	apiWriteFile(t, filepath.Join(certDir, "tls.crt"), cert.CertPEM)
-	apiWriteFile(t, filepath.Join(certDir, "tls.key"), cert.KeyPEM)
 	shareLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := startAggregatedAPIServer(t, func(o *apiserverapp.Options) {
+	port, _ := serveAggregatedAPI(t, admin, kubeconfigFor("apiserver", apiServerUser), func(o *apiserverapp.Options) {
 		o.Share.Listener = shareLn
 	},
-		"--kubeconfig="+serverKubeconfig,
-		"--authentication-kubeconfig="+serverKubeconfig,
-		"--authorization-kubeconfig="+serverKubeconfig,
-		"--tls-cert-file="+filepath.Join(certDir, "tls.crt"),
-		"--tls-private-key-file="+filepath.Join(certDir, "tls.key"),
 		"--share-max-sessions-per-agent="+fmt.Sprint(systemMaxSessionsPerAgent),
 		"--share-requests-per-second=50",
 		"--share-request-burst=100",
 		"--share-ping-interval=2s",
 	)
-	name := "v1alpha1." + subresourcesv1alpha1.GroupName
-	if err := cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, port, ca.CertPEM); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		svc := &unstructured.Unstructured{}
-		svc.SetAPIVersion("apiregistration.k8s.io/v1")
-		svc.SetKind("APIService")
-		svc.SetName(name)
-		if err := admin.Delete(context.Background(), svc); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting the APIService: %v", err)
-		}
-	})
-	if err := cp.WaitForAPIService(t.Context(), name, time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	user, err := cp.UserConfig("sharer", "system:authenticated")
 	if err != nil {
 		t.Fatal(err)

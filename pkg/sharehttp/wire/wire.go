@@ -85,6 +85,9 @@ const (
 	ReasonAgentNotReady = "AgentNotReady"
 	// ReasonPodGone: the pod the session ran in went away.
 	ReasonPodGone = "PodGone"
+	// ReasonUnavailable: the share server could not reach the Kubernetes
+	// API server to start or keep the exec stream.
+	ReasonUnavailable = "Unavailable"
 	// ReasonServerShutdown: the share server is stopping.
 	ReasonServerShutdown = "ServerShutdown"
 	// ReasonProtocolError: the page broke this protocol.

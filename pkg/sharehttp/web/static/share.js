@@ -25,12 +25,12 @@
     Forbidden: 'Access refused',
     AgentNotReady: 'The Agent is not ready',
     TooManyRequests: 'Too many requests',
-    Unavailable: 'The share server is unavailable',
     Exited: 'Session ended',
     Closed: 'Session ended',
     Idle: 'Session timed out',
     PodGone: 'The Agent restarted',
     ServerShutdown: 'The share server is restarting',
+    Unavailable: 'Temporarily unavailable',
     ProtocolError: 'Session ended',
     Error: 'Session ended',
     ConnectionLost: 'Connection lost'

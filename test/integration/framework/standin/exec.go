@@ -32,6 +32,9 @@ const (
 	// outputDrainWait is how long output is still copied once the command
 	// has exited, for background children that hold the terminal or pipes.
 	outputDrainWait = 2 * time.Second
+	// hangupGrace is how long a hung-up session may take to end before its
+	// processes are killed.
+	hangupGrace = 2 * time.Second
 	// defaultPath is PATH when the test process has none.
 	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -251,8 +254,18 @@ func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, r
 			_, _ = io.Copy(terminal, in)
 			select {
 			case <-exited:
+				return
 			default:
 				_ = syscall.Kill(-c.Process.Pid, syscall.SIGHUP)
+			}
+			// A process that ignores SIGHUP, as every child of a process
+			// started under nohup does, is killed after a grace period.
+			timer := time.NewTimer(hangupGrace)
+			defer timer.Stop()
+			select {
+			case <-exited:
+			case <-timer.C:
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 			}
 		}()
 	}

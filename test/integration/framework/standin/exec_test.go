@@ -7,8 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,7 +152,7 @@ func TestExecEnds(t *testing.T) {
 		end      func(stdin io.Closer, stop context.CancelFunc)
 		wantCode int
 	}{
-		{name: "client closes stdin: hang-up", end: func(stdin io.Closer, _ context.CancelFunc) { _ = stdin.Close() }, wantCode: 128 + 1},
+		{name: "client closes stdin: hang-up", end: func(stdin io.Closer, _ context.CancelFunc) { _ = stdin.Close() }, wantCode: hangupExitCode(t)},
 		{name: "kubelet stops: kill", end: func(_ io.Closer, stop context.CancelFunc) { stop() }, wantCode: 128 + 9},
 	}
 	for _, tc := range tests {
@@ -226,4 +229,27 @@ func TestExecEndsBackgroundChildren(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hangupExitCode is the exit code of a shell whose terminal hangs up: 129
+// (SIGHUP), or 137 (SIGKILL after the grace period) when this process, and so
+// every process it starts, ignores SIGHUP, as under nohup.
+func hangupExitCode(t *testing.T) int {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^SigIgn:\s*([0-9a-f]+)$`).FindSubmatch(status)
+	if m == nil {
+		t.Fatal("no SigIgn in /proc/self/status")
+	}
+	ignored, err := strconv.ParseUint(string(m[1]), 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ignored&(1<<(uint(syscall.SIGHUP)-1)) != 0 {
+		return 128 + int(syscall.SIGKILL)
+	}
+	return 128 + int(syscall.SIGHUP)
 }
