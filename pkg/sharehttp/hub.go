@@ -177,7 +177,7 @@ func (h *hub) Write(p []byte) (int, error) {
 		case <-v.gone:
 		case <-h.ctx.Done():
 		case <-timer.C:
-			v.term.Close(closeServerError, slowViewerStatus)
+			go v.term.Close(closeServerError, slowViewerStatus)
 			v.leave()
 		}
 		timer.Stop()

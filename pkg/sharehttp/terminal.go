@@ -60,8 +60,9 @@ func (s *session) endWith(code int, status wire.Status) bool {
 	}
 	s.reason = status.Reason
 	s.mu.Unlock()
-	s.term.Close(code, status)
+	// Stop the exec first: Close waits for the page to answer.
 	s.cancel()
+	s.term.Close(code, status)
 	return true
 }
 
@@ -121,7 +122,9 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	term := terminal.New(terminal.WebSocket(conn, terminal.WebSocketOptions{
+	// The session outlives ctx, which end() cancels to stop the exec
+	// before the status goes out.
+	term := terminal.New(parent, terminal.NewWebSocketConn(conn, terminal.WebSocketOptions{
 		PingInterval: s.opts.PingInterval,
 		PongTimeout:  2 * s.opts.PingInterval,
 		WriteTimeout: 10 * time.Second,
