@@ -2,7 +2,11 @@ package sharehttp
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +27,30 @@ const (
 	// slowest viewer before that viewer is dropped, so one stalled page
 	// cannot freeze the terminal of everyone else for long.
 	slowViewerTimeout = 10 * time.Second
+	// resumeGrace is how long a session whose last page lost its
+	// connection keeps its command running for the page to come back.
+	resumeGrace = 30 * time.Second
 )
+
+// ResumePoint is where a page that lost its connection asks to pick its
+// session up again: the session's ID and the output offset it had reached.
+type ResumePoint struct {
+	Session string
+	Offset  int64
+}
+
+// ParseResumePoint parses the resume query parameter, "<session>:<offset>".
+func ParseResumePoint(s string) (*ResumePoint, bool) {
+	id, off, ok := strings.Cut(s, ":")
+	if !ok || len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return nil, false
+	}
+	n, err := strconv.ParseInt(off, 10, 64)
+	if err != nil || n < 0 {
+		return nil, false
+	}
+	return &ResumePoint{Session: id, Offset: n}, true
+}
 
 // slowViewerStatus ends the session of a page that stopped taking output.
 var slowViewerStatus = wire.Status{Reason: "TooSlow", Message: "This page fell too far behind the terminal's output and was disconnected. Reconnect to catch up."}
@@ -48,6 +75,7 @@ func newHubs() *hubs { return &hubs{live: map[hubKey]*hub{}} }
 // merged into it.
 type hub struct {
 	key    hubKey
+	id     string
 	parent *hubs
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -61,42 +89,65 @@ type hub struct {
 	mu      sync.Mutex
 	viewers map[*viewer]struct{}
 	replay  []byte
+	// total counts the output bytes of the session; replay holds its last
+	// ones, from total-len(replay).
+	total   int64
 	started bool
 	size    remotecommand.TerminalSize
+	grace   *time.Timer
 }
 
 // viewer is one page on a hub.
 type viewer struct {
 	term *terminal.Session
-	out  chan []byte
+	out  chan outItem
 	gone chan struct{}
 	once sync.Once
 	size remotecommand.TerminalSize
+}
+
+// outItem is what a viewer is sent next: output, or where it starts.
+type outItem struct {
+	data []byte
+	sync *wire.Sync
 }
 
 func (v *viewer) leave() { v.once.Do(func() { close(v.gone) }) }
 
 // join adds a page to the shared session of its link, making the session
 // when it is the first. start is true for the page whose arrival starts the
-// command.
-func (hs *hubs) join(grant *Grant, token string, term *terminal.Session, size remotecommand.TerminalSize) (*hub, *viewer, bool) {
+// command. A page resuming the session it lost picks up its output where it
+// left off, as far as the replay still holds it; any other page is shown the
+// replay first.
+func (hs *hubs) join(grant *Grant, token string, term *terminal.Session, size remotecommand.TerminalSize, resume *ResumePoint) (*hub, *viewer, bool) {
 	key := hubKey{agentUID: grant.AgentUID, tokenHash: share.TokenHash(token)}
 	hs.mu.Lock()
 	h, ok := hs.live[key]
 	if !ok {
 		ctx, cancel := context.WithCancel(context.Background())
 		r, w := io.Pipe()
-		h = &hub{key: key, parent: hs, ctx: ctx, cancel: cancel, stdinR: r, stdinW: w,
+		id := make([]byte, 16)
+		_, _ = rand.Read(id)
+		h = &hub{key: key, id: hex.EncodeToString(id), parent: hs, ctx: ctx, cancel: cancel, stdinR: r, stdinW: w,
 			sizes: make(chan remotecommand.TerminalSize, 1), done: make(chan struct{}), viewers: map[*viewer]struct{}{}}
 		hs.live[key] = h
 	}
-	v := &viewer{term: term, out: make(chan []byte, viewerQueue), gone: make(chan struct{}), size: size}
+	v := &viewer{term: term, out: make(chan outItem, viewerQueue), gone: make(chan struct{}), size: size}
 	h.mu.Lock()
+	if h.grace != nil {
+		h.grace.Stop()
+		h.grace = nil
+	}
 	h.viewers[v] = struct{}{}
 	start := !h.started
 	h.started = true
-	if len(h.replay) > 0 {
-		v.out <- append([]byte(nil), h.replay...)
+	from := h.total - int64(len(h.replay))
+	if resume != nil && resume.Session == h.id && resume.Offset > from && resume.Offset <= h.total {
+		from = resume.Offset
+	}
+	v.out <- outItem{sync: &wire.Sync{Session: h.id, Offset: from}}
+	if rest := h.replay[from-(h.total-int64(len(h.replay))):]; len(rest) > 0 {
+		v.out <- outItem{data: append([]byte(nil), rest...)}
 	}
 	n := len(h.viewers)
 	h.resizeLocked()
@@ -110,24 +161,45 @@ func (hs *hubs) join(grant *Grant, token string, term *terminal.Session, size re
 	return h, v, start
 }
 
-// leave removes a page. The last one to leave ends the command.
-func (h *hub) leave(v *viewer) {
+// leave removes a page. The last one to leave ends the command, unless it
+// lost its connection (linger): then the command runs on for resumeGrace,
+// for the page to come back.
+func (h *hub) leave(v *viewer, linger bool) {
 	v.leave()
 	h.parent.mu.Lock()
 	h.mu.Lock()
 	delete(h.viewers, v)
 	n := len(h.viewers)
-	if n == 0 && h.parent.live[h.key] == h {
+	if n == 0 && linger {
+		h.grace = time.AfterFunc(resumeGrace, func() { h.abandon() })
+	} else if n == 0 && h.parent.live[h.key] == h {
 		delete(h.parent.live, h.key)
 	}
 	h.resizeLocked()
 	h.mu.Unlock()
 	h.parent.mu.Unlock()
 	if n == 0 {
-		h.cancel()
+		if !linger {
+			h.cancel()
+		}
 		return
 	}
 	h.announce(n)
+}
+
+// abandon ends a session whose pages did not come back in time.
+func (h *hub) abandon() {
+	h.parent.mu.Lock()
+	h.mu.Lock()
+	empty := len(h.viewers) == 0
+	if empty && h.parent.live[h.key] == h {
+		delete(h.parent.live, h.key)
+	}
+	h.mu.Unlock()
+	h.parent.mu.Unlock()
+	if empty {
+		h.cancel()
+	}
 }
 
 func (h *hub) announce(n int) {
@@ -161,6 +233,7 @@ func (h *hub) finish(err error) {
 func (h *hub) Write(p []byte) (int, error) {
 	chunk := append([]byte(nil), p...)
 	h.mu.Lock()
+	h.total += int64(len(chunk))
 	h.replay = append(h.replay, chunk...)
 	if over := len(h.replay) - replayBytes; over > 0 {
 		h.replay = append([]byte(nil), h.replay[over:]...)
@@ -173,7 +246,7 @@ func (h *hub) Write(p []byte) (int, error) {
 	for _, v := range viewers {
 		timer := time.NewTimer(slowViewerTimeout)
 		select {
-		case v.out <- chunk:
+		case v.out <- outItem{data: chunk}:
 		case <-v.gone:
 		case <-h.ctx.Done():
 		case <-timer.C:
@@ -194,8 +267,14 @@ func (h *hub) feed(v *viewer) {
 		select {
 		case <-v.gone:
 			return
-		case chunk := <-v.out:
-			if _, err := v.term.Stdout().Write(chunk); err != nil {
+		case item := <-v.out:
+			var err error
+			if item.sync != nil {
+				err = v.term.SendSync(*item.sync)
+			} else {
+				_, err = v.term.Stdout().Write(item.data)
+			}
+			if err != nil {
 				v.leave()
 				return
 			}

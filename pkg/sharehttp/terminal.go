@@ -116,10 +116,11 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod)
+	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
+	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume)
 }
 
-func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string) {
+func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The session outlives ctx, which end() cancels to stop the exec
@@ -148,8 +149,11 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 
 	// Every page of a link shares one command: the first to arrive starts
 	// it, later ones join and are shown the recent output first.
-	h, v, first := s.hubs.join(grant, token, term, size)
-	defer h.leave(v)
+	h, v, first := s.hubs.join(grant, token, term, size, resume)
+	// A page whose connection dropped, rather than one the server ended,
+	// may come back to resume: the command waits for it a while.
+	linger := false
+	defer func() { h.leave(v, linger) }()
 	if first {
 		go s.runHub(h, grant, pod)
 	}
@@ -167,6 +171,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	case <-ctx.Done():
 		outcome = s.finish(ctx, sess, ctx.Err())
 	case <-term.Done():
+		linger = term.Status() == nil
 		outcome = s.finish(ctx, sess, context.Canceled)
 	}
 	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))

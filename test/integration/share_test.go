@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -220,8 +221,12 @@ type terminalClient struct {
 	status *wire.Status
 	// viewers is the last presence count the server sent.
 	viewers int
-	closed  chan struct{}
-	code    int
+	// sync is where the server said the output starts; offset is where it
+	// has reached since.
+	sync   *wire.Sync
+	offset int64
+	closed chan struct{}
+	code   int
 }
 
 // dial opens /s/<token>/terminal; it returns the HTTP status on refusal.
@@ -240,7 +245,20 @@ func dialTerminal(t *testing.T, hostPort, token string, header http.Header) (*te
 	if header.Get("Origin") == "" {
 		header.Set("Origin", "http://"+hostPort)
 	}
-	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+hostPort+"/s/"+token+"/terminal", header)
+	return dialTerminalURL(t, "ws://"+hostPort+"/s/"+token+"/terminal", hostPort, header)
+}
+
+// dialTerminalURL opens a terminal WebSocket URL, with query parameters such
+// as resume.
+func dialTerminalURL(t *testing.T, url, hostPort string, header http.Header) (*terminalClient, int) {
+	t.Helper()
+	if header == nil {
+		header = http.Header{}
+	}
+	if header.Get("Origin") == "" {
+		header.Set("Origin", "http://"+hostPort)
+	}
+	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), url, header)
 	if err != nil {
 		if resp == nil {
 			t.Fatalf("dialing the terminal: %v", err)
@@ -273,8 +291,13 @@ func (c *terminalClient) readLoop() {
 		switch b[0] {
 		case wire.OpData:
 			c.output.Write(b[1:])
+			c.offset += int64(len(b) - 1)
 			// Acknowledge at once, as a page that renders instantly would.
 			_ = c.conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(b)-1)))
+		case wire.OpSync:
+			sy := &wire.Sync{}
+			_ = json.Unmarshal(b[1:], sy)
+			c.sync, c.offset = sy, sy.Offset
 		case wire.OpPresence:
 			p := &wire.Presence{}
 			_ = json.Unmarshal(b[1:], p)
@@ -286,6 +309,13 @@ func (c *terminalClient) readLoop() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// text returns the output received so far.
+func (c *terminalClient) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.output.String()
 }
 
 func (c *terminalClient) send(b []byte) {
@@ -546,6 +576,49 @@ func TestShareLink(t *testing.T) {
 		if code, st, _ := first.waitClosed(30 * time.Second); code != websocket.CloseNormalClosure || st == nil || st.ExitCode == nil || *st.ExitCode != 5 {
 			t.Fatalf("closed with %d, %+v; want Exited 5", code, st)
 		}
+	})
+
+	t.Run("a dropped connection resumes its session with what it missed, in order, once", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		a, _ := s.dial(t, token, nil)
+		a.resize(80, 24)
+		a.typeText("echo pid-$$-''end\r")
+		a.waitForOutput("-end")
+		pid := regexp.MustCompile(`pid-(\d+)-end`).FindStringSubmatch(a.text())
+		if pid == nil {
+			t.Fatalf("no pid in %q", a.text())
+		}
+		a.typeText("sleep 1; echo after-''drop-1; echo after-''drop-2\r")
+		a.waitForOutput("sleep 1;")
+		// The network drops: no close frame, no status.
+		a.mu.Lock()
+		session, offset := a.sync.Session, a.offset
+		a.mu.Unlock()
+		_ = a.conn.UnderlyingConn().Close()
+		time.Sleep(2500 * time.Millisecond) // the command writes while no page is there
+
+		b, code := dialTerminalURL(t, fmt.Sprintf("ws://%s/s/%s/terminal?resume=%s:%d", s.shareLn, token, session, offset), s.shareLn, nil)
+		if b == nil {
+			t.Fatalf("resume refused: %d", code)
+		}
+		b.resize(80, 24)
+		b.waitForOutput("after-drop-2")
+		b.mu.Lock()
+		got, sync := b.output.String(), b.sync
+		b.mu.Unlock()
+		if sync == nil || sync.Session != session || sync.Offset != offset {
+			t.Fatalf("resumed at %+v, want session %s offset %d", sync, session, offset)
+		}
+		if strings.Count(got, "after-drop-1") != 1 || strings.Index(got, "after-drop-1") > strings.Index(got, "after-drop-2") {
+			t.Fatalf("resumed output is not the missed output once and in order: %q", got)
+		}
+		if strings.Contains(got, "pid-"+pid[1]) {
+			t.Fatalf("resumed output repeats what the page had seen: %q", got)
+		}
+		// The same process: no new shell was started.
+		b.typeText("echo pid-$$-''end\r")
+		b.waitForOutput("pid-" + pid[1] + "-end")
 	})
 
 	t.Run("a real browser renders the terminal and runs typed input", s.testBrowser)

@@ -383,6 +383,17 @@ func (s *Session) release() {
 	close(s.done)
 }
 
+// SendSync tells the page where the output that follows starts.
+func (s *Session) SendSync(sync wire.Sync) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return s.conn.WriteMessage(wire.EncodeSync(sync))
+}
+
 // SendPresence tells the page how many people are on the session. It is
 // best effort: a page that has gone misses it.
 func (s *Session) SendPresence(viewers int) {

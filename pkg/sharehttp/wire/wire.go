@@ -27,6 +27,11 @@ const (
 	// OpPresence carries, from the server, how many pages share the
 	// session, as JSON {"viewers":N}. It is sent when one joins or leaves.
 	OpPresence byte = 0x04
+	// OpSync tells the page, before any output of a session, where that
+	// output starts: JSON {"session":ID,"offset":N} means the next data byte
+	// is byte N of the output of session ID. A page that lost its connection
+	// asks to resume from the offset it has reached.
+	OpSync byte = 0x05
 )
 
 // Limits of the protocol.
@@ -153,6 +158,8 @@ type Message struct {
 	Status *Status
 	// Presence is the payload of an OpPresence message.
 	Presence *Presence
+	// Sync is the payload of an OpSync message.
+	Sync *Sync
 }
 
 // DecodeClient decodes a message from the page, strictly: anything not
@@ -224,6 +231,15 @@ func DecodeServer(b []byte) (Message, error) {
 			return Message{}, fmt.Errorf("%w: presence: %v", ErrInvalid, err)
 		}
 		m.Presence = p
+	case OpSync:
+		if len(payload) > MaxStatusPayload {
+			return Message{}, fmt.Errorf("%w: sync of %d bytes", ErrTooLarge, len(payload))
+		}
+		sy := &Sync{}
+		if err := json.Unmarshal(payload, sy); err != nil || sy.Session == "" || sy.Offset < 0 {
+			return Message{}, fmt.Errorf("%w: sync: %v", ErrInvalid, err)
+		}
+		m.Sync = sy
 	default:
 		return Message{}, fmt.Errorf("%w 0x%02x from the server", ErrUnknownOpcode, m.Op)
 	}
@@ -297,4 +313,18 @@ type Presence struct {
 func EncodePresence(p Presence) []byte {
 	j, _ := json.Marshal(p)
 	return append([]byte{OpPresence}, j...)
+}
+
+// Sync is the payload of an OpSync message.
+type Sync struct {
+	// Session names the shared session; it is not a secret.
+	Session string `json:"session"`
+	// Offset is the position in the session's output of the next data byte.
+	Offset int64 `json:"offset"`
+}
+
+// EncodeSync returns an OpSync message.
+func EncodeSync(s Sync) []byte {
+	j, _ := json.Marshal(s)
+	return append([]byte{OpSync}, j...)
 }

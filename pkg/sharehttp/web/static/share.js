@@ -3,7 +3,10 @@
 (function () {
   'use strict';
 
-  var OP_DATA = 0x00, OP_RESIZE = 0x01, OP_STATUS = 0x02, OP_ACK = 0x03, OP_PRESENCE = 0x04;
+  var OP_DATA = 0x00, OP_RESIZE = 0x01, OP_STATUS = 0x02, OP_ACK = 0x03, OP_PRESENCE = 0x04, OP_SYNC = 0x05;
+  // After a dropped connection the page tries to resume its session at
+  // these delays (ms), within the server's 30 s grace period.
+  var RESUME_DELAYS = [500, 1000, 2000, 4000, 8000, 8000];
   // Input is sent in messages of at most this many bytes; the protocol
   // allows 64 KiB less the opcode, and a large paste must not exceed it.
   var MAX_INPUT = 32 * 1024;
@@ -113,6 +116,10 @@
 
   // The current connection; null when there is none.
   var conn = null;
+  // resume is where the page's output stands: the shared session's ID and
+  // the offset of the next output byte; attempt counts resume tries.
+  var resume = null;
+  var attempt = 0;
 
   function setState(s, label) {
     el.state.className = 'state ' + s;
@@ -255,8 +262,9 @@
 
   function connect() {
     var scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+    var query = resume ? '?resume=' + encodeURIComponent(resume.session + ':' + resume.offset) : '';
     var c = {
-      ws: new WebSocket(scheme + '//' + window.location.host + base + '/terminal'),
+      ws: new WebSocket(scheme + '//' + window.location.host + base + '/terminal' + query),
       opened: false,
       status: null,
       pendingAck: 0,
@@ -266,6 +274,7 @@
     conn = c;
     c.ws.onopen = function () {
       c.opened = true;
+      attempt = 0;
       setState('connected', 'Connected');
       el.overlay.hidden = true;
       fit.fit();
@@ -280,7 +289,22 @@
       }
       if (b[0] === OP_DATA) {
         var data = b.subarray(1);
+        if (resume) {
+          resume.offset += data.length;
+        }
         term.write(data, function () { ack(c, data.length); });
+      } else if (b[0] === OP_SYNC) {
+        try {
+          var sync = JSON.parse(decoder.decode(b.subarray(1)));
+          if (resume && resume.session !== sync.session) {
+            term.write('\r\n\x1b[2m[a new session started]\x1b[0m\r\n');
+          } else if (resume && sync.offset > resume.offset) {
+            term.write('\r\n\x1b[2m[some output was missed while disconnected]\x1b[0m\r\n');
+          }
+          resume = { session: sync.session, offset: sync.offset };
+        } catch (e) {
+          resume = null;
+        }
       } else if (b[0] === OP_PRESENCE) {
         try {
           var n = JSON.parse(decoder.decode(b.subarray(1))).viewers;
@@ -310,11 +334,24 @@
         return;
       }
       // No status: the handshake was refused, or the connection dropped.
-      // Ask once why, so that a revoked link is not called a network
-      // problem; never retry by itself.
+      // Ask why, so that a revoked link is not called a network problem.
+      // A dropped session is resumed a few times within the server's grace
+      // period, with the output missed meanwhile; then the page stops and
+      // offers the button.
+      var resumable = resume && (c.opened || attempt > 0) && attempt < RESUME_DELAYS.length;
       fetchInfo().then(function (res) {
+        if (res.ok && resumable) {
+          showResuming();
+          setTimeout(connect, RESUME_DELAYS[attempt++]);
+          return;
+        }
         ended(res.ok ? { reason: 'ConnectionLost' } : res.status, c.opened);
       }, function () {
+        if (resumable) {
+          showResuming();
+          setTimeout(connect, RESUME_DELAYS[attempt++]);
+          return;
+        }
         ended({ reason: 'ConnectionLost', message: 'The share server cannot be reached.' }, c.opened);
       });
     };
@@ -336,8 +373,17 @@
     });
   }
 
+  function showResuming() {
+    showConnecting();
+    setState('connecting', 'Reconnecting');
+    el.overlayTitle.textContent = 'Reconnecting\u2026';
+    el.overlayMessage.textContent = 'The connection dropped; picking the session up where it left off.';
+  }
+
   el.reconnect.addEventListener('click', function () {
     term.reset();
+    resume = null;
+    attempt = 0;
     start();
   });
 
