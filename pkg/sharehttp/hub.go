@@ -70,6 +70,18 @@ type hubs struct {
 
 func newHubs() *hubs { return &hubs{live: map[hubKey]*hub{}} }
 
+// resumable reports whether a page asks to resume a session of its link
+// that is still there; such a page joins without using up its link.
+func (hs *hubs) resumable(grant *Grant, token string, resume *ResumePoint) bool {
+	if resume == nil {
+		return false
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	h, ok := hs.live[hubKey{agentUID: grant.AgentUID, tokenHash: share.TokenHash(token)}]
+	return ok && h.id == resume.Session
+}
+
 // hub is one exec session shared by every viewer of a link: one process in
 // the pod, its output fanned out to each page and the input of every page
 // merged into it.

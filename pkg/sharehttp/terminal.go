@@ -102,6 +102,17 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, refusal, true)
 		return
 	}
+	// A link limited by maxUses is used by each new terminal connection,
+	// never by the page or /info (which link previews fetch), nor by a page
+	// resuming the session it lost.
+	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
+	if !s.hubs.resumable(grant, r.PathValue("token"), resume) {
+		if refusal := s.links.Use(r.Context(), grant, r.PathValue("token")); refusal != nil {
+			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+			writeRefusal(w, refusal, true)
+			return
+		}
+	}
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
 		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
@@ -116,7 +127,6 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		// The upgrader has answered the client.
 		return
 	}
-	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
 	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume)
 }
 
@@ -258,6 +268,9 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		}
 		grant, refusal := s.links.Resolve(ctx, sess.token, sess.client)
 		switch {
+		case refusal != nil && refusal.Reason == share.ReasonUsedUp:
+			// A used-up link opens no new terminal; the ones it opened go on.
+			continue
 		case refusal != nil:
 			reason, message := refusal.Reason, refusal.Message
 			if reason == ReasonNotFound {

@@ -621,6 +621,58 @@ func TestShareLink(t *testing.T) {
 		b.waitForOutput("pid-" + pid[1] + "-end")
 	})
 
+	t.Run("a one-time link opens one terminal and then answers 410, whatever fetched its page before", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, `{"spec":{"maxUses":1}}`)
+		// Link previews fetch the page and /info: they use nothing.
+		for range 2 {
+			if resp, _ := s.get(t, "/s/"+token, nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("page: %d", resp.StatusCode)
+			}
+			if resp, body := s.get(t, "/s/"+token+"/info", nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("info: %d %s", resp.StatusCode, body)
+			}
+		}
+		c, code := s.dial(t, token, nil)
+		if c == nil {
+			t.Fatalf("the first terminal was refused: %d", code)
+		}
+		c.resize(80, 24)
+		c.typeText("echo once-''only\r")
+		c.waitForOutput("once-only")
+		if _, code := s.dial(t, token, nil); code != http.StatusGone {
+			t.Fatalf("a second terminal answers %d, want 410", code)
+		}
+		s.waitFor(t, "/info to say the link is used up", func(ctx context.Context) (bool, error) {
+			resp, body := s.get(t, "/s/"+token+"/info", nil)
+			return resp.StatusCode == http.StatusGone && strings.Contains(string(body), `"reason":"UsedUp"`), nil
+		})
+		shown := s.shareCall(t, http.MethodGet, agent, "")
+		if shown.Status.Active || shown.Status.Reason != share.ReasonUsedUp || shown.Status.Uses != 1 || shown.Status.MaxUses == nil || *shown.Status.MaxUses != 1 {
+			t.Errorf("the subresource shows %+v", shown.Status)
+		}
+		s.waitFor(t, "ShareReady=False/UsedUp", func(ctx context.Context) (bool, error) {
+			a := &kubeopencodev1alpha1.Agent{}
+			if err := s.admin.Get(ctx, agent, a); err != nil {
+				return false, nil
+			}
+			for _, cond := range a.Status.Conditions {
+				if cond.Type == kubeopencodev1alpha1.ConditionShareReady {
+					return cond.Status == metav1.ConditionFalse && cond.Reason == share.ReasonUsedUp, nil
+				}
+			}
+			return false, nil
+		})
+		// The session it opened goes on.
+		c.typeText("echo still-''open\r")
+		c.waitForOutput("still-open")
+		// Rotating gives a new one-time link.
+		rotated := s.enable(t, agent, `{"spec":{"maxUses":1,"rotate":true}}`)
+		if c2, code := s.dial(t, rotated, nil); c2 == nil {
+			t.Fatalf("the rotated link's first terminal answers %d", code)
+		}
+	})
+
 	t.Run("a real browser renders the terminal and runs typed input", s.testBrowser)
 
 	t.Run("the API server's metrics count sessions, refusals and bytes", func(t *testing.T) {

@@ -24,6 +24,7 @@
     NotFound: 'This link does not work',
     Revoked: 'This link was revoked',
     Expired: 'This link has expired',
+    UsedUp: 'This link was already used',
     IPNotAllowed: 'Not available from your network',
     Forbidden: 'Access refused',
     AgentNotReady: 'The Agent is not ready',
@@ -44,7 +45,7 @@
     ConnectionLost: 'The connection to the share server was lost.'
   };
   // Reconnecting cannot help these: the person needs a new link.
-  var final = { NotFound: true, Revoked: true, Expired: true, IPNotAllowed: true, Forbidden: true };
+  var final = { NotFound: true, Revoked: true, Expired: true, UsedUp: true, IPNotAllowed: true, Forbidden: true };
 
   var el = {
     terminal: document.getElementById('terminal'),
