@@ -106,6 +106,11 @@ type Session struct {
 	writeMu  sync.Mutex // serializes Stdout writes, which reuse writeBuf
 	writeBuf []byte
 
+	// sendMu is held around every message sent to the page, from the
+	// check that the session is open to the end of the write, and around
+	// the status and the close: so the status is the last message.
+	sendMu sync.Mutex
+
 	activity          atomic.Int64 // unix nanoseconds of the last input or output
 	bytesIn, bytesOut atomic.Int64
 
@@ -312,8 +317,10 @@ func (w stdout) Write(p []byte) (int, error) {
 		s.unacked += n
 		s.mu.Unlock()
 		s.writeBuf = wire.AppendData(s.writeBuf[:0], p[:n])
-		if err := s.conn.WriteMessage(s.writeBuf); err != nil {
-			s.shutdown(nil, CloseNormal)
+		if err := s.send(s.writeBuf); err != nil {
+			if !errors.Is(err, ErrClosed) {
+				s.shutdown(nil, CloseNormal)
+			}
 			return written, err
 		}
 		s.touch()
@@ -322,6 +329,16 @@ func (w stdout) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// send writes one message to the page unless the session is closed.
+func (s *Session) send(b []byte) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.isClosed() {
+		return ErrClosed
+	}
+	return s.conn.WriteMessage(b)
 }
 
 // Unacknowledged returns the output bytes sent and not yet acknowledged by
@@ -362,6 +379,10 @@ func (s *Session) shutdown(status *wire.Status, code int) {
 	s.mu.Unlock()
 	s.input.Close()
 	text := ""
+	// A message being sent goes first (its write deadline, or the close
+	// timer, bounds the wait); none follows.
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	if status != nil {
 		_ = s.conn.WriteMessage(wire.EncodeStatus(*status))
 		text = status.Reason
@@ -385,24 +406,13 @@ func (s *Session) release() {
 
 // SendSync tells the page where the output that follows starts.
 func (s *Session) SendSync(sync wire.Sync) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	return s.conn.WriteMessage(wire.EncodeSync(sync))
+	return s.send(wire.EncodeSync(sync))
 }
 
 // SendPresence tells the page how many people are on the session. It is
 // best effort: a page that has gone misses it.
 func (s *Session) SendPresence(viewers int) {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if !closed {
-		_ = s.conn.WriteMessage(wire.EncodePresence(wire.Presence{Viewers: viewers}))
-	}
+	_ = s.send(wire.EncodePresence(wire.Presence{Viewers: viewers}))
 }
 
 // Done is closed when the session has ended and its connection is

@@ -506,6 +506,77 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// TestStatusIsTheLastMessage closes a session while output, presence and
+// sync messages are being sent: whatever was sent, the status comes last,
+// once.
+func TestStatusIsTheLastMessage(t *testing.T) {
+	for round := range 20 {
+		c := newMemConn()
+		s := New(t.Context(), c, Options{FlowWindow: 1 << 30})
+		c.toServer <- wire.EncodeResize(wire.Size{Cols: 80, Rows: 24})
+		if _, err := s.WaitForSize(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		var got [][]byte
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			for {
+				select {
+				case b := <-c.toPage:
+					got = append(got, b)
+				case <-s.Done():
+					for {
+						select {
+						case b := <-c.toPage:
+							got = append(got, b)
+						default:
+							return
+						}
+					}
+				}
+			}
+		}()
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				for {
+					if _, err := s.Stdout().Write([]byte("output")); err != nil {
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case <-s.Done():
+					return
+				default:
+					s.SendPresence(2)
+				}
+			}
+		})
+		wg.Go(func() {
+			for s.SendSync(wire.Sync{Session: "s", Offset: 1}) == nil {
+			}
+		})
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		s.Close(CloseGoingAway, wire.Status{Reason: wire.ReasonServerShutdown})
+		wg.Wait()
+		<-drained
+		statuses := 0
+		for _, b := range got {
+			if b[0] == wire.OpStatus {
+				statuses++
+			}
+		}
+		if statuses != 1 || got[len(got)-1][0] != wire.OpStatus {
+			t.Fatalf("round %d: %d statuses in %d messages, the last %q; want one status, last", round, statuses, len(got), got[len(got)-1])
+		}
+	}
+}
+
 func TestPageGoesFirst(t *testing.T) {
 	s, c := started(t, Options{})
 	c.toServer <- []byte("\xee")

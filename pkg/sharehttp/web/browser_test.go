@@ -120,7 +120,8 @@ func (p *pageServer) serveTerminal(w http.ResponseWriter, r *http.Request) {
 // other line is answered with its length.
 func (p *pageServer) shell(s *terminal.Session) {
 	out := s.Stdout()
-	fmt.Fprint(out, "\x1b[31mRED\x1b[0m \x1b[1;32mGREEN\x1b[0m \x1b[44mBLUE\x1b[0m ready\r\n$ ")
+	fmt.Fprint(out, "\x1b[31mRED\x1b[0m \x1b[1;32mGREEN\x1b[0m \x1b[44mBLUE\x1b[0m "+
+		"\x1b[38;2;255;128;0mORANGE\x1b[0m \x1b[48;2;0;0;128mNAVY\x1b[0m ready\r\n$ ")
 	var line []byte
 	buf := make([]byte, 64<<10)
 	for {
@@ -241,6 +242,9 @@ func TestPageInBrowser(t *testing.T) {
 			"RED":   "rgb(204, 0, 0) / rgba(0, 0, 0, 0) / 400",
 			"GREEN": "rgb(138, 226, 52) / rgba(0, 0, 0, 0) / 700",
 			"BLUE":  "rgb(255, 255, 255) / rgb(52, 101, 164) / 400",
+			// 24-bit colours are style attributes, which the CSP refuses too.
+			"ORANGE": "rgb(255, 128, 0) / rgba(0, 0, 0, 0) / 400",
+			"NAVY":   "rgb(255, 255, 255) / rgb(0, 0, 128) / 400",
 		} {
 			if got := b.WaitFor(text, colorOf(text), func(v string) bool { return v != "" }); got != want {
 				t.Errorf("%s renders as %s, want %s", text, got, want)

@@ -389,10 +389,20 @@
   });
 
   // xterm.js styles its rows, colours, cursor and selection through <style>
-  // elements it creates as it runs. The listener's Content-Security-Policy
-  // (style-src 'self') blocks those, so the text of each is mirrored into a
-  // constructed style sheet, which the policy does not govern.
+  // elements it creates as it runs, and draws 24-bit colours with style
+  // attributes. The listener's Content-Security-Policy (style-src 'self')
+  // blocks both, but not the CSSOM: the text of each <style> is mirrored
+  // into a constructed style sheet, and setAttribute('style', …) becomes an
+  // assignment to element.style.cssText.
   function mirrorInjectedStyles() {
+    var setAttribute = Element.prototype.setAttribute;
+    Element.prototype.setAttribute = function (name, value) {
+      if (this.style && String(name).toLowerCase() === 'style') {
+        this.style.cssText = String(value);
+        return;
+      }
+      setAttribute.apply(this, arguments);
+    };
     if (!window.CSSStyleSheet || !('adoptedStyleSheets' in document) ||
         typeof CSSStyleSheet.prototype.replaceSync !== 'function') {
       return;
