@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeopencode/share/pkg/share"
+)
+
+const tokenNamespace = "bench-tokens"
+
+// tokenFigures measures figure 4: /s/<token>/info with few share Secrets
+// and with many in the listener's cache, for a valid token and an unknown
+// one, against /healthz of the same listener (the HTTP floor of the server).
+func (b *bench) tokenFigures(ctx context.Context) error {
+	s, o := b.sys, b.o
+	valid := "/s/" + s.agents["echo"].token + "/info"
+	unknownToken, err := share.NewToken()
+	if err != nil {
+		return err
+	}
+	unknown := "/s/" + unknownToken + "/info"
+	measure := func(label string) (map[string]loadResult, error) {
+		out := map[string]loadResult{}
+		for _, p := range []struct{ name, path string }{{"healthz", "/healthz"}, {"valid", valid}, {"unknown", unknown}} {
+			r, err := load(ctx, s.shareAddr, p.path, o.loadWorkers, o.loadDuration)
+			if err != nil {
+				return nil, fmt.Errorf("%s load on %s: %w", label, p.name, err)
+			}
+			step("  %s, %s: %s", label, p.name, r)
+			out[p.name] = r
+		}
+		return out, nil
+	}
+	existing := &corev1.SecretList{}
+	if err := s.admin.List(ctx, existing, client.MatchingLabels(share.SecretSelector())); err != nil {
+		return err
+	}
+	few := len(existing.Items)
+	step("figure 4: token resolution with %d share Secrets", few)
+	small, err := measure(fmt.Sprintf("%d Secrets", few))
+	if err != nil {
+		return err
+	}
+	for name, want := range map[string]int{"valid": http.StatusOK, "unknown": http.StatusNotFound} {
+		if small[name].codes[want] != small[name].requests {
+			return fmt.Errorf("%s token answered %v, want only %d", name, small[name].codes, want)
+		}
+	}
+
+	step("figure 4: creating %d share Secrets", o.secrets)
+	rssBefore, _ := rssBytes(s.server.pid())
+	start := time.Now()
+	if err := s.cp.CreateNamespace(ctx, tokenNamespace); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for i := range o.secrets {
+		g.Go(func() error {
+			token, err := share.NewToken()
+			if err != nil {
+				return err
+			}
+			agent := "agent-" + strconv.Itoa(i)
+			// Shaped as the share Secret of an Agent that is not there: the
+			// listener indexes it and resolves its token to nothing. No
+			// owner reference, or the garbage collector would delete it.
+			return s.admin.Create(gctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{
+					Name: share.SecretName(agent), Namespace: tokenNamespace,
+					Labels:      map[string]string{share.LabelShareSecret: "true", share.LabelAgent: agent},
+					Annotations: map[string]string{share.AnnotationAgentUID: string(uuid.NewUUID())},
+				},
+				Type: corev1.SecretTypeOpaque,
+				Data: map[string][]byte{share.SecretTokenKey: []byte(token)},
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// A link enabled after the last Secret works once the listener's watch
+	// has brought it, and so every Secret before it.
+	marker := s.agents["rev"]
+	if marker.token, _, err = s.enable(ctx, marker.key); err != nil {
+		return err
+	}
+	if err := s.waitLink(ctx, marker.token, http.StatusOK); err != nil {
+		return err
+	}
+	if err := s.disable(ctx, marker.key); err != nil {
+		return err
+	}
+	rssAfter, _ := settledRSS(s.server.pid(), time.Second)
+	step("  created and cached in %s; server RSS %s → %s", time.Since(start).Round(time.Millisecond), fmtMiB(float64(rssBefore)), fmtMiB(float64(rssAfter)))
+	many := few + o.secrets + 1
+	big, err := measure(fmt.Sprintf("%d Secrets", many))
+	if err != nil {
+		return err
+	}
+
+	h := big["healthz"]
+	for _, kind := range []string{"valid", "unknown"} {
+		a, z := small[kind], big[kind]
+		b.r.add(row{fig: "4", measure: fmt.Sprintf("/info, %s token: req/s with %d vs %d share Secrets (O(1)?)", kind, many, few),
+			baseline: fmt.Sprintf("%d Secrets %.0f req/s", few, a.rps), ours: fmt.Sprintf("%d Secrets %.0f req/s", many, z.rps),
+			ratio: fmtRatio(z.rps / a.rps), goal: "flat (≥ 0.90)", met: yesNo(z.rps/a.rps >= 0.9)})
+		b.r.add(row{fig: "4", measure: fmt.Sprintf("/info, %s token, %d Secrets: req/s and p99 vs /healthz", kind, many),
+			baseline: fmt.Sprintf("/healthz %.0f req/s, p99 %s ms", h.rps, fmtMs(h.lat.p99)),
+			ours:     fmt.Sprintf("%.0f req/s, p99 %s ms", z.rps, fmtMs(z.lat.p99)),
+			ratio:    fmtRatio(z.rps / h.rps), goal: "≥ 10,000 req/s", met: yesNo(z.rps >= 10000)})
+	}
+	b.r.add(row{fig: "4", measure: fmt.Sprintf("server RSS with %d more share Secrets cached", o.secrets),
+		baseline: fmtMiB(float64(rssBefore)), ours: fmtMiB(float64(rssAfter)),
+		ratio: fmt.Sprintf("+%s per Secret", fmtKiB(float64(rssAfter-rssBefore)/float64(o.secrets)))})
+	b.r.note("figure 4 load: %d keep-alive connections in a closed loop for %s per figure, from the benchmark process on the same %d cores as the server",
+		o.loadWorkers, o.loadDuration, numCPU())
+	return nil
+}
