@@ -164,7 +164,7 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		beyond := sharePer - execPer
 		b.r.add(row{fig: "3", measure: fmt.Sprintf("server RSS per idle session, %d sessions", n),
 			baseline: "exec stream alone " + fmtKiB(execPer), ours: "share session " + fmtKiB(sharePer),
-			ratio: fmtRatio(sharePer/execPer) + " (+" + fmtKiB(beyond) + ")", goal: "< 64 KiB beyond the exec stream", met: yesNo(beyond < 64*1024)})
+			ratio: fmtRatio(sharePer/execPer) + " (" + signedKiB(beyond) + ")", goal: "< 64 KiB beyond the exec stream", met: yesNo(beyond < 64*1024)})
 	}
 	b.r.add(row{fig: "3", measure: fmt.Sprintf("server goroutines after %d sessions closed", counts[len(counts)-1]),
 		baseline: fmt.Sprintf("before %.0f", g0), ours: fmt.Sprintf("after %.0f (%.0f while open)", g1, gOpen),
@@ -230,4 +230,11 @@ func runExecHolder(args []string) error {
 	}
 	closeAll(held)
 	return nil
+}
+
+func signedKiB(b float64) string {
+	if b < 0 {
+		return "−" + fmtKiB(-b)
+	}
+	return "+" + fmtKiB(b)
 }

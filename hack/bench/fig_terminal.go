@@ -203,10 +203,10 @@ func (b *bench) terminalFigures(ctx context.Context) error {
 	le, ls := lats["direct exec"], lats["share"]
 	b.r.add(row{fig: "2", measure: fmt.Sprintf("keystroke echo p50 (%d round trips)", le.n),
 		baseline: "direct exec " + fmtMs(le.p50) + " ms", ours: "share " + fmtMs(ls.p50) + " ms",
-		ratio: fmtRatio(ls.p50/le.p50) + fmt.Sprintf(" (+%s ms)", fmtMs(ls.p50-le.p50))})
+		ratio: fmtRatio(ls.p50/le.p50) + " (" + fmtDelta(ls.p50-le.p50) + ")"})
 	b.r.add(row{fig: "2", measure: fmt.Sprintf("keystroke echo p99 (%d round trips)", le.n),
 		baseline: "direct exec " + fmtMs(le.p99) + " ms", ours: "share " + fmtMs(ls.p99) + " ms",
-		ratio: fmtRatio(ls.p99/le.p99) + fmt.Sprintf(" (+%s ms)", fmtMs(ls.p99-le.p99)),
+		ratio: fmtRatio(ls.p99/le.p99) + " (" + fmtDelta(ls.p99-le.p99) + ")",
 		goal:  "share hop adds < 1 ms", met: yesNo(ls.p99-le.p99 < 1)})
 
 	fl := rates["floor"]

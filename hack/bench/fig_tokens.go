@@ -29,17 +29,29 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 		return err
 	}
 	unknown := "/s/" + unknownToken + "/info"
+	// Each target is loaded in two rounds that alternate the targets, and
+	// the better round counts: on a shared machine a round can lose its
+	// cores to a neighbour, never gain more than it has.
 	measure := func(label string) (map[string]loadResult, error) {
 		out := map[string]loadResult{}
-		for _, p := range []struct{ name, path string }{{"healthz", "/healthz"}, {"valid", valid}, {"unknown", unknown}} {
-			r, err := load(ctx, s.shareAddr, p.path, o.loadWorkers, o.loadDuration)
-			if err != nil {
-				return nil, fmt.Errorf("%s load on %s: %w", label, p.name, err)
+		for range 2 {
+			for _, p := range []struct{ name, path string }{{"healthz", "/healthz"}, {"valid", valid}, {"unknown", unknown}} {
+				r, err := load(ctx, s.shareAddr, p.path, o.loadWorkers, o.loadDuration)
+				if err != nil {
+					return nil, fmt.Errorf("%s load on %s: %w", label, p.name, err)
+				}
+				step("  %s, %s: %s", label, p.name, r)
+				if r.rps > out[p.name].rps {
+					out[p.name] = r
+				}
 			}
-			step("  %s, %s: %s", label, p.name, r)
-			out[p.name] = r
 		}
 		return out, nil
+	}
+	// Warm the listener up (connections, buffers, the heap's size) before
+	// the first figure, so that the first is not the slower for it.
+	if _, err := load(ctx, s.shareAddr, valid, o.loadWorkers, 2*time.Second); err != nil {
+		return err
 	}
 	existing := &corev1.SecretList{}
 	if err := s.admin.List(ctx, existing, client.MatchingLabels(share.SecretSelector())); err != nil {
@@ -51,10 +63,8 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for name, want := range map[string]int{"valid": http.StatusOK, "unknown": http.StatusNotFound} {
-		if small[name].codes[want] != small[name].requests {
-			return fmt.Errorf("%s token answered %v, want only %d", name, small[name].codes, want)
-		}
+	if err := checkCodes(small); err != nil {
+		return err
 	}
 
 	step("figure 4: creating %d share Secrets", o.secrets)
@@ -108,6 +118,9 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkCodes(big); err != nil {
+		return err
+	}
 
 	h := big["healthz"]
 	for _, kind := range []string{"valid", "unknown"} {
@@ -123,7 +136,17 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 	b.r.add(row{fig: "4", measure: fmt.Sprintf("server RSS with %d more share Secrets cached", o.secrets),
 		baseline: fmtMiB(float64(rssBefore)), ours: fmtMiB(float64(rssAfter)),
 		ratio: fmt.Sprintf("+%s per Secret", fmtKiB(float64(rssAfter-rssBefore)/float64(o.secrets)))})
-	b.r.note("figure 4 load: %d keep-alive connections in a closed loop for %s per figure, from the benchmark process on the same %d cores as the server",
+	b.r.note("figure 4 load: %d keep-alive connections in a closed loop for %s per figure, from the benchmark process on the same %d cores as the server; best of two rounds",
 		o.loadWorkers, o.loadDuration, numCPU())
+	return nil
+}
+
+// checkCodes makes sure every answer was the one the token deserves.
+func checkCodes(rs map[string]loadResult) error {
+	for name, want := range map[string]int{"healthz": http.StatusOK, "valid": http.StatusOK, "unknown": http.StatusNotFound} {
+		if rs[name].codes[want] != rs[name].requests {
+			return fmt.Errorf("%s answered %v, want only %d", name, rs[name].codes, want)
+		}
+	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/kubeopencode/share/test/integration/framework"
 )
@@ -46,6 +47,7 @@ type options struct {
 	agentCounts   []int
 	controllerCap time.Duration
 	wettyMain     string
+	micro         string
 	only          string
 }
 
@@ -107,12 +109,14 @@ func run() error {
 	flag.IntVar(&o.secrets, "secrets", 10000, "Share Secrets added to the listener's cache for figure 4.")
 	flag.IntVar(&o.loadWorkers, "load-workers", 16, "Concurrent connections of figure 4's load.")
 	flag.DurationVar(&o.loadDuration, "load-duration", 3*time.Second, "Duration of each load of figure 4.")
-	flag.IntVar(&o.enableSamples, "enable-samples", 50, "Enable/disable cycles of figure 5.")
+	flag.IntVar(&o.enableSamples, "enable-samples", 100, "Enable/disable cycles of figure 5.")
 	flag.StringVar(&agents, "agents", "1000,10000", "Agent counts of figure 6, ascending; the first also gets the shipped controller and the write floor.")
 	flag.DurationVar(&o.controllerCap, "controller-cap", 45*time.Second, "How long the shipped controller of figure 6 may run before its time is extrapolated.")
+	flag.StringVar(&o.micro, "micro", "", "Output of the go test micro benchmarks, included in the page.")
 	flag.StringVar(&o.only, "only", "", "Comma-separated figures to run (terminal,sessions,tokens,enable,controller); empty runs all.")
 	klog.InitFlags(nil)
 	flag.Parse()
+	ctrl.SetLogger(klog.Background())
 	o.payloadSize = int64(payloadMiB) << 20
 	var err error
 	if o.sessionCounts, err = intList(sessions); err != nil {
@@ -124,7 +128,7 @@ func run() error {
 	if o.root, err = framework.RepoRoot(); err != nil {
 		return err
 	}
-	for _, p := range []*string{&o.binDir, &o.work, &o.doc, &o.wettyMain} {
+	for _, p := range []*string{&o.binDir, &o.work, &o.doc, &o.wettyMain, &o.micro} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(o.root, *p)
 		}
@@ -144,6 +148,17 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	b := &bench{o: o, r: &report{started: time.Now(), machine: machineInfo()}}
+	if o.micro != "" {
+		out, err := os.ReadFile(o.micro)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "Benchmark") || strings.HasPrefix(line, "pkg:") {
+				b.r.micro = append(b.r.micro, strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
 	if o.wettyMain != "" {
 		b.wettyVersion = packageVersion(filepath.Join(filepath.Dir(filepath.Dir(o.wettyMain)), "package.json"))
 	}

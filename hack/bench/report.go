@@ -28,6 +28,8 @@ type report struct {
 	notes   []string
 	started time.Time
 	machine []string
+	// micro are the lines of the go test micro benchmarks.
+	micro []string
 }
 
 func (r *report) add(x row) {
@@ -62,6 +64,16 @@ func (r *report) markdown(w io.Writer) {
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for _, x := range r.rows {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", x.fig, x.measure, x.baseline, x.ours, x.ratio, x.goal, x.met)
+	}
+	if len(r.micro) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Micro benchmarks of the same run (`go test -bench . -benchmem ./pkg/sharehttp/ ./pkg/sharehttp/wire/`):")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "```")
+		for _, l := range r.micro {
+			fmt.Fprintln(w, l)
+		}
+		fmt.Fprintln(w, "```")
 	}
 	if len(r.notes) > 0 {
 		fmt.Fprintln(w)

@@ -87,3 +87,11 @@ func yesNo(ok bool) string {
 	}
 	return "**no**"
 }
+
+// fmtDelta formats a difference in milliseconds with its sign.
+func fmtDelta(ms float64) string {
+	if ms < 0 {
+		return "−" + fmtMs(-ms) + " ms"
+	}
+	return "+" + fmtMs(ms) + " ms"
+}
