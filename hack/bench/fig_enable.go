@@ -16,6 +16,9 @@ import (
 	"github.com/kubeopencode/share/pkg/share"
 )
 
+// enablePace is the period of the enable cycles of figure 5.
+const enablePace = 250 * time.Millisecond
+
 // enableFigures measures figure 5: agents/share create through the
 // kube-apiserver and the APIService against a plain Secret create through
 // the kube-apiserver alone, and the time from delete to the close of an open
@@ -79,7 +82,14 @@ func (b *bench) enableFigures(ctx context.Context) error {
 
 	step("figure 5: %d enables, sessions and disables", o.enableSamples)
 	var createLat, enableLat, usableLat, revokeLat, watchLat []time.Duration
+	// One cycle makes about a dozen requests of the aggregated API server's
+	// own client, whose rate limit is 50 per second (burst 100): cycles
+	// are paced so that the figure is the latency of a request, not the
+	// wait in that limiter.
+	pace := time.NewTicker(enablePace)
+	defer pace.Stop()
 	for i := range o.enableSamples {
+		<-pace.C
 		// Baseline: a write through the kube-apiserver alone, as the same user.
 		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("baseline-%d", i)}, Data: map[string][]byte{"k": []byte("v")}}
 		t := time.Now()
@@ -147,6 +157,6 @@ func (b *bench) enableFigures(ctx context.Context) error {
 	b.r.add(row{fig: "5", measure: "revocation: delete until the open session is closed (p50 / p99)",
 		baseline: "watch sees it " + fmtMs(w.p50) + " / " + fmtMs(w.p99) + " ms", ours: fmtMs(rv.p50) + " / " + fmtMs(rv.p99) + " ms",
 		ratio: fmtRatio(rv.p50/w.p50) + " / " + fmtRatio(rv.p99/w.p99), goal: "p99 < 500 ms", met: yesNo(rv.p99 < 500)})
-	b.r.note("figure 5 times are p50 / p99 of %d samples, so p99 is close to the largest", e.n)
+	b.r.note("figure 5: p50 / p99 of %d cycles, one every %s (so p99 is close to the largest); back to back, cycles queue in the aggregated API server's client-side rate limit (50/s)", e.n, enablePace)
 	return nil
 }

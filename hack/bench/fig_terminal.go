@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,29 +84,62 @@ type path struct {
 	// lossy paths may lose the end of the output (WeTTY does when the
 	// command exits); their rate counts what came.
 	lossy bool
+	// procs are the processes that carry the path's bytes, by role, whose
+	// CPU time is counted.
+	procs map[string]int
+}
+
+// throughputResult is the median rate of a path and the CPU time each of its
+// processes spent per MiB moved.
+type throughputResult struct {
+	rate     float64
+	cpuPerMB map[string]float64 // milliseconds per MiB, by role
+	cpuTotal float64
 }
 
 // compareThroughput measures each path reps times, interleaved, and returns
-// the median rate of each in bytes per second.
-func compareThroughput(ctx context.Context, paths []path, size int64, reps int) (map[string]float64, map[string][]int64, error) {
+// the median rate of each in bytes per second with the CPU time its
+// processes spent per MiB, and the bytes a lossy path lost.
+func compareThroughput(ctx context.Context, paths []path, size int64, reps int) (map[string]throughputResult, map[string][]int64, error) {
 	rates := map[string][]float64{}
+	cpu := map[string]map[string][]float64{}
+	totals := map[string][]float64{}
 	lost := map[string][]int64{}
 	for rep := range reps {
 		for _, p := range paths {
+			before := map[string]float64{}
+			for role, pid := range p.procs {
+				before[role], _ = cpuSeconds(pid)
+			}
 			r, n, err := throughputOnce(ctx, p.cat, size, p.lossy)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s throughput (run %d): %w", p.name, rep+1, err)
 			}
-			step("  %s: %.1f MiB/s", p.name, r/(1<<20))
+			if cpu[p.name] == nil {
+				cpu[p.name] = map[string][]float64{}
+			}
+			total := 0.0
+			for role, pid := range p.procs {
+				after, _ := cpuSeconds(pid)
+				ms := (after - before[role]) * 1000 / (float64(n) / (1 << 20))
+				cpu[p.name][role] = append(cpu[p.name][role], ms)
+				total += ms
+			}
+			totals[p.name] = append(totals[p.name], total)
+			step("  %s: %.1f MiB/s, %.0f ms CPU per MiB", p.name, r/(1<<20), total)
+			rates[p.name] = append(rates[p.name], r)
 			if n != size {
 				lost[p.name] = append(lost[p.name], size-n)
 			}
-			rates[p.name] = append(rates[p.name], r)
 		}
 	}
-	out := map[string]float64{}
+	out := map[string]throughputResult{}
 	for k, v := range rates {
-		out[k] = median(v)
+		res := throughputResult{rate: median(v), cpuPerMB: map[string]float64{}, cpuTotal: median(totals[k])}
+		for role, ms := range cpu[k] {
+			res.cpuPerMB[role] = median(ms)
+		}
+		out[k] = res
 	}
 	return out, lost, nil
 }
@@ -132,7 +168,8 @@ func compareEcho(ctx context.Context, paths []path, n, rounds int) (map[string]l
 func (b *bench) sharePath() path {
 	s := b.sys
 	return path{
-		name: "share",
+		name:  "share",
+		procs: map[string]int{"kube-apiserver": b.apiserverPid, "share server": s.server.pid(), "benchmark process": os.Getpid()},
 		echo: func(ctx context.Context, out sink) (terminal, error) {
 			return s.dialShare(ctx, s.agents["echo"].token, out)
 		},
@@ -145,7 +182,8 @@ func (b *bench) sharePath() path {
 func (b *bench) execPath() path {
 	s := b.sys
 	return path{
-		name: "direct exec",
+		name:  "direct exec",
+		procs: map[string]int{"kube-apiserver": b.apiserverPid, "benchmark process": os.Getpid()},
 		echo: func(ctx context.Context, out sink) (terminal, error) {
 			return startExec(ctx, s.executor, benchNamespace, s.agents["echo"].pod, echoCommand(), out), nil
 		},
@@ -162,12 +200,17 @@ func floorPath(f *floorServer) path {
 			return t, err
 		}
 	}
-	return path{name: "floor", echo: dial("/echo"), cat: dial("/cat")}
+	return path{name: "floor", echo: dial("/echo"), cat: dial("/cat"), procs: map[string]int{"benchmark process": os.Getpid()}}
 }
 
 // terminalFigures measures figures 1, 2 and 7.
 func (b *bench) terminalFigures(ctx context.Context) error {
 	o := b.o
+	pid, err := findProcess("kube-apiserver", b.sys.cp.Dir())
+	if err != nil {
+		return err
+	}
+	b.apiserverPid = pid
 	paths := []path{b.execPath(), b.sharePath()}
 	floor, err := startFloor(o.payload)
 	if err != nil {
@@ -182,7 +225,7 @@ func (b *bench) terminalFigures(ctx context.Context) error {
 	}
 
 	step("figures 1 and 7: throughput, cat of %s, %d runs each", fmtMiB(float64(o.payloadSize)), o.reps)
-	rates, lost, err := compareThroughput(ctx, paths, o.payloadSize, o.reps)
+	results, lost, err := compareThroughput(ctx, paths, o.payloadSize, o.reps)
 	if err != nil {
 		return err
 	}
@@ -197,9 +240,24 @@ func (b *bench) terminalFigures(ctx context.Context) error {
 
 	mib := func(r float64) string { return fmt.Sprintf("%.1f MiB/s", r/(1<<20)) }
 	size := fmtMiB(float64(o.payloadSize))
+	rates := map[string]float64{}
+	for k, v := range results {
+		rates[k] = v.rate
+	}
 	ex, sh := rates["direct exec"], rates["share"]
 	b.r.add(row{fig: "1", measure: "terminal throughput, cat " + size + " (median of " + strconv.Itoa(o.reps) + ")",
 		baseline: "direct exec " + mib(ex), ours: "share " + mib(sh), ratio: fmtRatio(sh / ex), goal: "≥ 0.90", met: yesNo(sh/ex >= 0.9)})
+	ce, cs := results["direct exec"].cpuTotal, results["share"].cpuTotal
+	b.r.add(row{fig: "1", measure: "CPU time per MiB moved, all processes of the path (median)",
+		baseline: fmt.Sprintf("direct exec %.0f ms", ce), ours: fmt.Sprintf("share %.0f ms", cs), ratio: fmtRatio(cs / ce)})
+	for _, p := range paths {
+		r := results[p.name]
+		var parts []string
+		for _, role := range slices.Sorted(maps.Keys(r.cpuPerMB)) {
+			parts = append(parts, fmt.Sprintf("%s %.0f", role, r.cpuPerMB[role]))
+		}
+		b.r.note("CPU ms per MiB, %s: %s (medians of %d runs)", p.name, strings.Join(parts, ", "), o.reps)
+	}
 	le, ls := lats["direct exec"], lats["share"]
 	b.r.add(row{fig: "2", measure: fmt.Sprintf("keystroke echo p50 (%d round trips)", le.n),
 		baseline: "direct exec " + fmtMs(le.p50) + " ms", ours: "share " + fmtMs(ls.p50) + " ms",
@@ -282,7 +340,8 @@ func (b *bench) startWetty(ctx context.Context) (*path, func()) {
 	dial := func(addr string) opener {
 		return func(ctx context.Context, out sink) (terminal, error) { return dialWetty(ctx, addr, out) }
 	}
-	p := &path{name: "WeTTY", echo: dial(echoAddr), cat: dial(catAddr), lossy: true}
+	p := &path{name: "WeTTY", echo: dial(echoAddr), cat: dial(catAddr), lossy: true,
+		procs: map[string]int{"WeTTY (node)": catChild.pid(), "benchmark process": os.Getpid()}}
 	// One session first: a WeTTY that starts but cannot spawn a terminal
 	// (node-pty not built for this Node) is reported, not measured.
 	if _, err := echoOnce(ctx, p.echo, 5); err != nil {

@@ -29,12 +29,12 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 		return err
 	}
 	unknown := "/s/" + unknownToken + "/info"
-	// Each target is loaded in two rounds that alternate the targets, and
-	// the better round counts: on a shared machine a round can lose its
-	// cores to a neighbour, never gain more than it has.
+	// Each target is loaded in three rounds that alternate the targets, and
+	// the best round counts: on a shared machine a round can lose its cores
+	// to a neighbour, never gain more than it has.
 	measure := func(label string) (map[string]loadResult, error) {
 		out := map[string]loadResult{}
-		for range 2 {
+		for range 3 {
 			for _, p := range []struct{ name, path string }{{"healthz", "/healthz"}, {"valid", valid}, {"unknown", unknown}} {
 				r, err := load(ctx, s.shareAddr, p.path, o.loadWorkers, o.loadDuration)
 				if err != nil {
@@ -136,7 +136,7 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 	b.r.add(row{fig: "4", measure: fmt.Sprintf("server RSS with %d more share Secrets cached", o.secrets),
 		baseline: fmtMiB(float64(rssBefore)), ours: fmtMiB(float64(rssAfter)),
 		ratio: fmt.Sprintf("+%s per Secret", fmtKiB(float64(rssAfter-rssBefore)/float64(o.secrets)))})
-	b.r.note("figure 4 load: %d keep-alive connections in a closed loop for %s per figure, from the benchmark process on the same %d cores as the server; best of two rounds",
+	b.r.note("figure 4 load: %d keep-alive connections in a closed loop for %s per figure, from the benchmark process on the same %d cores as the server; best of three rounds",
 		o.loadWorkers, o.loadDuration, numCPU())
 	return nil
 }

@@ -46,6 +46,7 @@ type options struct {
 	enableSamples int
 	agentCounts   []int
 	controllerCap time.Duration
+	budget        time.Duration
 	wettyMain     string
 	micro         string
 	only          string
@@ -57,6 +58,7 @@ type bench struct {
 	sys          *system
 	wettyVersion string
 	nodeVersion  string
+	apiserverPid int
 }
 
 func main() {
@@ -101,15 +103,16 @@ func run() error {
 	flag.StringVar(&o.binDir, "bin-dir", "_output/bench/bin", "Folder of the built aggregated-apiserver and controller.")
 	flag.StringVar(&o.work, "work-dir", "_output/bench/run", "Folder for the run's state and logs; emptied first.")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Page whose generated part gets the table; empty writes none.")
+	flag.DurationVar(&o.budget, "budget", 9*time.Minute, "Time the whole run should fit in; figure 6 scales its largest Agent count down to fit, and says so.")
 	flag.StringVar(&o.wettyMain, "wetty", "", "WeTTY's build/main.js, to measure it as the peer of figure 7; empty skips it.")
 	flag.IntVar(&payloadMiB, "payload-mib", 64, "MiB that figure 1 cats through each path.")
-	flag.IntVar(&o.reps, "reps", 3, "Runs of each throughput figure; the median counts.")
+	flag.IntVar(&o.reps, "reps", 5, "Runs of each throughput figure; the median counts.")
 	flag.IntVar(&o.echoSamples, "echo-samples", 1000, "Keystroke round trips per path.")
 	flag.StringVar(&sessions, "sessions", "100,1000", "Idle session counts of figure 3, ascending.")
 	flag.IntVar(&o.secrets, "secrets", 10000, "Share Secrets added to the listener's cache for figure 4.")
 	flag.IntVar(&o.loadWorkers, "load-workers", 16, "Concurrent connections of figure 4's load.")
-	flag.DurationVar(&o.loadDuration, "load-duration", 3*time.Second, "Duration of each load of figure 4.")
-	flag.IntVar(&o.enableSamples, "enable-samples", 100, "Enable/disable cycles of figure 5.")
+	flag.DurationVar(&o.loadDuration, "load-duration", 2*time.Second, "Duration of each load of figure 4.")
+	flag.IntVar(&o.enableSamples, "enable-samples", 60, "Enable/disable cycles of figure 5.")
 	flag.StringVar(&agents, "agents", "1000,10000", "Agent counts of figure 6, ascending; the first also gets the shipped controller and the write floor.")
 	flag.DurationVar(&o.controllerCap, "controller-cap", 45*time.Second, "How long the shipped controller of figure 6 may run before its time is extrapolated.")
 	flag.StringVar(&o.micro, "micro", "", "Output of the go test micro benchmarks, included in the page.")
@@ -200,6 +203,9 @@ func (b *bench) runAll(ctx context.Context) error {
 			return nil
 		}
 		start := time.Now()
+		if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+			step("%s figures (load average %s)", name, strings.Join(strings.Fields(string(load))[:3], " "))
+		}
 		err := f(ctx)
 		step("%s figures took %s", name, time.Since(start).Round(time.Second))
 		if err != nil {
@@ -218,7 +224,7 @@ func (b *bench) runAll(ctx context.Context) error {
 		for _, f := range []struct {
 			name string
 			fn   func(context.Context) error
-		}{{"terminal", b.terminalFigures}, {"sessions", b.sessionFigures}, {"enable", b.enableFigures}, {"tokens", b.tokenFigures}} {
+		}{{"terminal", b.terminalFigures}, {"enable", b.enableFigures}, {"sessions", b.sessionFigures}, {"tokens", b.tokenFigures}} {
 			if err := timed(f.name, f.fn); err != nil {
 				sys.stop()
 				return err
