@@ -85,9 +85,16 @@ func catCommand(path string) []string {
 	return []string{"sh", "-c", "stty raw -echo; exec cat " + path}
 }
 
+// Acks go as the page sends them (pkg/sharehttp/web/static/share.js): once
+// 16 KiB are rendered, or 20 ms after the first unacknowledged output.
+const (
+	ackBatch = 16 << 10
+	ackDelay = 20 * time.Millisecond
+)
+
 // wsTerminal is a client of the share listener's terminal WebSocket, speaking
-// docs/wire-protocol.md as the page does: resize first, data, and an ack for
-// every output message. The in-process floor speaks the same.
+// docs/wire-protocol.md as the page does: resize first, data, and acks in
+// batches. The in-process floor speaks the same.
 type wsTerminal struct {
 	conn   *websocket.Conn
 	wmu    sync.Mutex
@@ -95,6 +102,43 @@ type wsTerminal struct {
 	ended  chan struct{}
 	code   atomic.Int64
 	status atomic.Pointer[wire.Status]
+
+	amu      sync.Mutex
+	pending  uint32
+	ackTimer *time.Timer
+	messages atomic.Int64
+}
+
+// ack acknowledges n rendered bytes, batched as the page batches them.
+func (t *wsTerminal) ack(n int) {
+	t.amu.Lock()
+	defer t.amu.Unlock()
+	t.pending += uint32(n)
+	if t.pending >= ackBatch {
+		t.flushAckLocked()
+		return
+	}
+	if t.ackTimer == nil {
+		t.ackTimer = time.AfterFunc(ackDelay, func() {
+			t.amu.Lock()
+			defer t.amu.Unlock()
+			t.flushAckLocked()
+		})
+	}
+}
+
+func (t *wsTerminal) flushAckLocked() {
+	if t.ackTimer != nil {
+		t.ackTimer.Stop()
+		t.ackTimer = nil
+	}
+	if t.pending == 0 {
+		return
+	}
+	// A failed ack is no reason to stop reading: the server may have closed
+	// its side with output still on its way.
+	_ = t.send(wire.EncodeAck(t.pending))
+	t.pending = 0
 }
 
 // dialWS opens url (ws://host/s/<token>/terminal) with the page's Origin.
@@ -145,11 +189,9 @@ func (t *wsTerminal) readLoop() {
 		}
 		switch b[0] {
 		case wire.OpData:
+			t.messages.Add(1)
 			t.out(b[1:])
-			// Acknowledge at once, as a page that renders instantly would.
-			// A failed ack is no reason to stop reading: the server may have
-			// closed its side with output still on its way.
-			_ = t.send(wire.EncodeAck(uint32(len(b) - 1)))
+			t.ack(len(b) - 1)
 		case wire.OpStatus:
 			st := &wire.Status{}
 			if json.Unmarshal(b[1:], st) == nil {

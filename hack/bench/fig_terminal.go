@@ -53,6 +53,9 @@ wait:
 		}
 	}
 	n, rate := m.rate()
+	if ws, ok := t.(*wsTerminal); ok && ws.messages.Load() > 0 {
+		step("    %d data messages, %.1f KiB each on average", ws.messages.Load(), float64(n)/float64(ws.messages.Load())/1024)
+	}
 	if n != size && !(lossy && n > 0) {
 		return 0, n, fmt.Errorf("received %d bytes, want %d", n, size)
 	}
