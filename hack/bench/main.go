@@ -202,6 +202,7 @@ func (b *bench) runAll(ctx context.Context) error {
 		if !b.wants(name) {
 			return nil
 		}
+		quiesce(30 * time.Second)
 		start := time.Now()
 		if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 			step("%s figures (load average %s)", name, strings.Join(strings.Fields(string(load))[:3], " "))

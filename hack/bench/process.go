@@ -221,3 +221,57 @@ func findProcess(name, marker string) (int, error) {
 	}
 	return 0, fmt.Errorf("no %s process with %q in its command line", name, marker)
 }
+
+// machineBusy returns the share of the machine's CPU time that was busy over
+// window, from /proc/stat.
+func machineBusy(window time.Duration) (float64, error) {
+	read := func() (busy, total float64, err error) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0, err
+		}
+		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+		if len(f) < 5 || f[0] != "cpu" {
+			return 0, 0, fmt.Errorf("unexpected /proc/stat")
+		}
+		for i, v := range f[1:] {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, 0, err
+			}
+			total += x
+			if i != 3 && i != 4 { // idle and iowait
+				busy += x
+			}
+		}
+		return busy, total, nil
+	}
+	b0, t0, err := read()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(window)
+	b1, t1, err := read()
+	if err != nil {
+		return 0, err
+	}
+	if t1 == t0 {
+		return 0, nil
+	}
+	return (b1 - b0) / (t1 - t0), nil
+}
+
+// quiesce waits, up to limit, until the machine is nearly idle, so that a
+// figure does not share the cores with work left over from the one before
+// (a control plane digesting thousands of new objects, processes ending).
+func quiesce(limit time.Duration) {
+	start := time.Now()
+	var busy float64
+	for time.Since(start) < limit {
+		var err error
+		if busy, err = machineBusy(500 * time.Millisecond); err != nil || busy < 0.15 {
+			return
+		}
+	}
+	step("  the machine is still %.0f%% busy after %s; measuring anyway", busy*100, limit)
+}

@@ -216,7 +216,7 @@ func serviceAccountConfig(cp *framework.ControlPlane, dir, name, serviceAccount 
 }
 
 // startController runs the controller binary as its ServiceAccount.
-func startController(cp *framework.ControlPlane, o *options, name, bin, publicURL string) (*child, error) {
+func startController(cp *framework.ControlPlane, o *options, name, bin, publicURL string, extra ...string) (*child, error) {
 	_, kubeconfig, err := serviceAccountConfig(cp, o.work, name, "kubeopencode-controller")
 	if err != nil {
 		return nil, err
@@ -225,8 +225,9 @@ func startController(cp *framework.ControlPlane, o *options, name, bin, publicUR
 	if err != nil {
 		return nil, err
 	}
-	return startChild(o.logDir, name, bin, "--kubeconfig="+kubeconfig, "--leader-elect=false",
-		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(probes), "--public-url="+publicURL)
+	args := []string{"--kubeconfig=" + kubeconfig, "--leader-elect=false",
+		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probes), "--public-url=" + publicURL}
+	return startChild(o.logDir, name, bin, append(args, extra...)...)
 }
 
 func (s *system) startAPIServer(ctx context.Context) error {
