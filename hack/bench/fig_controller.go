@@ -200,19 +200,19 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 	u0 := runs[fmt.Sprintf("unthrottled/%d", n0)]
 	b.r.add(row{fig: "6", measure: fmt.Sprintf("cold start, %d new Agents with share enabled: shipped controller", n0),
 		baseline: "write floor " + floor.Round(100*time.Millisecond).String(), ours: s.String(),
-		ratio: fmtRatio(floor.Seconds() / s.estimate().Seconds())})
+		ratio: fmtRatio(s.estimate().Seconds() / floor.Seconds())})
 	if nMax := o.agentCounts[len(o.agentCounts)-1]; !s.complete && nMax != n0 {
 		est := s.perAgent() * time.Duration(nMax)
 		b.r.add(row{fig: "6", measure: fmt.Sprintf("cold start, %d new Agents: shipped controller (extrapolated at its rate)", nMax),
 			baseline: fmt.Sprintf("write floor ~%s (scaled)", (floor * time.Duration(nMax/n0)).Round(time.Second)), ours: "~" + est.Round(time.Minute).String(),
-			ratio: fmtRatio(floor.Seconds() * float64(nMax/n0) / est.Seconds())})
+			ratio: fmtRatio(est.Seconds() / (floor.Seconds() * float64(nMax/n0)))})
 	}
 	b.r.add(row{fig: "6", measure: fmt.Sprintf("restart on %d reconciled Agents: shipped controller", n0),
 		baseline: "listing them " + listFloor.Round(time.Millisecond).String(), ours: restart.String(),
-		ratio: fmtRatio(listFloor.Seconds() / restart.estimate().Seconds())})
+		ratio: fmtRatio(restart.estimate().Seconds() / listFloor.Seconds())})
 	for _, n := range counts {
 		u := runs[fmt.Sprintf("unthrottled/%d", n)]
-		base, ratio := "write floor "+floor.Round(100*time.Millisecond).String(), fmtRatio(floor.Seconds()/u.estimate().Seconds())
+		base, ratio := "write floor "+floor.Round(100*time.Millisecond).String(), fmtRatio(u.estimate().Seconds()/floor.Seconds())
 		if n != n0 {
 			base = fmt.Sprintf("%d Agents: %s per Agent", n0, u0.perAgent().Round(10*time.Microsecond))
 			ratio = fmtRatio(u.perAgent().Seconds()/u0.perAgent().Seconds()) + " per Agent"
