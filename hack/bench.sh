@@ -15,6 +15,8 @@ cd "${ROOT}"
 OUT="${ROOT}/_output/bench"
 WETTY_VERSION="3.2.0"
 mkdir -p "${OUT}/bin"
+# The harness keeps the whole of this script within its time budget.
+t0="$(date +%s)"
 
 echo ">>> building aggregated-apiserver, controller and the harness"
 go build -o "${OUT}/bin/" ./cmd/aggregated-apiserver ./cmd/controller ./hack/bench
@@ -42,6 +44,6 @@ fi
 
 echo ">>> micro benchmarks: token resolution and the wire codec"
 go test -run '^$' -bench . -benchmem -benchtime 200ms ./pkg/sharehttp/ ./pkg/sharehttp/wire/ | tee "${OUT}/micro.txt"
-harness_args+=(-micro "${OUT}/micro.txt")
+harness_args+=(-micro "${OUT}/micro.txt" -t0 "${t0}")
 
 exec "${OUT}/bin/bench" "${harness_args[@]}" "$@"

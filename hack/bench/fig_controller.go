@@ -175,12 +175,12 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 	}
 	var counts []int
 	for _, n := range o.agentCounts {
-		remaining := o.budget - time.Since(b.r.started)
+		remaining := o.budget - time.Since(o.t0)
 		if n != n0 {
 			// Keep the whole run within its budget: at the rate of the
-			// first count, with half again for a larger cache, scale the
-			// count down to what fits, and say so.
-			per := runs[fmt.Sprintf("unthrottled/%d", n0)].perAgent()*3/2 + createPer
+			// first count, with a quarter more for a larger cache, scale
+			// the count down to what fits, and say so.
+			per := runs[fmt.Sprintf("unthrottled/%d", n0)].perAgent()*5/4 + createPer
 			if fits := int(remaining/per) / 1000 * 1000; fits < n {
 				if fits <= n0 {
 					b.r.note("figure 6: %d Agents skipped: the run's budget of %s would not hold them", n, o.budget)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,6 +143,16 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 			fmtMiB(float64(serverRSS[n])), fmtMiB(float64(serverRSS[n]-r0)))
 	}
 	gOpen, _ := s.serverMetric(ctx, "go_goroutines")
+	if o.profiles != "" {
+		// What the open sessions hold, for a closer look with go tool pprof.
+		for file, path := range map[string]string{"sessions-goroutines.txt": "/debug/pprof/goroutine?debug=1", "sessions-heap.pprof": "/debug/pprof/heap"} {
+			if b, err := s.serverGet(ctx, path); err == nil {
+				_ = os.WriteFile(filepath.Join(o.profiles, file), b, 0o644)
+			} else {
+				step("  profile %s: %v", path, err)
+			}
+		}
+	}
 	closeAll(sessions)
 	sessions = nil
 	// The server ends each session once the page has gone; wait until none

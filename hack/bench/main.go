@@ -49,7 +49,11 @@ type options struct {
 	budget        time.Duration
 	wettyMain     string
 	micro         string
+	profiles      string
 	only          string
+	// t0 is when the run began, for the budget: hack/bench.sh passes the
+	// time it started, so that its builds count too.
+	t0 time.Time
 }
 
 type bench struct {
@@ -103,7 +107,7 @@ func run() error {
 	flag.StringVar(&o.binDir, "bin-dir", "_output/bench/bin", "Folder of the built aggregated-apiserver and controller.")
 	flag.StringVar(&o.work, "work-dir", "_output/bench/run", "Folder for the run's state and logs; emptied first.")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Page whose generated part gets the table; empty writes none.")
-	flag.DurationVar(&o.budget, "budget", 9*time.Minute, "Time the whole run should fit in; figure 6 scales its largest Agent count down to fit, and says so.")
+	flag.DurationVar(&o.budget, "budget", 9*time.Minute+30*time.Second, "Time the whole run should fit in; figure 6 scales its largest Agent count down to fit, and says so.")
 	flag.StringVar(&o.wettyMain, "wetty", "", "WeTTY's build/main.js, to measure it as the peer of figure 7; empty skips it.")
 	flag.IntVar(&payloadMiB, "payload-mib", 64, "MiB that figure 1 cats through each path.")
 	flag.IntVar(&o.reps, "reps", 5, "Runs of each throughput figure; the median counts.")
@@ -116,11 +120,18 @@ func run() error {
 	flag.StringVar(&agents, "agents", "1000,10000", "Agent counts of figure 6, ascending; the first also gets the shipped controller and the write floor.")
 	flag.DurationVar(&o.controllerCap, "controller-cap", 45*time.Second, "How long the shipped controller of figure 6 may run before its time is extrapolated.")
 	flag.StringVar(&o.micro, "micro", "", "Output of the go test micro benchmarks, included in the page.")
+	flag.StringVar(&o.profiles, "profiles", "", "Folder to save the server's goroutine and heap profiles in, taken while figure 3's sessions are open.")
+	var t0 int64
+	flag.Int64Var(&t0, "t0", 0, "Unix time the run began, for -budget; 0 means now.")
 	flag.StringVar(&o.only, "only", "", "Comma-separated figures to run (terminal,sessions,tokens,enable,controller); empty runs all.")
 	klog.InitFlags(nil)
 	flag.Parse()
 	ctrl.SetLogger(klog.Background())
 	o.payloadSize = int64(payloadMiB) << 20
+	o.t0 = time.Now()
+	if t0 > 0 {
+		o.t0 = time.Unix(t0, 0)
+	}
 	var err error
 	if o.sessionCounts, err = intList(sessions); err != nil {
 		return fmt.Errorf("-sessions: %w", err)
@@ -131,7 +142,7 @@ func run() error {
 	if o.root, err = framework.RepoRoot(); err != nil {
 		return err
 	}
-	for _, p := range []*string{&o.binDir, &o.work, &o.doc, &o.wettyMain, &o.micro} {
+	for _, p := range []*string{&o.binDir, &o.work, &o.doc, &o.wettyMain, &o.micro, &o.profiles} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(o.root, *p)
 		}

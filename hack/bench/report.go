@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 )
@@ -60,6 +61,7 @@ func (r *report) markdown(w io.Writer) {
 		fmt.Fprintf(w, "- %s\n", m)
 	}
 	fmt.Fprintln(w)
+	r.sortRows()
 	fmt.Fprintln(w, "| # | measure | baseline | ours | ratio | goal | met? |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for _, x := range r.rows {
@@ -85,8 +87,14 @@ func (r *report) markdown(w io.Writer) {
 	}
 }
 
+// sortRows orders the rows by figure, keeping each figure's own order.
+func (r *report) sortRows() {
+	sort.SliceStable(r.rows, func(i, j int) bool { return r.rows[i].fig < r.rows[j].fig })
+}
+
 // plain renders the table for a terminal.
 func (r *report) plain(w io.Writer) {
+	r.sortRows()
 	widths := make([]int, 7)
 	cells := func(x row) []string {
 		return []string{x.fig, x.measure, x.baseline, x.ours, x.ratio, x.goal, strings.Trim(x.met, "*")}

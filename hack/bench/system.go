@@ -417,9 +417,10 @@ func (s *system) dialShare(ctx context.Context, token string, out sink) (*wsTerm
 	return t, nil
 }
 
-// serverMetric reads one unlabelled sample of the aggregated API server's
-// /metrics, as the cluster admin.
-func (s *system) serverMetric(ctx context.Context, name string) (float64, error) {
+// serverGet fetches a path of the aggregated API server's secure port, as
+// the cluster admin, over one kept connection (so that fetching leaves the
+// server's goroutine count as it was).
+func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
 	host := "https://127.0.0.1:" + strconv.Itoa(s.apiPort)
 	if s.metricsHTTP == nil {
 		cfg := s.cp.Config()
@@ -428,23 +429,33 @@ func (s *system) serverMetric(ctx context.Context, name string) (float64, error)
 		cfg.TLSClientConfig.Insecure = true
 		hc, err := rest.HTTPClientFor(cfg)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		// One connection for every scrape, so that scraping leaves the
-		// server's goroutine count as it was.
 		s.metricsHTTP = hc
 	}
-	hc := s.metricsHTTP
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, host+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, host+path, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	resp, err := hc.Do(req)
+	resp, err := s.metricsHTTP.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %d", path, resp.StatusCode)
+	}
+	return b, nil
+}
+
+// serverMetric reads one unlabelled sample of the aggregated API server's
+// /metrics.
+func (s *system) serverMetric(ctx context.Context, name string) (float64, error) {
+	b, err := s.serverGet(ctx, "/metrics")
 	if err != nil {
 		return 0, err
 	}
