@@ -249,7 +249,7 @@ func (b *bench) terminalFigures(ctx context.Context) error {
 	}
 	ex, sh := rates["direct exec"], rates["share"]
 	b.r.add(row{fig: "1", measure: "terminal throughput, cat " + size + " (median of " + strconv.Itoa(o.reps) + ")",
-		baseline: "direct exec " + mib(ex), ours: "share " + mib(sh), ratio: fmtRatio(sh / ex), goal: "≥ 0.90", met: yesNo(sh/ex >= 0.9)})
+		baseline: "direct exec " + mib(ex), ours: "share " + mib(sh), ratio: fmt.Sprintf("%.3f", sh/ex), goal: "≥ 0.90", met: yesNo(sh/ex >= 0.9)})
 	ce, cs := results["direct exec"].cpuTotal, results["share"].cpuTotal
 	b.r.add(row{fig: "1", measure: "CPU time per MiB moved, all processes of the path (median)",
 		baseline: fmt.Sprintf("direct exec %.0f ms", ce), ours: fmt.Sprintf("share %.0f ms", cs), ratio: fmtRatio(cs / ce)})

@@ -125,12 +125,18 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 		return err
 	}
 
-	h := big["healthz"]
+	h, h0 := big["healthz"], small["healthz"]
 	for _, kind := range []string{"valid", "unknown"} {
 		a, z := small[kind], big[kind]
-		b.r.add(row{fig: "4", measure: fmt.Sprintf("/info, %s token: req/s with %d vs %d share Secrets (O(1)?)", kind, many, few),
-			baseline: fmt.Sprintf("%d Secrets %.0f req/s", few, a.rps), ours: fmt.Sprintf("%d Secrets %.0f req/s", many, z.rps),
-			ratio: fmtRatio(z.rps / a.rps), goal: "flat (≥ 0.90)", met: yesNo(z.rps/a.rps >= 0.9)})
+		// Each rate is taken as a share of /healthz of the same listener
+		// measured alongside it, so that what slows the whole process or
+		// machine between the two measurements (it takes a minute to add
+		// the Secrets) cancels out and what remains is the cost of the
+		// resolution itself.
+		na, nz := a.rps/h0.rps, z.rps/h.rps
+		b.r.add(row{fig: "4", measure: fmt.Sprintf("/info, %s token: req/s with %d vs %d share Secrets, as a share of /healthz (O(1)?)", kind, many, few),
+			baseline: fmt.Sprintf("%d Secrets %.0f req/s (%.2f)", few, a.rps, na), ours: fmt.Sprintf("%d Secrets %.0f req/s (%.2f)", many, z.rps, nz),
+			ratio: fmtRatio(nz/na) + " (raw " + fmtRatio(z.rps/a.rps) + ")", goal: "flat (≥ 0.90)", met: yesNo(nz/na >= 0.9)})
 		b.r.add(row{fig: "4", measure: fmt.Sprintf("/info, %s token, %d Secrets: req/s and p99 vs /healthz", kind, many),
 			baseline: fmt.Sprintf("/healthz %.0f req/s, p99 %s ms", h.rps, fmtMs(h.lat.p99)),
 			ours:     fmt.Sprintf("%.0f req/s, p99 %s ms", z.rps, fmtMs(z.lat.p99)),
