@@ -61,6 +61,12 @@ test-integration: control-plane
 verify:
 	hack/verify.sh
 
+## bench: measure the share path against baselines from the same run; writes docs/benchmarks.md (under 10 minutes; not part of test)
+BENCH_FLAGS ?=
+.PHONY: bench
+bench:
+	hack/bench.sh $(BENCH_FLAGS)
+
 ## update: regenerate generated code
 .PHONY: update
 update:

@@ -2,6 +2,7 @@ package sharehttp
 
 import (
 	"github.com/gorilla/websocket"
+	"k8s.io/apimachinery/pkg/types"
 	"testing"
 	"time"
 )
@@ -14,7 +15,13 @@ func TestShutdownEndsSessionsWithServerShutdown(t *testing.T) {
 	conns := []*websocket.Conn{}
 	for range 2 {
 		conns = append(conns, dialSession(t, addr, f.token))
-		<-f.exec.started
+	}
+	// The pages of a link share one command.
+	<-f.exec.started
+	for deadline := time.Now().Add(10 * time.Second); f.server.sessionCount(types.NamespacedName{}) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions open, want 2", f.server.sessionCount(types.NamespacedName{}))
+		}
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

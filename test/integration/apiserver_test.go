@@ -765,7 +765,9 @@ func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, co
 // when the test ends.
 func serveAggregatedAPIOn(t *testing.T, cp *framework.ControlPlane, admin client.Client, kubeconfig string, a *aggregatedServer) (*aggregatedServer, []byte) {
 	t.Helper()
-	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
+	// The loopback Service has a name of its own: the shipped
+	// kubeopencode-apiserver Service is dry-run by the artifacts test.
+	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver-loopback"
 	ca, err := framework.NewCA("aggregated-apiserver")
 	if err != nil {
 		t.Fatal(err)

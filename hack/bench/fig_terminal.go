@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// opener opens one session of a kind under test, its output going to out.
+type opener func(ctx context.Context, out sink) (terminal, error)
+
+// throughputOnce runs one session whose command writes the payload and
+// measures its output rate from the first byte to the last. The output ends
+// when size bytes have come, the session ends, or, for a lossy path, nothing
+// has come for two seconds; only a lossy path may deliver less than size.
+func throughputOnce(ctx context.Context, open opener, size int64, lossy bool) (float64, int64, error) {
+	m := newMeter(size)
+	t, err := open(ctx, m.add)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer t.close()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(3 * time.Minute)
+wait:
+	for {
+		select {
+		case <-m.full:
+			break wait
+		case <-t.done():
+			// Output that came before the end was delivered before done.
+			break wait
+		case <-tick.C:
+			m.mu.Lock()
+			quiet := m.n > 0 && time.Since(m.last) > 2*time.Second
+			m.mu.Unlock()
+			if lossy && quiet {
+				break wait
+			}
+		case <-timeout:
+			return 0, 0, errors.New("the payload did not arrive within 3 minutes")
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		}
+	}
+	n, rate := m.rate()
+	if ws, ok := t.(*wsTerminal); ok && ws.messages.Load() > 0 {
+		step("    %d data messages, %.1f KiB each on average", ws.messages.Load(), float64(n)/float64(ws.messages.Load())/1024)
+	}
+	if n != size && !(lossy && n > 0) {
+		return 0, n, fmt.Errorf("received %d bytes, want %d", n, size)
+	}
+	return rate, n, nil
+}
+
+// echoOnce opens an echo session and measures n one-byte round trips after a
+// warm-up.
+func echoOnce(ctx context.Context, open opener, n int) ([]time.Duration, error) {
+	e := newEchoer()
+	t, err := open(ctx, e.sink)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	if err := e.waitReady(t, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if _, err := roundTrips(t, e, 20); err != nil {
+		return nil, err
+	}
+	return roundTrips(t, e, n)
+}
+
+// path is one way of reaching a terminal.
+type path struct {
+	name      string
+	echo, cat opener
+	// lossy paths may lose the end of the output (WeTTY does when the
+	// command exits); their rate counts what came.
+	lossy bool
+	// procs are the processes that carry the path's bytes, by role, whose
+	// CPU time is counted.
+	procs map[string]int
+}
+
+// throughputResult is the median rate of a path and the CPU time each of its
+// processes spent per MiB moved.
+type throughputResult struct {
+	rate     float64
+	cpuPerMB map[string]float64 // milliseconds per MiB, by role
+	cpuTotal float64
+}
+
+// compareThroughput measures each path reps times, interleaved, and returns
+// the median rate of each in bytes per second with the CPU time its
+// processes spent per MiB, and the bytes a lossy path lost.
+func compareThroughput(ctx context.Context, paths []path, size int64, reps int) (map[string]throughputResult, map[string][]int64, error) {
+	rates := map[string][]float64{}
+	cpu := map[string]map[string][]float64{}
+	totals := map[string][]float64{}
+	lost := map[string][]int64{}
+	for rep := range reps {
+		for _, p := range paths {
+			before := map[string]float64{}
+			for role, pid := range p.procs {
+				before[role], _ = cpuSeconds(pid)
+			}
+			r, n, err := throughputOnce(ctx, p.cat, size, p.lossy)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s throughput (run %d): %w", p.name, rep+1, err)
+			}
+			if cpu[p.name] == nil {
+				cpu[p.name] = map[string][]float64{}
+			}
+			total := 0.0
+			for role, pid := range p.procs {
+				after, _ := cpuSeconds(pid)
+				ms := (after - before[role]) * 1000 / (float64(n) / (1 << 20))
+				cpu[p.name][role] = append(cpu[p.name][role], ms)
+				total += ms
+			}
+			totals[p.name] = append(totals[p.name], total)
+			step("  %s: %.1f MiB/s, %.0f ms CPU per MiB", p.name, r/(1<<20), total)
+			rates[p.name] = append(rates[p.name], r)
+			if n != size {
+				lost[p.name] = append(lost[p.name], size-n)
+			}
+		}
+	}
+	out := map[string]throughputResult{}
+	for k, v := range rates {
+		res := throughputResult{rate: median(v), cpuPerMB: map[string]float64{}, cpuTotal: median(totals[k])}
+		for role, ms := range cpu[k] {
+			res.cpuPerMB[role] = median(ms)
+		}
+		out[k] = res
+	}
+	return out, lost, nil
+}
+
+// compareEcho measures n round trips on each path, in rounds that alternate
+// the paths so that the machine's noise falls on all of them alike.
+func compareEcho(ctx context.Context, paths []path, n, rounds int) (map[string]latency, error) {
+	samples := map[string][]time.Duration{}
+	for round := range rounds {
+		for _, p := range paths {
+			s, err := echoOnce(ctx, p.echo, n/rounds)
+			if err != nil {
+				return nil, fmt.Errorf("%s echo (round %d): %w", p.name, round+1, err)
+			}
+			samples[p.name] = append(samples[p.name], s...)
+		}
+	}
+	out := map[string]latency{}
+	for k, v := range samples {
+		out[k] = summarize(v)
+		step("  %s: %s", k, out[k])
+	}
+	return out, nil
+}
+
+func (b *bench) sharePath() path {
+	s := b.sys
+	return path{
+		name:  "share",
+		procs: map[string]int{"kube-apiserver": b.apiserverPid, "share server": s.server.pid(), "benchmark process": os.Getpid()},
+		echo: func(ctx context.Context, out sink) (terminal, error) {
+			return s.dialShare(ctx, s.agents["echo"].token, out)
+		},
+		cat: func(ctx context.Context, out sink) (terminal, error) {
+			return s.dialShare(ctx, s.agents["cat"].token, out)
+		},
+	}
+}
+
+func (b *bench) execPath() path {
+	s := b.sys
+	return path{
+		name:  "direct exec",
+		procs: map[string]int{"kube-apiserver": b.apiserverPid, "benchmark process": os.Getpid()},
+		echo: func(ctx context.Context, out sink) (terminal, error) {
+			return startExec(ctx, s.executor, benchNamespace, s.agents["echo"].pod, echoCommand(), out), nil
+		},
+		cat: func(ctx context.Context, out sink) (terminal, error) {
+			return startExec(ctx, s.executor, benchNamespace, s.agents["cat"].pod, catCommand(b.o.payload), out), nil
+		},
+	}
+}
+
+func floorPath(f *floorServer) path {
+	dial := func(route string) opener {
+		return func(ctx context.Context, out sink) (terminal, error) {
+			t, _, err := dialWS(ctx, "ws://"+f.addr+route, "http://"+f.addr, out)
+			return t, err
+		}
+	}
+	return path{name: "floor", echo: dial("/echo"), cat: dial("/cat"), procs: map[string]int{"benchmark process": os.Getpid()}}
+}
+
+// terminalFigures measures figures 1, 2 and 7.
+func (b *bench) terminalFigures(ctx context.Context) error {
+	o := b.o
+	pid, err := findProcess("kube-apiserver", b.sys.cp.Dir())
+	if err != nil {
+		return err
+	}
+	b.apiserverPid = pid
+	paths := []path{b.execPath(), b.sharePath()}
+	floor, err := startFloor(o.payload)
+	if err != nil {
+		return err
+	}
+	defer floor.stop()
+	paths = append(paths, floorPath(floor))
+	wetty, stopWetty := b.startWetty(ctx)
+	defer stopWetty()
+	if wetty != nil {
+		paths = append(paths, *wetty)
+	}
+
+	step("figures 1 and 7: throughput, cat of %s, %d runs each", fmtMiB(float64(o.payloadSize)), o.reps)
+	results, lost, err := compareThroughput(ctx, paths, o.payloadSize, o.reps)
+	if err != nil {
+		return err
+	}
+	for name, l := range lost {
+		b.r.note("%s lost the last bytes of the output in %d of %d runs (%v bytes): the command's exit outran its output", name, len(l), o.reps, l)
+	}
+	step("figures 2 and 7: keystroke echo, %d round trips each", o.echoSamples)
+	lats, err := compareEcho(ctx, paths, o.echoSamples, 2)
+	if err != nil {
+		return err
+	}
+
+	mib := func(r float64) string { return fmt.Sprintf("%.1f MiB/s", r/(1<<20)) }
+	size := fmtMiB(float64(o.payloadSize))
+	rates := map[string]float64{}
+	for k, v := range results {
+		rates[k] = v.rate
+	}
+	ex, sh := rates["direct exec"], rates["share"]
+	b.r.add(row{fig: "1", measure: "terminal throughput, cat " + size + " (median of " + strconv.Itoa(o.reps) + ")",
+		baseline: "direct exec " + mib(ex), ours: "share " + mib(sh), ratio: fmt.Sprintf("%.3f", sh/ex), goal: "≥ 0.90", met: yesNo(sh/ex >= 0.9)})
+	ce, cs := results["direct exec"].cpuTotal, results["share"].cpuTotal
+	b.r.add(row{fig: "1", measure: "CPU time per MiB moved, all processes of the path (median)",
+		baseline: fmt.Sprintf("direct exec %.0f ms", ce), ours: fmt.Sprintf("share %.0f ms", cs), ratio: fmtRatio(cs / ce)})
+	for _, p := range paths {
+		r := results[p.name]
+		var parts []string
+		for _, role := range slices.Sorted(maps.Keys(r.cpuPerMB)) {
+			parts = append(parts, fmt.Sprintf("%s %.0f", role, r.cpuPerMB[role]))
+		}
+		b.r.note("CPU ms per MiB, %s: %s (medians of %d runs)", p.name, strings.Join(parts, ", "), o.reps)
+	}
+	le, ls := lats["direct exec"], lats["share"]
+	b.r.add(row{fig: "2", measure: fmt.Sprintf("keystroke echo p50 (%d round trips)", le.n),
+		baseline: "direct exec " + fmtMs(le.p50) + " ms", ours: "share " + fmtMs(ls.p50) + " ms",
+		ratio: fmtRatio(ls.p50/le.p50) + " (" + fmtDelta(ls.p50-le.p50) + ")"})
+	b.r.add(row{fig: "2", measure: fmt.Sprintf("keystroke echo p99 (%d round trips)", le.n),
+		baseline: "direct exec " + fmtMs(le.p99) + " ms", ours: "share " + fmtMs(ls.p99) + " ms",
+		ratio: fmtRatio(ls.p99/le.p99) + " (" + fmtDelta(ls.p99-le.p99) + ")",
+		goal:  "share hop adds < 1 ms", met: yesNo(ls.p99-le.p99 < 1)})
+
+	fl := rates["floor"]
+	b.r.add(row{fig: "7", measure: "throughput vs the floor (WebSocket→PTY in-process, no Kubernetes)",
+		baseline: "floor " + mib(fl), ours: "share " + mib(sh), ratio: fmtRatio(sh / fl)})
+	b.r.add(row{fig: "7", measure: "throughput of the Kubernetes exec path vs the floor",
+		baseline: "floor " + mib(fl), ours: "direct exec " + mib(ex), ratio: fmtRatio(ex / fl)})
+	lf := lats["floor"]
+	b.r.add(row{fig: "7", measure: "echo p50 / p99 vs the floor",
+		baseline: "floor " + fmtMs(lf.p50) + " / " + fmtMs(lf.p99) + " ms", ours: "share " + fmtMs(ls.p50) + " / " + fmtMs(ls.p99) + " ms",
+		ratio: fmtRatio(ls.p50/lf.p50) + " / " + fmtRatio(ls.p99/lf.p99)})
+	if wetty != nil {
+		wt, lw := rates["WeTTY"], lats["WeTTY"]
+		b.r.add(row{fig: "7", measure: "throughput vs WeTTY " + b.wettyVersion + " (local shell)",
+			baseline: "WeTTY " + mib(wt), ours: "share " + mib(sh), ratio: fmtRatio(sh / wt)})
+		b.r.add(row{fig: "7", measure: "echo p50 / p99 vs WeTTY",
+			baseline: "WeTTY " + fmtMs(lw.p50) + " / " + fmtMs(lw.p99) + " ms", ours: "share " + fmtMs(ls.p50) + " / " + fmtMs(ls.p99) + " ms",
+			ratio: fmtRatio(ls.p50/lw.p50) + " / " + fmtRatio(ls.p99/lw.p99)})
+	}
+	return nil
+}
+
+// startWetty starts two WeTTY servers on loopback, one running the echo
+// command and one the payload command, when WeTTY is installed. It returns
+// nil, and notes why, when it is not.
+func (b *bench) startWetty(ctx context.Context) (*path, func()) {
+	nothing := func() {}
+	if b.o.wettyMain == "" {
+		b.r.note("WeTTY was not measured: no -wetty given (hack/bench.sh installs it with npm when it can)")
+		return nil, nothing
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		b.r.note("WeTTY was not measured: no node on PATH")
+		return nil, nothing
+	}
+	if v, err := exec.Command(node, "--version").Output(); err == nil {
+		b.nodeVersion = strings.TrimSpace(string(v))
+	}
+	start := func(name string, command []string) (string, *child, error) {
+		port, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		c, err := startChild(b.o.logDir, name, node, b.o.wettyMain, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--command", shellJoin(command), "--log-level", "warn")
+		if err != nil {
+			return "", nil, err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) && !c.exited() {
+			if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				conn.Close()
+				return addr, c, nil
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.stop()
+		return "", nil, fmt.Errorf("WeTTY did not listen on %s within 30s (log %s)", addr, c.log)
+	}
+	echoAddr, echoChild, err := start("wetty-echo", echoCommand())
+	if err != nil {
+		b.r.note("WeTTY was not measured: %v", err)
+		return nil, nothing
+	}
+	catAddr, catChild, err := start("wetty-cat", catCommand(b.o.payload))
+	if err != nil {
+		echoChild.stop()
+		b.r.note("WeTTY was not measured: %v", err)
+		return nil, nothing
+	}
+	dial := func(addr string) opener {
+		return func(ctx context.Context, out sink) (terminal, error) { return dialWetty(ctx, addr, out) }
+	}
+	p := &path{name: "WeTTY", echo: dial(echoAddr), cat: dial(catAddr), lossy: true,
+		procs: map[string]int{"WeTTY (node)": catChild.pid(), "benchmark process": os.Getpid()}}
+	// One session first: a WeTTY that starts but cannot spawn a terminal
+	// (node-pty not built for this Node) is reported, not measured.
+	if _, err := echoOnce(ctx, p.echo, 5); err != nil {
+		echoChild.stop()
+		catChild.stop()
+		b.r.note("WeTTY was not measured: it started but a session failed: %v (log %s)", err, echoChild.log)
+		return nil, nothing
+	}
+	b.r.note("WeTTY %s on Node %s, two servers on loopback, each with --command running the same command as the other paths", b.wettyVersion, b.nodeVersion)
+	return p, func() { echoChild.stop(); catChild.stop() }
+}
+
+// shellJoin quotes a command for a shell.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

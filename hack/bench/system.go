@@ -1,0 +1,495 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
+	"github.com/kubeopencode/share/pkg/controller"
+	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp"
+	"github.com/kubeopencode/share/test/integration/framework"
+)
+
+const (
+	systemNamespace = "kubeopencode-system"
+	apiServiceName  = "kubeopencode-apiserver"
+	benchNamespace  = "bench"
+	sharer          = "sharer"
+	nodeName        = "bench-node"
+)
+
+// system is the whole product on a local control plane, assembled as
+// hack/dev does: the controller and the aggregated API server (with the share
+// listener) as processes of their own, each as its ServiceAccount with the
+// shipped RBAC, behind a real APIService, and a stand-in node that runs
+// exec'd commands as local processes on a PTY.
+type system struct {
+	o      *options
+	cp     *framework.ControlPlane
+	admin  client.Client
+	adminC *rest.Config
+	// user is a person with the edit role in the bench namespace.
+	user       *rest.Config
+	userHTTP   *http.Client
+	serverCfg  *rest.Config
+	serverKC   string
+	executor   *sharehttp.PodExecutor
+	controller *child
+	server     *child
+	shareAddr  string
+	apiPort    int
+	agents     map[string]*agentInfo
+	// metricsHTTP reads the aggregated API server's /metrics.
+	metricsHTTP *http.Client
+}
+
+type agentInfo struct {
+	key   types.NamespacedName
+	token string
+	pod   string
+}
+
+func (s *system) stop() {
+	if s == nil {
+		return
+	}
+	s.server.stop()
+	s.controller.stop()
+	s.cp.Stop()
+}
+
+// startSystem starts the control plane and the product, and makes the Agents
+// the figures use: echo (raw cat), cat (the payload) and rev (enabled and
+// disabled over and over).
+func startSystem(ctx context.Context, o *options) (_ *system, err error) {
+	s := &system{o: o, agents: map[string]*agentInfo{}}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	step("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a stand-in node")
+	if s.cp, err = framework.Start(ctx, framework.Options{Dir: filepath.Join(o.work, "controlplane"), StandinNode: nodeName}); err != nil {
+		return nil, err
+	}
+	scheme, err := controller.NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	s.adminC = unthrottled(s.cp.Config())
+	if s.admin, err = client.New(s.adminC, client.Options{Scheme: scheme}); err != nil {
+		return nil, err
+	}
+	if _, err := s.cp.InstallCRDs(ctx, filepath.Join(o.root, "artifacts", "crd")); err != nil {
+		return nil, err
+	}
+	if err := s.cp.CreateNamespace(ctx, systemNamespace); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"apiserver/serviceaccount.yaml", "apiserver/rbac.yaml", "apiserver/roles.yaml", "controller/serviceaccount.yaml", "controller/rbac.yaml"} {
+		if err := s.cp.CreateFromFile(ctx, filepath.Join(o.root, "artifacts", f)); err != nil {
+			return nil, err
+		}
+	}
+	shareLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.shareAddr = shareLn.Addr().String()
+	shareLn.Close()
+
+	step("starting the controller")
+	if s.controller, err = startController(s.cp, o, "controller", filepath.Join(o.binDir, "controller"), "http://"+s.shareAddr); err != nil {
+		return nil, err
+	}
+	step("starting the aggregated API server with the share listener on %s", s.shareAddr)
+	if err := s.startAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	if s.executor, err = sharehttp.NewPodExecutor(s.serverCfg); err != nil {
+		return nil, err
+	}
+
+	step("creating the bench namespace, its user and Agents")
+	if err := s.cp.CreateNamespace(ctx, benchNamespace); err != nil {
+		return nil, err
+	}
+	if err := s.bindEdit(ctx, benchNamespace); err != nil {
+		return nil, err
+	}
+	if s.user, err = s.cp.UserConfig(sharer, "system:authenticated"); err != nil {
+		return nil, err
+	}
+	s.user = unthrottled(s.user)
+	if s.userHTTP, err = rest.HTTPClientFor(s.user); err != nil {
+		return nil, err
+	}
+	commands := map[string][]string{
+		"echo": echoCommand(),
+		"cat":  catCommand(o.payload),
+		"rev":  echoCommand(),
+	}
+	for name, cmd := range commands {
+		a := &kubeopencodev1alpha1.Agent{
+			ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: name},
+			Spec: kubeopencodev1alpha1.AgentSpec{
+				Image:    "bench/agent:1",
+				Terminal: &kubeopencodev1alpha1.TerminalSpec{Command: cmd},
+			},
+		}
+		if err := s.admin.Create(ctx, a); err != nil {
+			return nil, err
+		}
+		s.agents[name] = &agentInfo{key: types.NamespacedName{Namespace: benchNamespace, Name: name}}
+	}
+	for name, a := range s.agents {
+		if err := s.waitReady(ctx, a); err != nil {
+			return nil, fmt.Errorf("Agent %s: %w", name, err)
+		}
+	}
+	// The edit role gains agents/share once kube-controller-manager has
+	// aggregated the shipped ClusterRoles into it: retry until it has.
+	for _, name := range []string{"echo", "cat"} {
+		a := s.agents[name]
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			tok, code, err := s.enable(ctx, a.key)
+			if code == http.StatusForbidden {
+				return false, nil
+			}
+			a.token = tok
+			return err == nil, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("enabling the share of %s: %w", name, err)
+		}
+	}
+	for _, a := range s.agents {
+		if a.token == "" {
+			continue
+		}
+		if err := s.waitLink(ctx, a.token, http.StatusOK); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// unthrottled turns client-side rate limiting off: the benchmark's own
+// clients must not be what limits a figure.
+func unthrottled(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = -1, 0
+	return cfg
+}
+
+// serviceAccountConfig returns the client configuration of one of the
+// project's ServiceAccounts, and writes it as a kubeconfig.
+func serviceAccountConfig(cp *framework.ControlPlane, dir, name, serviceAccount string) (*rest.Config, string, error) {
+	cfg, err := cp.UserConfig("system:serviceaccount:"+systemNamespace+":"+serviceAccount,
+		"system:serviceaccounts", "system:serviceaccounts:"+systemNamespace, "system:authenticated")
+	if err != nil {
+		return nil, "", err
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	return cfg, path, framework.WriteKubeconfig(path, cfg, "")
+}
+
+// startController runs the controller binary as its ServiceAccount.
+func startController(cp *framework.ControlPlane, o *options, name, bin, publicURL string, extra ...string) (*child, error) {
+	_, kubeconfig, err := serviceAccountConfig(cp, o.work, name, "kubeopencode-controller")
+	if err != nil {
+		return nil, err
+	}
+	probes, err := framework.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--kubeconfig=" + kubeconfig, "--leader-elect=false",
+		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probes), "--public-url=" + publicURL}
+	return startChild(o.logDir, name, bin, append(args, extra...)...)
+}
+
+func (s *system) startAPIServer(ctx context.Context) error {
+	var err error
+	if s.serverCfg, s.serverKC, err = serviceAccountConfig(s.cp, s.o.work, "apiserver", "kubeopencode-apiserver"); err != nil {
+		return err
+	}
+	ca, err := framework.NewCA("kubeopencode-bench-apiserver")
+	if err != nil {
+		return err
+	}
+	cert, err := ca.IssueServing([]string{apiServiceName + "." + systemNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		return err
+	}
+	certFile, keyFile := filepath.Join(s.o.work, "apiserver.crt"), filepath.Join(s.o.work, "apiserver.key")
+	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
+		return err
+	}
+	if s.apiPort, err = framework.FreePort(); err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(s.shareAddr)
+	s.server, err = startChild(s.o.logDir, "aggregated-apiserver", filepath.Join(s.o.binDir, "aggregated-apiserver"),
+		"--kubeconfig="+s.serverKC,
+		"--authentication-kubeconfig="+s.serverKC,
+		"--authorization-kubeconfig="+s.serverKC,
+		"--bind-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(s.apiPort),
+		"--tls-cert-file="+certFile,
+		"--tls-private-key-file="+keyFile,
+		"--public-url=http://"+s.shareAddr,
+		"--share-bind-address="+host,
+		"--share-port="+port,
+		// The figures measure the listener, not its abuse limits: the
+		// per-address rate limit is off and the session limits are above
+		// the counts of figure 3.
+		"--share-requests-per-second=0",
+		"--share-max-sessions=5000",
+		"--share-max-sessions-per-agent=5000",
+	)
+	if err != nil {
+		return err
+	}
+	if err := s.cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", systemNamespace, apiServiceName, s.apiPort, ca.CertPEM); err != nil {
+		return err
+	}
+	if err := s.cp.WaitForAPIService(ctx, "v1alpha1."+subresourcesv1alpha1.GroupName, 2*time.Minute); err != nil {
+		return fmt.Errorf("%w (log %s)", err, s.server.log)
+	}
+	// The share listener serves once its caches are filled.
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		resp, err := http.Get("http://" + s.shareAddr + "/healthz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+func (s *system) bindEdit(ctx context.Context, ns string) error {
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: sharer + "-edit", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: sharer}},
+	}
+	if err := s.admin.Create(ctx, rb); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+// waitReady waits for the Agent to be Ready and finds its pod.
+func (s *system) waitReady(ctx context.Context, a *agentInfo) error {
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		agent := &kubeopencodev1alpha1.Agent{}
+		if err := s.admin.Get(ctx, a.key, agent); err != nil {
+			return false, nil
+		}
+		ready := false
+		for _, c := range agent.Status.Conditions {
+			if c.Type == kubeopencodev1alpha1.ConditionReady && c.Status == metav1.ConditionTrue {
+				ready = true
+			}
+		}
+		if !ready {
+			return false, nil
+		}
+		pods := &corev1.PodList{}
+		if err := s.admin.List(ctx, pods, client.InNamespace(a.key.Namespace), client.MatchingLabels{share.LabelAgent: a.key.Name}); err != nil {
+			return false, nil
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				a.pod = p.Name
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+func apiSharePath(key types.NamespacedName) string {
+	return "/apis/" + subresourcesv1alpha1.GroupName + "/v1alpha1/namespaces/" + key.Namespace + "/agents/" + key.Name + "/share"
+}
+
+// shareCall calls agents/share as the user and returns the HTTP status.
+func (s *system) shareCall(ctx context.Context, method string, key types.NamespacedName, body string) (*subresourcesv1alpha1.AgentShare, int, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.user.Host+apiSharePath(key), rd)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.userHTTP.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return nil, resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, apiSharePath(key), resp.StatusCode, b)
+	}
+	out := &subresourcesv1alpha1.AgentShare{}
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, resp.StatusCode, err
+	}
+	return out, resp.StatusCode, nil
+}
+
+// enable enables a share link and returns its token.
+func (s *system) enable(ctx context.Context, key types.NamespacedName) (string, int, error) {
+	got, code, err := s.shareCall(ctx, http.MethodPost, key, "{}")
+	if err != nil {
+		return "", code, err
+	}
+	if !share.ValidToken(got.Status.Token) {
+		return "", code, fmt.Errorf("enable returned no token: %+v", got.Status)
+	}
+	return got.Status.Token, code, nil
+}
+
+func (s *system) disable(ctx context.Context, key types.NamespacedName) error {
+	_, _, err := s.shareCall(ctx, http.MethodDelete, key, "")
+	return err
+}
+
+// waitLink waits until /s/<token>/info answers code.
+func (s *system) waitLink(ctx context.Context, token string, code int) error {
+	return s.waitLinkEvery(ctx, token, code, 20*time.Millisecond)
+}
+
+func (s *system) waitLinkEvery(ctx context.Context, token string, code int, every time.Duration) error {
+	var last int
+	err := wait.PollUntilContextTimeout(ctx, every, time.Minute, true, func(context.Context) (bool, error) {
+		resp, err := http.Get("http://" + s.shareAddr + "/s/" + token + "/info")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		last = resp.StatusCode
+		return last == code, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the link answers %d, want %d: %w", last, code, err)
+	}
+	return nil
+}
+
+// terminalURL is the share terminal of a token.
+func (s *system) terminalURL(token string) string {
+	return "ws://" + s.shareAddr + share.Path(token) + "/terminal"
+}
+
+func (s *system) dialShare(ctx context.Context, token string, out sink) (*wsTerminal, error) {
+	t, code, err := dialWS(ctx, s.terminalURL(token), "http://"+s.shareAddr, out)
+	if err != nil {
+		return nil, fmt.Errorf("share terminal (HTTP %d): %w", code, err)
+	}
+	return t, nil
+}
+
+// serverGet fetches a path of the aggregated API server's secure port, as
+// the cluster admin, over one kept connection (so that fetching leaves the
+// server's goroutine count as it was).
+func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
+	host := "https://127.0.0.1:" + strconv.Itoa(s.apiPort)
+	if s.metricsHTTP == nil {
+		cfg := s.cp.Config()
+		cfg.Host = host
+		cfg.TLSClientConfig.CAData = nil
+		cfg.TLSClientConfig.Insecure = true
+		hc, err := rest.HTTPClientFor(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.metricsHTTP = hc
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, host+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.metricsHTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %d", path, resp.StatusCode)
+	}
+	return b, nil
+}
+
+// serverMetric reads one unlabelled sample of the aggregated API server's
+// /metrics.
+func (s *system) serverMetric(ctx context.Context, name string) (float64, error) {
+	b, err := s.serverGet(ctx, "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in the server's metrics", name)
+}
+
+// writePayload writes size bytes of printable text with a newline every 80
+// characters, the output of figure 1.
+func writePayload(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	block := make([]byte, 1<<20)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range block {
+		if i%81 == 80 {
+			block[i] = '\n'
+		} else {
+			block[i] = byte('!' + r.IntN(94))
+		}
+	}
+	for written := int64(0); written < size; {
+		n := min(int64(len(block)), size-written)
+		if _, err := f.Write(block[:n]); err != nil {
+			return err
+		}
+		written += n
+	}
+	return nil
+}
