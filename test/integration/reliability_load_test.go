@@ -413,11 +413,16 @@ func (s *system) testTokenFlood(t *testing.T, sz reliabilitySizes) {
 
 func (s *system) testSlowClients(t *testing.T) {
 	ctx := t.Context()
+	// The slow clients use a link of their own: the pages of one link share
+	// one terminal, and what a slow page types there is everyone's.
 	key := s.readyAgent(t, "slow")
 	token := s.enable(t, key, "")
-	normal := s.mustOpen(t, token)
+	steady := s.readyAgent(t, "steady")
+	steadyToken := s.enable(t, steady, "")
+	normal := s.mustOpen(t, steadyToken)
 
-	// The others: a working session and the link's /info, checked all along.
+	// The others: a working session of another link and that link's
+	// /info, checked all along.
 	stop := make(chan struct{})
 	var (
 		othersWG   sync.WaitGroup
@@ -440,7 +445,7 @@ func (s *system) testSlowClients(t *testing.T) {
 			if err == nil {
 				err = normal.waitFor(ctx, mark+"here")
 			}
-			code := s.infoCode(ctx, token, nil)
+			code := s.infoCode(ctx, steadyToken, nil)
 			othersMu.Lock()
 			roundTrips++
 			if err != nil || code != http.StatusOK || time.Since(begin) > 5*time.Second {
@@ -562,6 +567,48 @@ func (s *system) testSlowClients(t *testing.T) {
 	took = cutOff("a peer that never answers pings", pongTimeout+slackBound)
 	t.Logf("a peer that never answers pings: cut off after %s", took.Round(100*time.Millisecond))
 
+	// A page that stops taking output shares its link with one that does:
+	// the other page's output goes on, held up at most while the server
+	// waits for the slow one (its pong timeout here, else the hub's 10s).
+	counter := types.NamespacedName{Namespace: key.Namespace, Name: "slow-counter"}
+	s.createAgent(t, counter, nil, counterCommand()...)
+	s.waitAgent(t, counter, 2*time.Minute, "Ready", isReady)
+	counterToken := s.enable(t, counter, "")
+	peer, code, err := openSession(ctx, s.shareLn, counterToken, nil)
+	if err != nil {
+		t.Fatalf("opening the page that shares the link: %d %v", code, err)
+	}
+	t.Cleanup(peer.close)
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return peer.counter.Load() > 0, nil
+	}); err != nil {
+		t.Fatal("no output on the page that shares the link")
+	}
+	base = active()
+	c = dialRaw2(t, ctx, s.shareLn, counterToken)
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return active() > base, nil
+	}); err != nil {
+		t.Fatal("the slow page did not join")
+	}
+	var longestGap time.Duration
+	last, lastAt := peer.counter.Load(), time.Now()
+	for end := time.Now().Add(pongTimeout + slackBound); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if n := peer.counter.Load(); n != last {
+			last, lastAt = n, time.Now()
+		} else if gap := time.Since(lastAt); gap > longestGap {
+			longestGap = gap
+		}
+	}
+	t.Logf("the page sharing a link with a page that takes nothing: longest wait for output %s", longestGap.Round(10*time.Millisecond))
+	const hubWait = 10 * time.Second
+	if longestGap > hubWait+slackBound {
+		t.Errorf("the page sharing the link waited %s for output", longestGap)
+	}
+	if peer.isClosed() || peer.gaps.Load() > 0 {
+		t.Errorf("the page sharing the link was closed or lost output (gaps %d)", peer.gaps.Load())
+	}
+
 	// The lorises are cut off by the header timeout (10s).
 	for range lorises {
 		if d := <-lorisDone; d < 0 || d > 10*time.Second+slackBound {
@@ -577,4 +624,19 @@ func (s *system) testSlowClients(t *testing.T) {
 	if normal.isClosed() {
 		t.Error("the working session was closed")
 	}
+}
+
+// dialRaw2 opens a terminal that sends its size and then neither reads nor
+// writes anything.
+func dialRaw2(t *testing.T, ctx context.Context, hostPort, token string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+hostPort+"/s/"+token+"/terminal", http.Header{"Origin": []string{"http://" + hostPort}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.WriteMessage(websocket.BinaryMessage, wire.EncodeResize(wire.Size{Cols: 80, Rows: 24})); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -36,7 +36,19 @@ func TestReliabilityShareFaults(t *testing.T) {
 // mustOpen opens a terminal session and waits for the shell to answer.
 func (s *system) mustOpen(t *testing.T, token string) *session {
 	t.Helper()
-	sess, code, err := openSession(t.Context(), s.shareLn, token, nil)
+	var (
+		sess *session
+		code int
+		err  error
+	)
+	// The listener learns of a link just enabled from its watch, a moment
+	// after the enable returned: a page retried, as a person would.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		sess, code, err = openSession(t.Context(), s.shareLn, token, nil)
+		if err == nil || code != http.StatusNotFound || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatalf("opening a session: %d %v", code, err)
 	}
