@@ -13,23 +13,31 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/remotecommand"
 
-	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
 const (
+	// outputLogBytes is how much recent output a session keeps: what a page
+	// may lag behind the command's output, and what a resuming page can get
+	// back.
+	outputLogBytes = 256 << 10
 	// replayBytes bounds the recent output a late joiner is shown first.
 	replayBytes = 64 << 10
-	// viewerQueue is how many output chunks may wait for one viewer.
-	viewerQueue = 64
-	// slowViewerTimeout is how long the command's output waits for the
-	// slowest viewer before that viewer is dropped, so one stalled page
-	// cannot freeze the terminal of everyone else for long.
-	slowViewerTimeout = 10 * time.Second
+	// slowViewerTimeout is how long the command's output waits for a page
+	// that fell a whole output log behind before that page is dropped, when
+	// others share the session: one stalled page must not freeze the
+	// terminal of everyone else. A page alone on its session paces the
+	// command as a direct exec would.
+	slowViewerTimeout = 5 * time.Second
+	// drainTimeout bounds the wait for a page to take the last output of a
+	// command that ended, before its status goes out.
+	drainTimeout = 5 * time.Second
 	// resumeGrace is how long a session whose last page lost its
 	// connection keeps its command running for the page to come back.
 	resumeGrace = 30 * time.Second
+	// feedChunk is the most output a page is sent in one write.
+	feedChunk = 32 << 10
 )
 
 // ResumePoint is where a page that lost its connection asks to pick its
@@ -55,11 +63,10 @@ func ParseResumePoint(s string) (*ResumePoint, bool) {
 // slowViewerStatus ends the session of a page that stopped taking output.
 var slowViewerStatus = wire.Status{Reason: "TooSlow", Message: "This page fell too far behind the terminal's output and was disconnected. Reconnect to catch up."}
 
-// hubKey names a shared session: one per link, so a rotated token starts a
-// new one.
+// hubKey names a shared session: one per Agent, which every link of the
+// Agent joins. A session ended by a revocation leaves the others alone.
 type hubKey struct {
-	agentUID  types.UID
-	tokenHash string
+	agentUID types.UID
 }
 
 // hubs holds the live shared sessions.
@@ -70,21 +77,21 @@ type hubs struct {
 
 func newHubs() *hubs { return &hubs{live: map[hubKey]*hub{}} }
 
-// resumable reports whether a page asks to resume a session of its link
+// resumable reports whether a page asks to resume a session of its Agent
 // that is still there; such a page joins without using up its link.
-func (hs *hubs) resumable(grant *Grant, token string, resume *ResumePoint) bool {
+func (hs *hubs) resumable(grant *Grant, resume *ResumePoint) bool {
 	if resume == nil {
 		return false
 	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	h, ok := hs.live[hubKey{agentUID: grant.AgentUID, tokenHash: share.TokenHash(token)}]
+	h, ok := hs.live[hubKey{agentUID: grant.AgentUID}]
 	return ok && h.id == resume.Session
 }
 
-// hub is one exec session shared by every viewer of a link: one process in
-// the pod, its output fanned out to each page and the input of every page
-// merged into it.
+// hub is one exec session shared by every viewer of an Agent's links: one
+// process in the pod, its output kept in a log that each page reads at its
+// own pace, and the input of every page that may type merged into it.
 type hub struct {
 	key    hubKey
 	id     string
@@ -97,42 +104,58 @@ type hub struct {
 	sizes  chan remotecommand.TerminalSize
 	done   chan struct{}
 	result error
+	// room is signalled when a page took output, for a Write waiting for
+	// space in the log.
+	room chan struct{}
 
-	mu      sync.Mutex
-	viewers map[*viewer]struct{}
-	replay  []byte
-	// total counts the output bytes of the session; replay holds its last
-	// ones, from total-len(replay).
-	total   int64
-	started bool
-	size    remotecommand.TerminalSize
-	grace   *time.Timer
+	mu       sync.Mutex
+	viewers  map[*viewer]struct{}
+	log      *outputLog
+	finished bool
+	started  bool
+	size     remotecommand.TerminalSize
+	grace    *time.Timer
 }
 
 // viewer is one page on a hub.
 type viewer struct {
-	term *terminal.Session
-	out  chan outItem
-	gone chan struct{}
-	once sync.Once
-	size remotecommand.TerminalSize
-}
+	term     *terminal.Session
+	readOnly bool
+	// kick ends the page's session when it falls too far behind.
+	kick func()
 
-// outItem is what a viewer is sent next: output, or where it starts.
-type outItem struct {
-	data []byte
-	sync *wire.Sync
+	gone    chan struct{} // closed when the page leaves
+	once    sync.Once
+	wake    chan struct{} // signalled when there is new output
+	drained chan struct{} // closed when the page took all output of a finished command
+
+	// Guarded by the hub's mu.
+	next    int64 // offset of the next output to send
+	dropped bool  // no longer paces the command
+	size    remotecommand.TerminalSize
 }
 
 func (v *viewer) leave() { v.once.Do(func() { close(v.gone) }) }
 
-// join adds a page to the shared session of its link, making the session
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// feedBuffers hold output on its way from the log to a page, so that idle
+// pages hold no buffer.
+var feedBuffers = sync.Pool{New: func() any { b := make([]byte, feedChunk); return &b }}
+
+// join adds a page to the shared session of its Agent, making the session
 // when it is the first. start is true for the page whose arrival starts the
 // command. A page resuming the session it lost picks up its output where it
-// left off, as far as the replay still holds it; any other page is shown the
-// replay first.
-func (hs *hubs) join(grant *Grant, token string, term *terminal.Session, size remotecommand.TerminalSize, resume *ResumePoint) (*hub, *viewer, bool) {
-	key := hubKey{agentUID: grant.AgentUID, tokenHash: share.TokenHash(token)}
+// left off, as far as the log still holds it; any other page is shown the
+// recent output first. A read-only page's input never reaches the command;
+// kick is how the hub ends the page's session when it stalls the others.
+func (hs *hubs) join(grant *Grant, term *terminal.Session, size remotecommand.TerminalSize, resume *ResumePoint, readOnly bool, kick func()) (*hub, *viewer, bool) {
+	key := hubKey{agentUID: grant.AgentUID}
 	hs.mu.Lock()
 	h, ok := hs.live[key]
 	if !ok {
@@ -141,10 +164,12 @@ func (hs *hubs) join(grant *Grant, token string, term *terminal.Session, size re
 		id := make([]byte, 16)
 		_, _ = rand.Read(id)
 		h = &hub{key: key, id: hex.EncodeToString(id), parent: hs, ctx: ctx, cancel: cancel, stdinR: r, stdinW: w,
-			sizes: make(chan remotecommand.TerminalSize, 1), done: make(chan struct{}), viewers: map[*viewer]struct{}{}}
+			sizes: make(chan remotecommand.TerminalSize, 1), done: make(chan struct{}), room: make(chan struct{}, 1),
+			viewers: map[*viewer]struct{}{}, log: newOutputLog(outputLogBytes)}
 		hs.live[key] = h
 	}
-	v := &viewer{term: term, out: make(chan outItem, viewerQueue), gone: make(chan struct{}), size: size}
+	v := &viewer{term: term, readOnly: readOnly, kick: kick, gone: make(chan struct{}), wake: make(chan struct{}, 1),
+		drained: make(chan struct{}), size: size}
 	h.mu.Lock()
 	if h.grace != nil {
 		h.grace.Stop()
@@ -153,13 +178,9 @@ func (hs *hubs) join(grant *Grant, token string, term *terminal.Session, size re
 	h.viewers[v] = struct{}{}
 	start := !h.started
 	h.started = true
-	from := h.total - int64(len(h.replay))
-	if resume != nil && resume.Session == h.id && resume.Offset > from && resume.Offset <= h.total {
-		from = resume.Offset
-	}
-	v.out <- outItem{sync: &wire.Sync{Session: h.id, Offset: from}}
-	if rest := h.replay[from-(h.total-int64(len(h.replay))):]; len(rest) > 0 {
-		v.out <- outItem{data: append([]byte(nil), rest...)}
+	v.next = max(h.log.start, h.log.end-replayBytes)
+	if resume != nil && resume.Session == h.id && resume.Offset >= h.log.start && resume.Offset <= h.log.end {
+		v.next = resume.Offset
 	}
 	n := len(h.viewers)
 	h.resizeLocked()
@@ -190,6 +211,7 @@ func (h *hub) leave(v *viewer, linger bool) {
 	h.resizeLocked()
 	h.mu.Unlock()
 	h.parent.mu.Unlock()
+	signal(h.room)
 	if n == 0 {
 		if !linger {
 			h.cancel()
@@ -215,19 +237,24 @@ func (h *hub) abandon() {
 }
 
 func (h *hub) announce(n int) {
-	h.mu.Lock()
-	viewers := make([]*viewer, 0, len(h.viewers))
-	for v := range h.viewers {
-		viewers = append(viewers, v)
-	}
-	h.mu.Unlock()
-	for _, v := range viewers {
+	for _, v := range h.viewerList() {
 		v.term.SendPresence(n)
 	}
 }
 
+func (h *hub) viewerList() []*viewer {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	viewers := make([]*viewer, 0, len(h.viewers))
+	for v := range h.viewers {
+		viewers = append(viewers, v)
+	}
+	return viewers
+}
+
 // finish records how the command ended and detaches the hub, so that the
-// next page of the link starts a new command.
+// next page of the Agent starts a new command. The pages go on taking the
+// output the command left.
 func (h *hub) finish(err error) {
 	h.parent.mu.Lock()
 	if h.parent.live[h.key] == h {
@@ -236,66 +263,160 @@ func (h *hub) finish(err error) {
 	h.parent.mu.Unlock()
 	h.result = err
 	_ = h.stdinR.Close()
+	h.mu.Lock()
+	h.finished = true
+	h.mu.Unlock()
+	for _, v := range h.viewerList() {
+		signal(v.wake)
+	}
 	close(h.done)
 }
 
-// Write fans the command's output out to every viewer and keeps the tail
-// for late joiners. It waits for each viewer's queue, so flow control on the
-// pages reaches the command, but drops a viewer that stalls for too long.
+// Write adds the command's output to the log, from which each page takes
+// it at its own pace. The log holds outputLogBytes: a Write that would push
+// out output a page has not taken yet waits for that page, so a page's flow
+// control reaches the command. When others share the session, a page that
+// holds the output up for slowViewerTimeout is dropped instead.
 func (h *hub) Write(p []byte) (int, error) {
-	chunk := append([]byte(nil), p...)
-	h.mu.Lock()
-	h.total += int64(len(chunk))
-	h.replay = append(h.replay, chunk...)
-	if over := len(h.replay) - replayBytes; over > 0 {
-		h.replay = append([]byte(nil), h.replay[over:]...)
-	}
-	viewers := make([]*viewer, 0, len(h.viewers))
-	for v := range h.viewers {
-		viewers = append(viewers, v)
-	}
-	h.mu.Unlock()
-	for _, v := range viewers {
-		timer := time.NewTimer(slowViewerTimeout)
-		select {
-		case v.out <- outItem{data: chunk}:
-		case <-v.gone:
-		case <-h.ctx.Done():
-		case <-timer.C:
-			go v.term.Close(closeServerError, slowViewerStatus)
-			v.leave()
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), outputLogBytes/2)
+		if err := h.append(p[:n]); err != nil {
+			return written, err
 		}
-		timer.Stop()
+		written += n
+		p = p[n:]
 	}
-	if h.ctx.Err() != nil {
-		return 0, h.ctx.Err()
-	}
-	return len(p), nil
+	return written, nil
 }
 
-// feed writes the queued output to a viewer's page.
-func (h *hub) feed(v *viewer) {
+func (h *hub) append(p []byte) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	expired := false
 	for {
-		select {
-		case <-v.gone:
-			return
-		case item := <-v.out:
-			var err error
-			if item.sync != nil {
-				err = v.term.SendSync(*item.sync)
-			} else {
-				_, err = v.term.Stdout().Write(item.data)
+		h.mu.Lock()
+		// Every page that paces the command must have taken the output
+		// up to here, for p to fit.
+		need := h.log.end + int64(len(p)) - int64(h.log.max)
+		var lead *viewer
+		var laggards []*viewer
+		pacing := 0
+		for v := range h.viewers {
+			if v.dropped {
+				continue
 			}
-			if err != nil {
-				v.leave()
+			pacing++
+			if lead == nil || v.next > lead.next {
+				lead = v
+			}
+			if v.next < need {
+				laggards = append(laggards, v)
+			}
+		}
+		if len(laggards) == 0 {
+			h.log.write(p)
+			wake := make([]*viewer, 0, len(h.viewers))
+			for v := range h.viewers {
+				wake = append(wake, v)
+			}
+			h.mu.Unlock()
+			for _, v := range wake {
+				signal(v.wake)
+			}
+			return nil
+		}
+		if expired && pacing > 1 {
+			// Keep the page furthest ahead; drop the ones that hold
+			// it up.
+			for _, v := range laggards {
+				if v != lead {
+					v.dropped = true
+					go v.kick()
+				}
+			}
+			h.mu.Unlock()
+			continue
+		}
+		h.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(slowViewerTimeout)
+		}
+		select {
+		case <-h.room:
+		case <-timer.C:
+			expired = true
+		case <-h.ctx.Done():
+			return h.ctx.Err()
+		}
+	}
+}
+
+// feed sends a page its output: first where it starts, then what the log
+// holds from there on, as the page takes it.
+func (h *hub) feed(v *viewer) {
+	h.mu.Lock()
+	from := v.next
+	h.mu.Unlock()
+	if err := v.term.SendSync(wire.Sync{Session: h.id, Offset: from}); err != nil {
+		h.detach(v)
+		return
+	}
+	for {
+		h.mu.Lock()
+		if v.dropped || v.next < h.log.start {
+			h.mu.Unlock()
+			return
+		}
+		if v.next == h.log.end {
+			finished := h.finished
+			h.mu.Unlock()
+			if finished {
+				close(v.drained)
 				return
 			}
+			select {
+			case <-v.wake:
+			case <-v.gone:
+				return
+			}
+			continue
+		}
+		buf := feedBuffers.Get().(*[]byte)
+		n := h.log.read(v.next, *buf)
+		v.next += int64(n)
+		h.mu.Unlock()
+		signal(h.room)
+		_, err := v.term.Stdout().Write((*buf)[:n])
+		feedBuffers.Put(buf)
+		if err != nil {
+			h.detach(v)
+			return
 		}
 	}
 }
 
-// typeFrom copies a viewer's input into the command.
+// detach stops a page that can take no more output from pacing the
+// command.
+func (h *hub) detach(v *viewer) {
+	h.mu.Lock()
+	v.dropped = true
+	h.mu.Unlock()
+	v.leave()
+	signal(h.room)
+}
+
+// typeFrom copies a viewer's input into the command. A read-only viewer's
+// input is read, so that its acknowledgements keep coming, and dropped.
 func (h *hub) typeFrom(v *viewer) {
+	if v.readOnly {
+		_, _ = io.Copy(io.Discard, v.term.Stdin())
+		return
+	}
 	_, _ = io.Copy(h.stdinW, v.term.Stdin())
 }
 
@@ -314,10 +435,18 @@ func (h *hub) resizeFrom(v *viewer) {
 }
 
 // resizeLocked sizes the command's terminal to the smallest of the viewers',
-// as tmux does, so that everyone sees the whole screen.
+// as tmux does, so that everyone sees the whole screen. Read-only viewers
+// watch at the size of those who type, unless nobody may type.
 func (h *hub) resizeLocked() {
+	typing := false
+	for v := range h.viewers {
+		typing = typing || !v.readOnly
+	}
 	var size remotecommand.TerminalSize
 	for v := range h.viewers {
+		if typing && v.readOnly {
+			continue
+		}
 		if size.Width == 0 || (v.size.Width > 0 && v.size.Width < size.Width) {
 			size.Width = v.size.Width
 		}
@@ -350,11 +479,4 @@ func (h *hub) Next() *remotecommand.TerminalSize {
 	case <-h.ctx.Done():
 		return nil
 	}
-}
-
-// viewerCount returns the number of pages on the hub.
-func (h *hub) viewerCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.viewers)
 }

@@ -113,7 +113,10 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  16384,
-		CheckOrigin:      s.checkOrigin,
+		// Write buffers go back to the pool between messages: most
+		// sessions are idle most of the time.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.checkOrigin,
 	}
 	RegisterMetrics()
 	return s

@@ -107,7 +107,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	// never by the page or /info (which link previews fetch), nor by a page
 	// resuming the session it lost.
 	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
-	if !s.hubs.resumable(grant, r.PathValue("token"), resume) {
+	if !s.hubs.resumable(grant, resume) {
 		if refusal := s.links.Use(r.Context(), grant, r.PathValue("token")); refusal != nil {
 			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 			writeRefusal(w, refusal, true)
@@ -162,9 +162,10 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 		return
 	}
 
-	// Every page of a link shares one command: the first to arrive starts
-	// it, later ones join and are shown the recent output first.
-	h, v, first := s.hubs.join(grant, token, term, size, resume)
+	// Every page of an Agent's links shares one command: the first to
+	// arrive starts it, later ones join and are shown the recent output
+	// first.
+	h, v, first := s.hubs.join(grant, term, size, resume, false, func() { sess.endWith(closeServerError, slowViewerStatus) })
 	// A page whose connection dropped, rather than one the server ended,
 	// may come back to resume: the command waits for it a while.
 	linger := false
@@ -182,6 +183,15 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	var outcome string
 	select {
 	case <-h.done:
+		// The page sees the command's last output before its status.
+		drain := time.NewTimer(drainTimeout)
+		select {
+		case <-v.drained:
+		case <-term.Done():
+		case <-ctx.Done():
+		case <-drain.C:
+		}
+		drain.Stop()
 		outcome = s.finish(ctx, sess, h.result)
 	case <-ctx.Done():
 		outcome = s.finish(ctx, sess, ctx.Err())

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,6 +245,9 @@ type terminalClient struct {
 	offset int64
 	closed chan struct{}
 	code   int
+	// renderDelay is how long the page takes to render each data message
+	// before it acknowledges it, as a slow browser would.
+	renderDelay atomic.Int64
 }
 
 // dial opens /s/<token>/terminal; it returns the HTTP status on refusal.
@@ -303,6 +307,9 @@ func (c *terminalClient) readLoop() {
 		}
 		if len(b) == 0 {
 			continue
+		}
+		if b[0] == wire.OpData {
+			time.Sleep(time.Duration(c.renderDelay.Load()))
 		}
 		c.mu.Lock()
 		switch b[0] {
@@ -592,6 +599,34 @@ func TestShareLink(t *testing.T) {
 		first.typeText("exit 5\r")
 		if code, st, _ := first.waitClosed(30 * time.Second); code != websocket.CloseNormalClosure || st == nil || st.ExitCode == nil || *st.ExitCode != 5 {
 			t.Fatalf("closed with %d, %+v; want Exited 5", code, st)
+		}
+	})
+
+	t.Run("every page gets the whole output of a command that ends, before its status", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		first, _ := s.dial(t, token, nil)
+		first.resize(80, 24)
+		first.typeText("echo rea''dy\r")
+		first.waitForOutput("ready")
+		second, _ := s.dial(t, token, nil)
+		second.resize(80, 24)
+		second.waitForPresence(2)
+		// The second page renders slowly (about 1 MB/s for the terminal's
+		// small messages), so the command ends long before it has shown
+		// everything: about 1.3 MB, far more than the flow window and the
+		// output log.
+		second.renderDelay.Store(int64(3 * time.Millisecond))
+		first.typeText("seq 1 200000; echo last-''line; exit 4\r")
+		for _, c := range []*terminalClient{first, second} {
+			code, st, _ := c.waitClosed(60 * time.Second)
+			if code != websocket.CloseNormalClosure || st == nil || st.ExitCode == nil || *st.ExitCode != 4 {
+				t.Fatalf("closed with %d, %+v; want Exited 4", code, st)
+			}
+			out := c.text()
+			if !strings.Contains(out, "\n199999\r\n200000\r\nlast-line") {
+				t.Fatalf("the page's output ends %q, want it to end with the last lines", out[max(0, len(out)-200):])
+			}
 		}
 	})
 

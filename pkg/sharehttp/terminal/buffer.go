@@ -60,6 +60,31 @@ func (b *inputBuffer) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo hands the buffered input to w as it comes, without a copy buffer
+// of its own: io.Copy uses it, so an idle session holds no buffer. While w
+// takes one batch, the next may fill the buffer again.
+func (b *inputBuffer) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		b.mu.Lock()
+		for len(b.buf) == 0 && !b.closed {
+			b.cond.Wait()
+		}
+		p := b.buf
+		b.buf = nil
+		b.cond.Broadcast()
+		b.mu.Unlock()
+		if len(p) == 0 {
+			return total, nil
+		}
+		n, err := w.Write(p)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // Close ends the input: reads return what is left, then EOF.
 func (b *inputBuffer) Close() {
 	b.mu.Lock()

@@ -103,8 +103,7 @@ type Session struct {
 	closed  bool
 	status  *wire.Status
 
-	writeMu  sync.Mutex // serializes Stdout writes, which reuse writeBuf
-	writeBuf []byte
+	writeMu sync.Mutex // serializes Stdout writes
 
 	// sendMu is held around every message sent to the page, from the
 	// check that the session is open to the end of the write, and around
@@ -299,10 +298,16 @@ func (s *Session) Stdout() io.Writer { return stdout{s} }
 
 type stdout struct{ s *Session }
 
+// messageBuffers hold a data message while it is written, so that an idle
+// session holds no buffer.
+var messageBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
 func (w stdout) Write(p []byte) (int, error) {
 	s := w.s
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	buf := messageBuffers.Get().(*[]byte)
+	defer messageBuffers.Put(buf)
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), s.opts.MaxChunk)
@@ -316,8 +321,8 @@ func (w stdout) Write(p []byte) (int, error) {
 		}
 		s.unacked += n
 		s.mu.Unlock()
-		s.writeBuf = wire.AppendData(s.writeBuf[:0], p[:n])
-		if err := s.send(s.writeBuf); err != nil {
+		*buf = wire.AppendData((*buf)[:0], p[:n])
+		if err := s.send(*buf); err != nil {
 			if !errors.Is(err, ErrClosed) {
 				s.shutdown(nil, CloseNormal)
 			}
