@@ -248,6 +248,9 @@ type terminalClient struct {
 	// renderDelay is how long the page takes to render each data message
 	// before it acknowledges it, as a slow browser would.
 	renderDelay atomic.Int64
+	// stalled makes the page stop acknowledging output, as a page that
+	// froze would, while its connection stays up.
+	stalled atomic.Bool
 }
 
 // dial opens /s/<token>/terminal; it returns the HTTP status on refusal.
@@ -317,7 +320,9 @@ func (c *terminalClient) readLoop() {
 			c.output.Write(b[1:])
 			c.offset += int64(len(b) - 1)
 			// Acknowledge at once, as a page that renders instantly would.
-			_ = c.conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(b)-1)))
+			if !c.stalled.Load() {
+				_ = c.conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(b)-1)))
+			}
 		case wire.OpSync:
 			sy := &wire.Sync{}
 			_ = json.Unmarshal(b[1:], sy)
@@ -628,6 +633,30 @@ func TestShareLink(t *testing.T) {
 				t.Fatalf("the page's output ends %q, want it to end with the last lines", out[max(0, len(out)-200):])
 			}
 		}
+	})
+
+	t.Run("a page that stops taking output is dropped and the others' output goes on", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		working, _ := s.dial(t, token, nil)
+		working.resize(80, 24)
+		working.typeText("echo rea''dy\r")
+		working.waitForOutput("ready")
+		stalled, _ := s.dial(t, token, nil)
+		stalled.stalled.Store(true)
+		stalled.resize(80, 24)
+		working.waitForPresence(2)
+		// About 16 MB: the stalled page's flow window and the session's
+		// output log fill long before the end.
+		working.typeText("seq 1 2000000; echo seq-''done\r")
+		code, st, _ := stalled.waitClosed(60 * time.Second)
+		if code != websocket.CloseInternalServerErr || st == nil || st.Reason != "TooSlow" {
+			t.Fatalf("the stalled page was closed with %d, %+v; want 1011 TooSlow", code, st)
+		}
+		working.waitForOutput("seq-done")
+		working.waitForPresence(1)
+		working.typeText("echo still-''here\r")
+		working.waitForOutput("still-here")
 	})
 
 	t.Run("a dropped connection resumes its session with what it missed, in order, once", func(t *testing.T) {
