@@ -51,6 +51,8 @@ type Config struct {
 	PublicURL string
 	// Clock tells the time for expiry. Nil means the real clock.
 	Clock clock.PassiveClock
+	// Workers is how many Agents are reconciled at once. Zero means one.
+	Workers int
 	// SkipNameValidation lets one process register the controller more than
 	// once, as tests that restart the manager do.
 	SkipNameValidation bool
@@ -184,9 +186,10 @@ func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 		// reference, so that the deletion of a stale Secret left by a deleted
 		// Agent of the same name wakes the new Agent.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToAgent))
-	if cfg.SkipNameValidation {
-		b = b.WithOptions(crcontroller.Options{SkipNameValidation: ptr.To(true)})
-	}
+	b = b.WithOptions(crcontroller.Options{
+		MaxConcurrentReconciles: max(cfg.Workers, 1),
+		SkipNameValidation:      ptr.To(cfg.SkipNameValidation),
+	})
 	if err := b.Complete(r); err != nil {
 		return fmt.Errorf("setting up the Agent controller: %w", err)
 	}

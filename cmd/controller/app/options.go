@@ -51,6 +51,14 @@ type Options struct {
 	// PublicURL is the base URL of the share listener, reported in each
 	// Agent's status.share.url.
 	PublicURL string
+	// KubeAPIQPS and KubeAPIBurst limit the requests to the kube-apiserver.
+	// client-go's defaults (5 and 10) make a cold start with thousands of
+	// Agents take minutes; the API server's priority and fairness is the
+	// real guard.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
+	// Workers is how many Agents are reconciled at once.
+	Workers int
 	// Logs configures logging.
 	Logs *logsapi.LoggingConfiguration
 
@@ -70,6 +78,9 @@ func NewOptions() *Options {
 		MetricsBindAddress:     ":8443",
 		MetricsSecure:          true,
 		HealthProbeBindAddress: ":8081",
+		KubeAPIQPS:             100,
+		KubeAPIBurst:           200,
+		Workers:                4,
 		Logs:                   logsapi.NewLoggingConfiguration(),
 	}
 }
@@ -82,6 +93,9 @@ func (o *Options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the metrics endpoint, such as :8443. \"0\" turns it off.")
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "Serve metrics over HTTPS to clients authorized to get /metrics, checked with TokenReviews and SubjectAccessReviews. False serves plain HTTP to anyone who can reach the address.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints, such as :8081. \"0\" turns them off.")
+	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Requests per second to the kube-apiserver.")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Burst of requests to the kube-apiserver.")
+	fs.IntVar(&o.Workers, "workers", o.Workers, "Agents reconciled at once.")
 
 	le := fss.FlagSet("leader election")
 	le.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect one active replica through a Lease before reconciling.")
@@ -98,6 +112,7 @@ func (o *Options) Complete() error {
 		return fmt.Errorf("loading the client configuration: %w", err)
 	}
 	cfg.UserAgent = controller.Name
+	cfg.QPS, cfg.Burst = o.KubeAPIQPS, o.KubeAPIBurst
 	o.restConfig = cfg
 	return nil
 }
@@ -115,6 +130,12 @@ func (o *Options) Validate() error {
 	}
 	if o.HealthProbeBindAddress == "" {
 		errs = append(errs, errors.New("--health-probe-bind-address must not be empty; use \"0\" to turn probes off"))
+	}
+	if o.KubeAPIQPS <= 0 || o.KubeAPIBurst < 1 {
+		errs = append(errs, errors.New("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.Workers < 1 {
+		errs = append(errs, errors.New("--workers must be at least 1"))
 	}
 	if o.restConfig == nil {
 		errs = append(errs, errors.New("options are not complete"))
@@ -152,6 +173,7 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	if err := controller.SetupWithManager(mgr, controller.Config{
 		PublicURL:          o.PublicURL,
+		Workers:            o.Workers,
 		SkipNameValidation: o.SkipControllerNameValidation,
 	}); err != nil {
 		return err

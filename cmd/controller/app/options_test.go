@@ -24,7 +24,9 @@ current-context: c
 		wantErr string
 	}{
 		{name: "defaults", args: nil},
-		{name: "all flags", args: []string{"--public-url=https://share.example.com", "--leader-elect=false", "--leader-election-namespace=ns", "--metrics-bind-address=0", "--metrics-secure=false", "--health-probe-bind-address=0", "-v=2"}},
+		{name: "all flags", args: []string{"--public-url=https://share.example.com", "--leader-elect=false", "--leader-election-namespace=ns", "--metrics-bind-address=0", "--metrics-secure=false", "--health-probe-bind-address=0", "--kube-api-qps=20", "--kube-api-burst=40", "--workers=8", "-v=2"}},
+		{name: "zero qps", args: []string{"--kube-api-qps=0"}, wantErr: "--kube-api-qps"},
+		{name: "no workers", args: []string{"--workers=0"}, wantErr: "--workers"},
 		{name: "bad public url", args: []string{"--public-url=share.example.com"}, wantErr: "--public-url"},
 		{name: "public url with query", args: []string{"--public-url=https://share.example.com/?a=b"}, wantErr: "--public-url"},
 		{name: "empty metrics address", args: []string{"--metrics-bind-address="}, wantErr: "--metrics-bind-address"},
