@@ -48,7 +48,7 @@ type linkFixture struct {
 	exec   *blockingExecutor
 }
 
-func newLinkFixture(t *testing.T, mutate func(*Options)) *linkFixture {
+func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 	t.Helper()
 	agent := &v1alpha1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "agent", UID: "agent-uid"},
@@ -100,7 +100,7 @@ func (e *blockingExecutor) Exec(ctx context.Context, _, _, _ string, _ []string,
 
 // serve runs the listener on a loopback port until the returned stop is
 // called, which waits for it to return.
-func (f *linkFixture) serve(t *testing.T) (addr string, stop func() error) {
+func (f *linkFixture) serve(t testing.TB) (addr string, stop func() error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -128,7 +128,7 @@ func (f *linkFixture) serve(t *testing.T) (addr string, stop func() error) {
 }
 
 // dialSession opens a terminal session and sends the page's size.
-func dialSession(t *testing.T, addr, token string) *websocket.Conn {
+func dialSession(t testing.TB, addr, token string) *websocket.Conn {
 	t.Helper()
 	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/s/"+token+"/terminal", http.Header{"Origin": []string{"http://" + addr}})
 	if err != nil {
