@@ -569,7 +569,7 @@ func (s *system) testSlowClients(t *testing.T) {
 
 	// A page that stops taking output shares its link with one that does:
 	// the other page's output goes on, held up at most while the server
-	// waits for the slow one (its pong timeout here, else the hub's 10s).
+	// waits for the slow one (its pong timeout here, else the hub's 5s).
 	counter := types.NamespacedName{Namespace: key.Namespace, Name: "slow-counter"}
 	s.createAgent(t, counter, nil, counterCommand()...)
 	s.waitAgent(t, counter, 2*time.Minute, "Ready", isReady)
@@ -601,7 +601,7 @@ func (s *system) testSlowClients(t *testing.T) {
 		}
 	}
 	t.Logf("the page sharing a link with a page that takes nothing: longest wait for output %s", longestGap.Round(10*time.Millisecond))
-	const hubWait = 10 * time.Second
+	const hubWait = 5 * time.Second
 	if longestGap > hubWait+slackBound {
 		t.Errorf("the page sharing the link waited %s for output", longestGap)
 	}

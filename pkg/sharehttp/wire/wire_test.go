@@ -196,6 +196,10 @@ func encode(m Message) []byte {
 		return EncodeAck(m.Ack)
 	case OpStatus:
 		return EncodeStatus(*m.Status)
+	case OpPresence:
+		return EncodePresence(*m.Presence)
+	case OpSync:
+		return EncodeSync(*m.Sync)
 	}
 	return nil
 }
