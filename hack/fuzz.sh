@@ -11,7 +11,7 @@ targets=(
   "./pkg/share FuzzParseIPOrCIDR"
   "./pkg/share FuzzValidToken"
   "./pkg/apis/subresources/validation FuzzAgentShareCreate"
-  "./pkg/sharehttp/wire FuzzDecodeClient"
+  "./pkg/sharehttp/wire FuzzDecode"
   "./pkg/sharehttp FuzzShareRoutes"
 )
 corpus_size() {

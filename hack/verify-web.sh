@@ -3,6 +3,15 @@
 set -o errexit -o nounset -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The pins are exact versions, so that npm ci and the copies are reproducible.
+node -e '
+const deps = require(process.argv[1]).dependencies || {};
+const loose = Object.entries(deps).filter(([, v]) => !/^[0-9]+\.[0-9]+\.[0-9]+$/.test(v));
+if (loose.length) {
+  console.error("hack/web/package.json must pin exact versions (npm install --save-exact):", loose);
+  process.exit(1);
+}' "${ROOT}/hack/web/package.json"
+
 TMP="$(mktemp -d)"
 trap 'rm -rf "${TMP}"' EXIT
 

@@ -32,6 +32,9 @@ var (
 		# Enable the share link of an Agent
 		kubeoc agent share team-agent -n default
 
+		# A one-time link: the first terminal connection uses it up
+		kubeoc agent share team-agent --max-uses 1
+
 		# Enable it for a day, from two networks only
 		kubeoc agent share team-agent --expires-in 24h --allowed-ips 10.0.0.0/8,192.168.1.0/24
 
@@ -51,6 +54,7 @@ type ShareOptions struct {
 	AllowedIPs []string
 	Show       bool
 	Rotate     bool
+	MaxUses    int32
 
 	Name      string
 	Namespace string
@@ -58,6 +62,7 @@ type ShareOptions struct {
 	// expiresInSet is true when --expires-in was given, so that an explicit
 	// zero is refused instead of silently meaning "no expiry".
 	expiresInSet bool
+	maxUsesSet   bool
 	expiresAt    *metav1.Time
 	client       *shareClient
 	printer      printers.ResourcePrinter
@@ -105,6 +110,7 @@ func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *c
 	cmd.Flags().StringSliceVar(&o.AllowedIPs, "allowed-ips", nil, "Comma-separated CIDR ranges or addresses that may use the link; empty allows all.")
 	cmd.Flags().BoolVar(&o.Show, "show", false, "Show the existing link instead of enabling it.")
 	cmd.Flags().BoolVar(&o.Rotate, "rotate", false, "Replace the token of an enabled link.")
+	cmd.Flags().Int32Var(&o.MaxUses, "max-uses", 0, "How many terminal connections the link opens before it stops working; 1 makes a one-time link. Opening the page alone uses nothing.")
 	return cmd
 }
 
@@ -112,6 +118,7 @@ func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *c
 func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd *cobra.Command, args []string) error {
 	o.Name = args[0]
 	o.expiresInSet = cmd.Flags().Changed("expires-in")
+	o.maxUsesSet = cmd.Flags().Changed("max-uses")
 	var err error
 	if o.Namespace, _, err = configFlags.ToRawKubeConfigLoader().Namespace(); err != nil {
 		return err
@@ -139,7 +146,7 @@ func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd 
 
 // Validate checks the flags before any request is made.
 func (o *ShareOptions) Validate() error {
-	if o.Show && (o.Rotate || o.expiresInSet || o.ExpiresAt != "" || len(o.AllowedIPs) > 0) {
+	if o.Show && (o.Rotate || o.MaxUses != 0 || o.expiresInSet || o.ExpiresAt != "" || len(o.AllowedIPs) > 0) {
 		return fmt.Errorf("--show takes no other share flags")
 	}
 	if o.expiresInSet && o.ExpiresAt != "" {
@@ -150,6 +157,9 @@ func (o *ShareOptions) Validate() error {
 	}
 	if o.expiresAt != nil && !o.expiresAt.After(o.now()) {
 		return fmt.Errorf("invalid --expires-at %s: must be in the future", o.ExpiresAt)
+	}
+	if o.maxUsesSet && (o.MaxUses < 1 || o.MaxUses > validation.MaxUses) {
+		return fmt.Errorf("invalid --max-uses %d: must be between 1 and %d", o.MaxUses, validation.MaxUses)
 	}
 	if errs := validation.ValidateAllowedIPs(o.AllowedIPs, nil); len(errs) > 0 {
 		return fmt.Errorf("invalid --allowed-ips: %s", strings.TrimPrefix(errs[0].ErrorBody(), "Invalid value: "))
@@ -178,6 +188,9 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 		}
 		if o.expiresInSet {
 			req.Spec.ExpiresIn = &metav1.Duration{Duration: o.ExpiresIn}
+		}
+		if o.maxUsesSet {
+			req.Spec.MaxUses = &o.MaxUses
 		}
 		share, err = o.client.Create(ctx, o.Namespace, o.Name, req)
 	}
@@ -221,5 +234,8 @@ func PrintShare(w io.Writer, namespace, name string, share *subresourcesv1alpha1
 	}
 	if len(s.AllowedIPs) > 0 {
 		fmt.Fprintf(w, "Allowed IPs: %s\n", strings.Join(s.AllowedIPs, ","))
+	}
+	if s.MaxUses != nil {
+		fmt.Fprintf(w, "Uses: %d of %d\n", s.Uses, *s.MaxUses)
 	}
 }

@@ -33,6 +33,9 @@ const (
 	// EventSecretConflict (a Warning) reports a Secret with the share
 	// Secret's name that does not belong to the Agent.
 	EventSecretConflict = share.ReasonSecretConflict
+	// EventShareUsedUp: a link limited by maxUses opened its last terminal
+	// connection.
+	EventShareUsedUp = "ShareUsedUp"
 )
 
 // AnnotationTokenFingerprint is kept by the controller on a share Secret: the
@@ -73,6 +76,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 	logger := klog.FromContext(ctx)
 	agent := sc.agent
 	state := secretOwned
+	var owned *corev1.Secret
 	if agent.Spec.Share == nil || !agent.Spec.Share.Enabled {
 		deleted, err := s.deleteSecret(ctx, agent)
 		if errors.Is(err, errStale) {
@@ -106,6 +110,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 		case err != nil:
 			return reconcile.Result{}, err
 		default:
+			owned = secret
 			if err := s.announceToken(ctx, agent, secret, token); err != nil {
 				return reconcile.Result{}, err
 			}
@@ -113,6 +118,14 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 	}
 
 	cond, status, untilExpiry := shareState(agent, state, s.publicURL, sc.now)
+	if cond.Status == metav1.ConditionTrue && share.UsedUp(agent.Spec.Share, owned) {
+		cond.Status, cond.Reason = metav1.ConditionFalse, share.ReasonUsedUp
+		cond.Message = fmt.Sprintf("Share link has opened all of its %d terminal connections", *agent.Spec.Share.MaxUses)
+		status.Active = false
+		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
+			eventType: corev1.EventTypeNormal, reason: EventShareUsedUp, action: "UseUp", note: cond.Message,
+		})
+	}
 	sc.setCondition(cond)
 	agent.Status.Share = status
 	switch cond.Reason {

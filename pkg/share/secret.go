@@ -138,6 +138,8 @@ func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (
 		updated.Data = map[string][]byte{}
 	}
 	updated.Data[SecretTokenKey] = []byte(token)
+	// A new token has opened nothing yet.
+	delete(updated.Annotations, AnnotationUses)
 	if err := w.Update(ctx, updated); err != nil {
 		return nil, "", fmt.Errorf("rotating share Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}

@@ -115,3 +115,38 @@ func TestEnsureSecretLosesCreateRace(t *testing.T) {
 		t.Fatalf("secrets: %d, err %v", len(list.Items), err)
 	}
 }
+
+func TestConsumeUse(t *testing.T) {
+	ctx := context.Background()
+	agent := testAgent("uid-1")
+	one := int32(2)
+	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, MaxUses: &one}
+	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+	secret, token, err := EnsureSecret(ctx, c, c, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := int32(1); want <= 2; want++ {
+		if n, err := ConsumeUse(ctx, c, c, agent, token); err != nil || n != want {
+			t.Fatalf("use %d: %d, %v", want, n, err)
+		}
+	}
+	if _, err := ConsumeUse(ctx, c, c, agent, token); !errors.Is(err, ErrUsedUp) {
+		t.Fatalf("third use: %v, want ErrUsedUp", err)
+	}
+	if _, err := ConsumeUse(ctx, c, c, agent, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"); !errors.Is(err, ErrForeignSecret) {
+		t.Fatalf("a use with another token: %v", err)
+	}
+	// Rotating starts the count again.
+	current := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(secret), current); err != nil {
+		t.Fatal(err)
+	}
+	_, rotated, err := RotateSecret(ctx, c, current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ConsumeUse(ctx, c, c, agent, rotated); err != nil || n != 1 {
+		t.Fatalf("first use after rotation: %d, %v", n, err)
+	}
+}

@@ -2,6 +2,7 @@ package sharehttp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -51,6 +52,35 @@ type Grant struct {
 	ExpiresAt time.Time
 	// Command is what the session runs in the Agent's container.
 	Command []string
+	// Limited is true for a link with maxUses: each new terminal
+	// connection uses one.
+	Limited bool
+
+	agent *v1alpha1.Agent
+}
+
+func refuseUsedUp(agent *types.NamespacedName) *Refusal {
+	return &Refusal{Reason: share.ReasonUsedUp, Code: http.StatusGone, Agent: agent,
+		Message: "This link could be used a limited number of times and has been. Ask for a new link."}
+}
+
+// Use counts one terminal connection of a link limited by maxUses, against
+// the API server, so that racing connections cannot both take the last use.
+func (l *Links) Use(ctx context.Context, grant *Grant, token string) *Refusal {
+	if !grant.Limited {
+		return nil
+	}
+	_, err := share.ConsumeUse(ctx, l.live, l.liveWriter, grant.agent, token)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, share.ErrUsedUp):
+		return refuseUsedUp(&grant.Agent)
+	case errors.Is(err, share.ErrForeignSecret), apierrors.IsNotFound(err):
+		return refuseNotFound
+	default:
+		return refuseUnavailable
+	}
 }
 
 // Refusal says why a request is not let in, in words safe to show the client.
@@ -80,9 +110,11 @@ var DefaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>
 // sessions when the link they were opened with may have changed.
 type Links struct {
 	cache crcache.Cache
-	// live reads the API server itself, for Confirm and the health probe.
-	live  client.Reader
-	clock clock.Clock
+	// live reads the API server itself, for Confirm and the health probe;
+	// liveWriter counts the uses of limited links.
+	live       client.Reader
+	liveWriter client.Writer
+	clock      clock.Clock
 	// healthy is false from a failed watch until the API server answers
 	// again.
 	healthy atomic.Bool
@@ -137,6 +169,7 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 		return nil, err
 	}
 	links = newLinks(c, live, clk)
+	links.liveWriter = live
 	return links, nil
 }
 
@@ -334,7 +367,10 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 		return nil, &Refusal{Reason: ReasonIPNotAllowed, Code: http.StatusForbidden, Agent: known,
 			Message: "This share link cannot be used from your network address."}
 	}
-	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand}
+	if share.UsedUp(agent.Spec.Share, secret) {
+		return nil, refuseUsedUp(known)
+	}
+	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand, Limited: agent.Spec.Share.MaxUses != nil, agent: agent}
 	if decision.ExpiresAt != nil {
 		g.ExpiresAt = decision.ExpiresAt.Time
 	}

@@ -33,8 +33,7 @@ const EventComponent = "kubeopencode-share"
 
 // contentSecurityPolicy allows the page nothing but its own scripts, styles
 // and WebSocket, and no framing.
-const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
-	"img-src 'self' data:; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+const contentSecurityPolicy = web.ContentSecurityPolicy
 
 // Server is the public share listener: the terminal page at /s/<token>, the
 // Agent's name at /s/<token>/info and the terminal WebSocket at
@@ -47,6 +46,7 @@ type Server struct {
 	clientIP ClientIPResolver
 	limiter  *ipRateLimiter
 	slots    *sessionSlots
+	hubs     *hubs
 	audit    *auditor
 	exec     Executor
 	clock    clock.Clock
@@ -96,6 +96,7 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 		clientIP: ClientIPResolver{TrustedProxies: proxies},
 		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
+		hubs:     newHubs(),
 		audit:    newAuditor(recorder),
 		exec:     exec,
 		clock:    clk,
@@ -325,12 +326,21 @@ func (s *Server) track(sess *session) (untrack func()) {
 	}
 }
 
+// closeSessions ends every live session at once. Each end waits a moment
+// for its page to answer the close, so they run in parallel and without
+// holding s.mu, which ending sessions take to untrack themselves.
 func (s *Server) closeSessions(code int, reason, message string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	live := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
-		sess.end(code, reason, message)
+		live = append(live, sess)
 	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, sess := range live {
+		wg.Go(func() { sess.end(code, reason, message) })
+	}
+	wg.Wait()
 }
 
 // sessionCount returns the number of live sessions of an Agent, or of all

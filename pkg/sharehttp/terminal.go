@@ -60,8 +60,9 @@ func (s *session) endWith(code int, status wire.Status) bool {
 	}
 	s.reason = status.Reason
 	s.mu.Unlock()
-	s.term.Close(code, status)
+	// Stop the exec first: Close waits for the page to answer.
 	s.cancel()
+	s.term.Close(code, status)
 	return true
 }
 
@@ -101,6 +102,17 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, refusal, true)
 		return
 	}
+	// A link limited by maxUses is used by each new terminal connection,
+	// never by the page or /info (which link previews fetch), nor by a page
+	// resuming the session it lost.
+	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
+	if !s.hubs.resumable(grant, r.PathValue("token"), resume) {
+		if refusal := s.links.Use(r.Context(), grant, r.PathValue("token")); refusal != nil {
+			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+			writeRefusal(w, refusal, true)
+			return
+		}
+	}
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
 		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
@@ -115,13 +127,15 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod)
+	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume)
 }
 
-func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string) {
+func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	term := terminal.New(terminal.WebSocket(conn, terminal.WebSocketOptions{
+	// The session outlives ctx, which end() cancels to stop the exec
+	// before the status goes out.
+	term := terminal.New(parent, terminal.NewWebSocketConn(conn, terminal.WebSocketOptions{
 		PingInterval: s.opts.PingInterval,
 		PongTimeout:  2 * s.opts.PingInterval,
 		WriteTimeout: 10 * time.Second,
@@ -135,12 +149,23 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	defer activeSessions.Dec()
 
 	handshakeCtx, handshakeCancel := context.WithTimeout(ctx, handshakeTimeout)
-	_, err := term.WaitForSize(handshakeCtx)
+	size, err := term.WaitForSize(handshakeCtx)
 	handshakeCancel()
 	if err != nil {
 		sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.")
 		sessionsTotal.WithLabelValues("handshake_failed").Inc()
 		return
+	}
+
+	// Every page of a link shares one command: the first to arrive starts
+	// it, later ones join and are shown the recent output first.
+	h, v, first := s.hubs.join(grant, token, term, size, resume)
+	// A page whose connection dropped, rather than one the server ended,
+	// may come back to resume: the command waits for it a while.
+	linger := false
+	defer func() { h.leave(v, linger) }()
+	if first {
+		go s.runHub(h, grant, pod)
 	}
 
 	changes, unsubscribe := s.links.Subscribe(grant.Agent)
@@ -149,13 +174,16 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 
 	start := s.clock.Now()
 	s.audit.sessionStarted(grant.Agent, grant.AgentUID, pod, client.String())
-	err = s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
-		Stdin:             term.Stdin(),
-		Stdout:            term.Stdout(),
-		Tty:               true,
-		TerminalSizeQueue: term,
-	})
-	outcome := s.finish(ctx, sess, err)
+	var outcome string
+	select {
+	case <-h.done:
+		outcome = s.finish(ctx, sess, h.result)
+	case <-ctx.Done():
+		outcome = s.finish(ctx, sess, ctx.Err())
+	case <-term.Done():
+		linger = term.Status() == nil
+		outcome = s.finish(ctx, sess, context.Canceled)
+	}
 	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))
 	bytesTotal.WithLabelValues("out").Add(float64(term.BytesOut()))
 	sessionsTotal.WithLabelValues(outcome).Inc()
@@ -240,6 +268,9 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		}
 		grant, refusal := s.links.Resolve(ctx, sess.token, sess.client)
 		switch {
+		case refusal != nil && refusal.Reason == share.ReasonUsedUp:
+			// A used-up link opens no new terminal; the ones it opened go on.
+			continue
 		case refusal != nil:
 			reason, message := refusal.Reason, refusal.Message
 			if reason == ReasonNotFound {
@@ -267,4 +298,16 @@ func clusterUnreachable(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &netErr) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
 		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)
+}
+
+// runHub runs the command of a shared session until it ends or every page
+// has left.
+func (s *Server) runHub(h *hub, grant *Grant, pod string) {
+	err := s.exec.Exec(h.ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
+		Stdin:             h.stdinR,
+		Stdout:            h,
+		Tty:               true,
+		TerminalSizeQueue: h,
+	})
+	h.finish(err)
 }

@@ -709,7 +709,9 @@ func apiWriteFile(t *testing.T, path string, data []byte) {
 // ends. It returns the server's port and the CA of its certificate.
 func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, configure func(*apiserverapp.Options), args ...string) (int, []byte) {
 	t.Helper()
-	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver"
+	// The loopback Service has a name of its own: the shipped
+	// kubeopencode-apiserver Service is dry-run by the artifacts test.
+	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver-loopback"
 	ca, err := framework.NewCA("aggregated-apiserver")
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -218,6 +219,12 @@ type terminalClient struct {
 	mu     sync.Mutex
 	output strings.Builder
 	status *wire.Status
+	// viewers is the last presence count the server sent.
+	viewers int
+	// sync is where the server said the output starts; offset is where it
+	// has reached since.
+	sync   *wire.Sync
+	offset int64
 	closed chan struct{}
 	code   int
 }
@@ -238,7 +245,20 @@ func dialTerminal(t *testing.T, hostPort, token string, header http.Header) (*te
 	if header.Get("Origin") == "" {
 		header.Set("Origin", "http://"+hostPort)
 	}
-	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+hostPort+"/s/"+token+"/terminal", header)
+	return dialTerminalURL(t, "ws://"+hostPort+"/s/"+token+"/terminal", hostPort, header)
+}
+
+// dialTerminalURL opens a terminal WebSocket URL, with query parameters such
+// as resume.
+func dialTerminalURL(t *testing.T, url, hostPort string, header http.Header) (*terminalClient, int) {
+	t.Helper()
+	if header == nil {
+		header = http.Header{}
+	}
+	if header.Get("Origin") == "" {
+		header.Set("Origin", "http://"+hostPort)
+	}
+	conn, resp, err := websocket.DefaultDialer.DialContext(t.Context(), url, header)
 	if err != nil {
 		if resp == nil {
 			t.Fatalf("dialing the terminal: %v", err)
@@ -271,8 +291,17 @@ func (c *terminalClient) readLoop() {
 		switch b[0] {
 		case wire.OpData:
 			c.output.Write(b[1:])
+			c.offset += int64(len(b) - 1)
 			// Acknowledge at once, as a page that renders instantly would.
 			_ = c.conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(b)-1)))
+		case wire.OpSync:
+			sy := &wire.Sync{}
+			_ = json.Unmarshal(b[1:], sy)
+			c.sync, c.offset = sy, sy.Offset
+		case wire.OpPresence:
+			p := &wire.Presence{}
+			_ = json.Unmarshal(b[1:], p)
+			c.viewers = p.Viewers
 		case wire.OpStatus:
 			st := &wire.Status{}
 			_ = json.Unmarshal(b[1:], st)
@@ -280,6 +309,13 @@ func (c *terminalClient) readLoop() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// text returns the output received so far.
+func (c *terminalClient) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.output.String()
 }
 
 func (c *terminalClient) send(b []byte) {
@@ -314,6 +350,22 @@ func (c *terminalClient) waitForOutput(want string) {
 		}
 	}
 	c.t.Fatalf("timed out waiting for %q; output:\n%s", want, c.output.String())
+}
+
+// waitForPresence waits until the server says n pages share the session.
+func (c *terminalClient) waitForPresence(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		got := c.viewers
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("the server never said %d viewers (last %d)", n, c.viewers)
 }
 
 // waitClosed waits for the server to close the session and returns the
@@ -489,6 +541,135 @@ func TestShareLink(t *testing.T) {
 		_, code := s.dial(t, token, nil)
 		if code != http.StatusTooManyRequests {
 			t.Fatalf("session %d answers %d, want 429", systemMaxSessionsPerAgent+1, code)
+		}
+	})
+
+	t.Run("pages of one link share one session and a late joiner sees what it missed", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		first, _ := s.dial(t, token, nil)
+		first.resize(100, 30)
+		first.typeText("echo before-''join\r")
+		first.waitForOutput("before-join")
+		second, code := s.dial(t, token, nil)
+		if second == nil {
+			t.Fatalf("the second page was refused: %d", code)
+		}
+		second.resize(80, 24)
+		// The replay shows the second page what happened before it came.
+		second.waitForOutput("before-join")
+		first.waitForPresence(2)
+		second.waitForPresence(2)
+		// Input from either page reaches the one shell, and both see it.
+		second.typeText("echo from-''second-$((6*7))\r")
+		first.waitForOutput("from-second-42")
+		second.waitForOutput("from-second-42")
+		// The terminal takes the smaller of the two sizes.
+		first.typeText("sleep 0.3; stty size\r")
+		first.waitForOutput("24 80")
+		// When one page leaves the other stays, and learns it is alone.
+		second.conn.Close()
+		first.waitForPresence(1)
+		first.typeText("echo still-''here\r")
+		first.waitForOutput("still-here")
+		first.typeText("exit 5\r")
+		if code, st, _ := first.waitClosed(30 * time.Second); code != websocket.CloseNormalClosure || st == nil || st.ExitCode == nil || *st.ExitCode != 5 {
+			t.Fatalf("closed with %d, %+v; want Exited 5", code, st)
+		}
+	})
+
+	t.Run("a dropped connection resumes its session with what it missed, in order, once", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, "")
+		a, _ := s.dial(t, token, nil)
+		a.resize(80, 24)
+		a.typeText("echo pid-$$-''end\r")
+		a.waitForOutput("-end")
+		pid := regexp.MustCompile(`pid-(\d+)-end`).FindStringSubmatch(a.text())
+		if pid == nil {
+			t.Fatalf("no pid in %q", a.text())
+		}
+		a.typeText("sleep 1; echo after-''drop-1; echo after-''drop-2\r")
+		a.waitForOutput("sleep 1;")
+		// The network drops: no close frame, no status.
+		a.mu.Lock()
+		session, offset := a.sync.Session, a.offset
+		a.mu.Unlock()
+		_ = a.conn.UnderlyingConn().Close()
+		time.Sleep(2500 * time.Millisecond) // the command writes while no page is there
+
+		b, code := dialTerminalURL(t, fmt.Sprintf("ws://%s/s/%s/terminal?resume=%s:%d", s.shareLn, token, session, offset), s.shareLn, nil)
+		if b == nil {
+			t.Fatalf("resume refused: %d", code)
+		}
+		b.resize(80, 24)
+		b.waitForOutput("after-drop-2")
+		b.mu.Lock()
+		got, sync := b.output.String(), b.sync
+		b.mu.Unlock()
+		if sync == nil || sync.Session != session || sync.Offset != offset {
+			t.Fatalf("resumed at %+v, want session %s offset %d", sync, session, offset)
+		}
+		if strings.Count(got, "after-drop-1") != 1 || strings.Index(got, "after-drop-1") > strings.Index(got, "after-drop-2") {
+			t.Fatalf("resumed output is not the missed output once and in order: %q", got)
+		}
+		if strings.Contains(got, "pid-"+pid[1]) {
+			t.Fatalf("resumed output repeats what the page had seen: %q", got)
+		}
+		// The same process: no new shell was started.
+		b.typeText("echo pid-$$-''end\r")
+		b.waitForOutput("pid-" + pid[1] + "-end")
+	})
+
+	t.Run("a one-time link opens one terminal and then answers 410, whatever fetched its page before", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		token := s.enable(t, agent, `{"spec":{"maxUses":1}}`)
+		// Link previews fetch the page and /info: they use nothing.
+		for range 2 {
+			if resp, _ := s.get(t, "/s/"+token, nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("page: %d", resp.StatusCode)
+			}
+			if resp, body := s.get(t, "/s/"+token+"/info", nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("info: %d %s", resp.StatusCode, body)
+			}
+		}
+		c, code := s.dial(t, token, nil)
+		if c == nil {
+			t.Fatalf("the first terminal was refused: %d", code)
+		}
+		c.resize(80, 24)
+		c.typeText("echo once-''only\r")
+		c.waitForOutput("once-only")
+		if _, code := s.dial(t, token, nil); code != http.StatusGone {
+			t.Fatalf("a second terminal answers %d, want 410", code)
+		}
+		s.waitFor(t, "/info to say the link is used up", func(ctx context.Context) (bool, error) {
+			resp, body := s.get(t, "/s/"+token+"/info", nil)
+			return resp.StatusCode == http.StatusGone && strings.Contains(string(body), `"reason":"UsedUp"`), nil
+		})
+		shown := s.shareCall(t, http.MethodGet, agent, "")
+		if shown.Status.Active || shown.Status.Reason != share.ReasonUsedUp || shown.Status.Uses != 1 || shown.Status.MaxUses == nil || *shown.Status.MaxUses != 1 {
+			t.Errorf("the subresource shows %+v", shown.Status)
+		}
+		s.waitFor(t, "ShareReady=False/UsedUp", func(ctx context.Context) (bool, error) {
+			a := &kubeopencodev1alpha1.Agent{}
+			if err := s.admin.Get(ctx, agent, a); err != nil {
+				return false, nil
+			}
+			for _, cond := range a.Status.Conditions {
+				if cond.Type == kubeopencodev1alpha1.ConditionShareReady {
+					return cond.Status == metav1.ConditionFalse && cond.Reason == share.ReasonUsedUp, nil
+				}
+			}
+			return false, nil
+		})
+		// The session it opened goes on.
+		c.typeText("echo still-''open\r")
+		c.waitForOutput("still-open")
+		// Rotating gives a new one-time link.
+		rotated := s.enable(t, agent, `{"spec":{"maxUses":1,"rotate":true}}`)
+		if c2, code := s.dial(t, rotated, nil); c2 == nil {
+			t.Fatalf("the rotated link's first terminal answers %d", code)
 		}
 	})
 

@@ -186,6 +186,13 @@ func schema_pkg_apis_subresources_v1alpha1_AgentShareSpec(ref common.ReferenceCa
 							Format:      "",
 						},
 					},
+					"maxUses": {
+						SchemaProps: spec.SchemaProps{
+							Description: "MaxUses, when set, is how many terminal connections the link opens before it stops working; 1 makes a one-time link.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
 				},
 			},
 		},
@@ -260,6 +267,20 @@ func schema_pkg_apis_subresources_v1alpha1_AgentShareStatus(ref common.Reference
 									},
 								},
 							},
+						},
+					},
+					"maxUses": {
+						SchemaProps: spec.SchemaProps{
+							Description: "MaxUses is how many terminal connections the link opens in all.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"uses": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Uses is how many terminal connections the link has opened.",
+							Type:        []string{"integer"},
+							Format:      "int32",
 						},
 					},
 				},

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
@@ -144,7 +145,15 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 	klog.FromContext(ctx).Info("Share link enabled",
 		"agent", klog.KObj(agent), "user", userName(ctx), "rotate", req.Spec.Rotate,
 		"expiresAt", expiryString(desired.ExpiresAt), "allowedIPs", len(desired.AllowedIPs))
-	return r.agentShare(agent, token, now), nil
+	out := r.agentShare(agent, token, now)
+	if desired.MaxUses != nil {
+		_, uses, err := r.readToken(ctx, agent)
+		if err != nil {
+			return nil, err
+		}
+		withUses(out, agent, uses)
+	}
+	return out, nil
 }
 
 // Get shows the share link of the Agent called name: whether it gives access
@@ -159,13 +168,18 @@ func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runt
 		return nil, r.apiError(ctx, err, name)
 	}
 	now := r.clock.Now()
-	var token string
+	var (
+		token string
+		uses  int32
+	)
 	if shareEnabled(agent) && !share.Expired(agent.Spec.Share.ExpiresAt, now) {
-		if token, err = r.readToken(ctx, agent); err != nil {
+		if token, uses, err = r.readToken(ctx, agent); err != nil {
 			return nil, err
 		}
 	}
-	return r.agentShare(agent, token, now), nil
+	out := r.agentShare(agent, token, now)
+	withUses(out, agent, uses)
+	return out, nil
 }
 
 // Delete disables the share link of the Agent called name: it turns
@@ -318,21 +332,21 @@ func (r *REST) confirmEnabled(ctx context.Context, agent *kubeopencodev1alpha1.A
 
 // readToken returns the token of an enabled link, or "" while its Secret does
 // not exist yet or does not belong to the Agent.
-func (r *REST) readToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent) (string, error) {
+func (r *REST) readToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent) (string, int32, error) {
 	secret := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
 	if err := r.client.Get(ctx, key, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", nil
+			return "", 0, nil
 		}
-		return "", r.apiError(ctx, fmt.Errorf("reading share Secret %s: %w", key, err), agent.Name)
+		return "", 0, r.apiError(ctx, fmt.Errorf("reading share Secret %s: %w", key, err), agent.Name)
 	}
 	token, err := share.TokenFrom(secret, agent.UID)
 	if err != nil {
 		klog.FromContext(ctx).Info("Share Secret holds no token of the Agent", "agent", klog.KObj(agent), "secret", klog.KObj(secret), "reason", err.Error())
-		return "", nil
+		return "", 0, nil
 	}
-	return token, nil
+	return token, share.Uses(secret), nil
 }
 
 // agentShare describes the Agent's link. The token is given only while the
@@ -437,7 +451,25 @@ func desiredShare(spec subresourcesv1alpha1.AgentShareSpec, now time.Time, maxDu
 	for _, ip := range spec.AllowedIPs {
 		out.AllowedIPs = append(out.AllowedIPs, kubeopencodev1alpha1.IPOrCIDR(ip))
 	}
+	if spec.MaxUses != nil {
+		out.MaxUses = ptr.To(*spec.MaxUses)
+	}
 	return out
+}
+
+// withUses adds the use count of a link limited by maxUses to what agentShare
+// made, and turns an active link that has opened all its connections off.
+func withUses(out *subresourcesv1alpha1.AgentShare, agent *kubeopencodev1alpha1.Agent, uses int32) {
+	if !shareEnabled(agent) || agent.Spec.Share.MaxUses == nil {
+		return
+	}
+	max := *agent.Spec.Share.MaxUses
+	out.Spec.MaxUses = ptr.To(max)
+	out.Status.MaxUses = ptr.To(max)
+	out.Status.Uses = uses
+	if uses >= max && out.Status.Active {
+		out.Status.Active, out.Status.Reason = false, share.ReasonUsedUp
+	}
 }
 
 func shareEnabled(agent *kubeopencodev1alpha1.Agent) bool {

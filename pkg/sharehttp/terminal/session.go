@@ -8,19 +8,21 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
-// Close codes.
+// Close codes, as in package wire.
 const (
-	CloseNormal      = 1000
-	CloseGoingAway   = 1001
-	CloseProtocol    = 1002
-	ClosePolicy      = 1008
-	CloseServerError = 1011
+	// CloseNormal is wire.CloseNormal.
+	CloseNormal = wire.CloseNormal
+	// CloseGoingAway is wire.CloseGoingAway.
+	CloseGoingAway = wire.CloseGoingAway
+	// ClosePolicy is wire.ClosePolicy.
+	ClosePolicy = wire.ClosePolicy
+	// CloseServerError is wire.CloseServerError.
+	CloseServerError = wire.CloseServerError
 )
 
 // ErrClosed is returned by the streams of a closed session.
@@ -28,66 +30,102 @@ var ErrClosed = errors.New("terminal session closed")
 
 // Conn is a message connection to the page.
 type Conn interface {
-	// ReadMessage returns the next message from the page.
+	// ReadMessage returns the next message from the page. One goroutine
+	// calls it. An error wrapping wire.ErrInvalid means the page broke the
+	// protocol at the transport level (a text message, one too large);
+	// any other error means the connection ended.
 	ReadMessage() ([]byte, error)
-	// WriteMessage sends one message to the page. Calls may be concurrent.
+	// WriteMessage sends one message to the page. Calls may be concurrent;
+	// the Conn serializes them. p may be reused once it returns.
 	WriteMessage(p []byte) error
-	// Close sends a close with the code and text, then closes the connection.
-	Close(code int, text string) error
+	// WriteClose sends the close with a code and a short text. Nothing is
+	// written after it; ReadMessage goes on until the page answers the
+	// close or the connection ends.
+	WriteClose(code int, text string) error
+	// Close releases the connection at once: a blocked ReadMessage or
+	// WriteMessage returns.
+	Close() error
 }
 
-// Options configure a session.
+// Options configure a Session. Zero values take the defaults.
 type Options struct {
-	// FlowWindow is how many output bytes may be unacknowledged by the page
-	// before output waits.
+	// FlowWindow is the most output, in bytes, that may be sent to the page
+	// and not yet acknowledged; Stdout blocks while more would be. Default
+	// 256 KiB.
 	FlowWindow int
-	// InputBuffer bounds typed input not yet read by the command.
-	InputBuffer int
-	// IdleTimeout ends a session with neither input nor output for this long;
-	// zero disables it.
-	IdleTimeout time.Duration
-	// MaxChunk bounds the output carried by one message.
+	// MaxChunk bounds the output carried by one data message. Default 32
+	// KiB; never more than FlowWindow or wire.MaxServerMessage-1.
 	MaxChunk int
+	// InputBuffer bounds typed input the command has not read yet; past it
+	// the session stops reading the connection. Default 1 MiB.
+	InputBuffer int
+	// IdleTimeout ends a session with neither input nor output for this
+	// long, with the status wire.ReasonIdle. Zero disables it.
+	IdleTimeout time.Duration
+	// CloseTimeout is how long Close waits for the page to answer the close
+	// before it drops the connection. Default 2 s.
+	CloseTimeout time.Duration
 }
 
 func (o *Options) defaults() {
 	if o.FlowWindow <= 0 {
 		o.FlowWindow = 256 << 10
 	}
-	if o.InputBuffer <= 0 {
-		o.InputBuffer = 1 << 20
-	}
 	if o.MaxChunk <= 0 {
 		o.MaxChunk = 32 << 10
 	}
+	o.MaxChunk = min(o.MaxChunk, o.FlowWindow, wire.MaxServerMessage-1)
+	if o.InputBuffer <= 0 {
+		o.InputBuffer = 1 << 20
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 2 * time.Second
+	}
 }
 
-// Session is one browser terminal. Its Stdin, Stdout and Next feed a
-// remotecommand stream; its reader runs until the page goes or Close.
+// Session is one browser terminal. Stdin, Stdout and the Session itself (a
+// remotecommand.TerminalSizeQueue) feed a remotecommand stream. It reads
+// the connection from New until the page goes, the context ends or Close.
 type Session struct {
 	conn Conn
 	opts Options
 
-	input     *inputBuffer
+	input *inputBuffer
+
+	// sizes holds the latest size not yet taken by Next.
 	sizes     chan remotecommand.TerminalSize
-	firstSize chan struct{}
-	gotSize   bool
+	firstSize chan struct{} // closed when the first resize arrived
+	initial   remotecommand.TerminalSize
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	unacked  int
-	closed   bool
-	done     chan struct{}
-	status   *wire.Status
-	activity atomic.Int64
+	mu      sync.Mutex
+	cond    *sync.Cond // signalled when unacked shrinks or closed is set
+	unacked int
+	closed  bool
+	status  *wire.Status
 
+	writeMu  sync.Mutex // serializes Stdout writes, which reuse writeBuf
+	writeBuf []byte
+
+	// sendMu is held around every message sent to the page, from the
+	// check that the session is open to the end of the write, and around
+	// the status and the close: so the status is the last message.
+	sendMu sync.Mutex
+
+	activity          atomic.Int64 // unix nanoseconds of the last input or output
 	bytesIn, bytesOut atomic.Int64
+
+	closing    chan struct{} // closed when the session starts to end
+	readDone   chan struct{} // closed when the read loop has returned
+	done       chan struct{} // closed when the connection is released
+	stopCtx    func() bool
+	closeTimer *time.Timer
 }
 
-var _ remotecommand.TerminalSizeQueue = &Session{}
+var _ remotecommand.TerminalSizeQueue = (*Session)(nil)
 
-// New starts a session on conn.
-func New(conn Conn, opts Options) *Session {
+// New starts a session on conn. When ctx ends first, the session closes
+// with CloseGoingAway and the status wire.ReasonClosed.
+func New(ctx context.Context, conn Conn, opts Options) *Session {
 	opts.defaults()
 	s := &Session{
 		conn:      conn,
@@ -95,10 +133,15 @@ func New(conn Conn, opts Options) *Session {
 		input:     newInputBuffer(opts.InputBuffer),
 		sizes:     make(chan remotecommand.TerminalSize, 1),
 		firstSize: make(chan struct{}),
+		closing:   make(chan struct{}),
+		readDone:  make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.touch()
+	s.stopCtx = context.AfterFunc(ctx, func() {
+		s.Close(CloseGoingAway, wire.Status{Reason: wire.ReasonClosed, Message: "The server ended the session."})
+	})
 	go s.readLoop()
 	if opts.IdleTimeout > 0 {
 		go s.idleLoop()
@@ -108,25 +151,41 @@ func New(conn Conn, opts Options) *Session {
 
 func (s *Session) touch() { s.activity.Store(time.Now().UnixNano()) }
 
+func protocolError(err error) *wire.Status {
+	return &wire.Status{Reason: wire.ReasonProtocolError, Message: "The page sent a message the server does not understand: " + err.Error()}
+}
+
+// readLoop reads the page until the connection ends, then releases it. A
+// broken message ends the session, but reading goes on so that the page's
+// answer to the close is seen.
 func (s *Session) readLoop() {
+	defer s.release()
+	defer close(s.readDone)
+	gotSize := false
 	for {
 		b, err := s.conn.ReadMessage()
-		if errors.Is(err, ErrTextMessage) || errors.Is(err, websocket.ErrReadLimit) {
-			s.shutdown(&wire.Status{Reason: "ProtocolError", Message: "The page sent a message the server does not understand: " + err.Error()}, ClosePolicy)
+		if err != nil {
+			if errors.Is(err, wire.ErrInvalid) {
+				s.shutdown(protocolError(err), ClosePolicy)
+			} else {
+				// The page went or the connection failed: nothing to tell.
+				s.shutdown(nil, CloseNormal)
+			}
 			return
 		}
-		if err != nil {
-			// The page went, or the connection failed: nothing to tell it.
-			s.shutdown(nil, CloseNormal)
-			return
+		if s.isClosed() {
+			continue // draining until the page answers the close
 		}
 		m, err := wire.DecodeClient(b)
-		if err == nil && !s.gotSize && m.Op != wire.OpResize {
+		if err == nil && !gotSize && m.Op != wire.OpResize {
 			err = errors.New("the first message must be a resize")
 		}
+		if err == nil && m.Op == wire.OpAck {
+			err = s.ack(m.Ack)
+		}
 		if err != nil {
-			s.shutdown(&wire.Status{Reason: "ProtocolError", Message: "The page sent a message the server does not understand: " + err.Error()}, ClosePolicy)
-			return
+			s.shutdown(protocolError(err), ClosePolicy)
+			continue
 		}
 		switch m.Op {
 		case wire.OpData:
@@ -135,38 +194,42 @@ func (s *Session) readLoop() {
 			}
 			s.touch()
 			s.bytesIn.Add(int64(len(m.Data)))
-			if _, err := s.input.Write(m.Data); err != nil {
-				return
-			}
+			// Blocks while the input buffer is full; returns at once once
+			// the session is closed.
+			_, _ = s.input.Write(m.Data)
 		case wire.OpResize:
-			s.pushSize(remotecommand.TerminalSize{Width: m.Size.Cols, Height: m.Size.Rows})
-			if !s.gotSize {
-				s.gotSize = true
+			size := remotecommand.TerminalSize{Width: m.Size.Cols, Height: m.Size.Rows}
+			s.pushSize(size)
+			if !gotSize {
+				gotSize = true
+				s.initial = size
 				close(s.firstSize)
 			}
-		case wire.OpAck:
-			s.mu.Lock()
-			s.unacked = max(0, s.unacked-int(m.Ack))
-			s.cond.Broadcast()
-			s.mu.Unlock()
 		}
 	}
 }
 
-// pushSize queues a size, replacing one not yet taken: only the latest
-// matters.
-func (s *Session) pushSize(size remotecommand.TerminalSize) {
-	for {
-		select {
-		case s.sizes <- size:
-			return
-		default:
-		}
-		select {
-		case <-s.sizes:
-		default:
-		}
+// ack credits n rendered bytes. Acknowledging more than was sent is a
+// protocol error.
+func (s *Session) ack(n uint32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if int64(n) > int64(s.unacked) {
+		return errors.New("acknowledged more output than was sent")
 	}
+	s.unacked -= int(n)
+	s.cond.Broadcast()
+	return nil
+}
+
+// pushSize queues a size, replacing one not yet taken: only the latest
+// matters. Only the read loop calls it.
+func (s *Session) pushSize(size remotecommand.TerminalSize) {
+	select {
+	case <-s.sizes:
+	default:
+	}
+	s.sizes <- size
 }
 
 func (s *Session) idleLoop() {
@@ -179,7 +242,7 @@ func (s *Session) idleLoop() {
 		case <-t.C:
 			idle := time.Since(time.Unix(0, s.activity.Load()))
 			if idle >= s.opts.IdleTimeout {
-				s.Close(CloseNormal, wire.Status{Reason: "Idle", Message: "The session ended after a period without activity."})
+				s.Close(CloseNormal, wire.Status{Reason: wire.ReasonIdle, Message: "The session ended after a period without activity."})
 				return
 			}
 			t.Reset(s.opts.IdleTimeout - idle)
@@ -187,56 +250,64 @@ func (s *Session) idleLoop() {
 	}
 }
 
-// WaitForSize waits for the page's first message, its terminal size.
+// WaitForSize waits for the page's first message, its terminal size, and
+// returns it. Start the command after it: the size also stays queued as the
+// first that Next returns.
 func (s *Session) WaitForSize(ctx context.Context) (remotecommand.TerminalSize, error) {
 	select {
 	case <-s.firstSize:
-		// Leave the size queued: Next hands it to the command as its first.
-		return s.peekSize(), nil
-	case <-s.done:
+		return s.initial, nil
+	case <-s.closing:
+		// The page may have sent its size and gone at once.
+		select {
+		case <-s.firstSize:
+			return s.initial, nil
+		default:
+		}
 		return remotecommand.TerminalSize{}, ErrClosed
 	case <-ctx.Done():
 		return remotecommand.TerminalSize{}, ctx.Err()
 	}
 }
 
-func (s *Session) peekSize() remotecommand.TerminalSize {
-	select {
-	case size := <-s.sizes:
-		s.pushSize(size)
-		return size
-	default:
-		return remotecommand.TerminalSize{}
-	}
-}
-
-// Next returns the next terminal size, or nil once the session is closed.
+// Next returns the next terminal size, blocking until the page sends one,
+// or nil once the session is closed. It implements
+// remotecommand.TerminalSizeQueue.
 func (s *Session) Next() *remotecommand.TerminalSize {
+	select {
+	case <-s.closing:
+		return nil
+	default:
+	}
 	select {
 	case size := <-s.sizes:
 		return &size
-	case <-s.done:
+	case <-s.closing:
 		return nil
 	}
 }
 
-// Stdin returns the typed input. It ends with EOF when the session closes.
+// Stdin returns what the page types. Reads end with io.EOF once the session
+// is closed and the buffered input is read.
 func (s *Session) Stdin() io.Reader { return s.input }
 
-// Stdout returns the writer of terminal output to the page.
+// Stdout returns the writer of terminal output to the page. Its Write
+// sends p in data messages of at most Options.MaxChunk bytes, each once it
+// fits in the flow-control window, and so blocks while the page has not
+// acknowledged enough; it returns ErrClosed once the session is closed.
 func (s *Session) Stdout() io.Writer { return stdout{s} }
 
 type stdout struct{ s *Session }
 
-// Write sends p to the page in messages of at most MaxChunk bytes, each
-// waiting while the page has FlowWindow bytes or more unacknowledged.
 func (w stdout) Write(p []byte) (int, error) {
 	s := w.s
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), s.opts.MaxChunk)
 		s.mu.Lock()
-		for s.unacked >= s.opts.FlowWindow && !s.closed {
+		for s.unacked+n > s.opts.FlowWindow && !s.closed {
 			s.cond.Wait()
 		}
 		if s.closed {
@@ -245,8 +316,11 @@ func (w stdout) Write(p []byte) (int, error) {
 		}
 		s.unacked += n
 		s.mu.Unlock()
-		if err := s.conn.WriteMessage(wire.EncodeData(p[:n])); err != nil {
-			s.shutdown(nil, CloseNormal)
+		s.writeBuf = wire.AppendData(s.writeBuf[:0], p[:n])
+		if err := s.send(s.writeBuf); err != nil {
+			if !errors.Is(err, ErrClosed) {
+				s.shutdown(nil, CloseNormal)
+			}
 			return written, err
 		}
 		s.touch()
@@ -257,12 +331,40 @@ func (w stdout) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// Close tells the page why the session ends, then closes the connection with
-// code. Later calls do nothing.
-func (s *Session) Close(code int, status wire.Status) {
-	s.shutdown(&status, code)
+// send writes one message to the page unless the session is closed.
+func (s *Session) send(b []byte) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.isClosed() {
+		return ErrClosed
+	}
+	return s.conn.WriteMessage(b)
 }
 
+// Unacknowledged returns the output bytes sent and not yet acknowledged by
+// the page. It never exceeds Options.FlowWindow.
+func (s *Session) Unacknowledged() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unacked
+}
+
+// Close ends the session: it sends the status, then the close with code,
+// and waits until the page answers or Options.CloseTimeout passes. Stdin
+// and Stdout end. Only the first close, by any path, counts; every call
+// returns once the connection is released.
+func (s *Session) Close(code int, status wire.Status) {
+	s.shutdown(&status, code)
+	<-s.done
+}
+
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// shutdown starts the end of the session, once. It does not wait.
 func (s *Session) shutdown(status *wire.Status, code int) {
 	s.mu.Lock()
 	if s.closed {
@@ -271,23 +373,54 @@ func (s *Session) shutdown(status *wire.Status, code int) {
 	}
 	s.closed = true
 	s.status = status
+	close(s.closing)
+	s.closeTimer = time.AfterFunc(s.opts.CloseTimeout, func() { _ = s.conn.Close() })
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.input.Close()
 	text := ""
+	// A message being sent goes first (its write deadline, or the close
+	// timer, bounds the wait); none follows.
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	if status != nil {
 		_ = s.conn.WriteMessage(wire.EncodeStatus(*status))
 		text = status.Reason
 	}
-	_ = s.conn.Close(code, text)
+	if err := s.conn.WriteClose(code, text); err != nil {
+		// Nobody will answer a close that was not sent.
+		_ = s.conn.Close()
+	}
+}
+
+// release runs once the read loop has returned.
+func (s *Session) release() {
+	s.shutdown(nil, CloseNormal) // when the page went first
+	s.mu.Lock()
+	s.closeTimer.Stop()
+	s.mu.Unlock()
+	_ = s.conn.Close()
+	s.stopCtx()
 	close(s.done)
 }
 
-// Done is closed when the session has ended.
+// SendSync tells the page where the output that follows starts.
+func (s *Session) SendSync(sync wire.Sync) error {
+	return s.send(wire.EncodeSync(sync))
+}
+
+// SendPresence tells the page how many people are on the session. It is
+// best effort: a page that has gone misses it.
+func (s *Session) SendPresence(viewers int) {
+	_ = s.send(wire.EncodePresence(wire.Presence{Viewers: viewers}))
+}
+
+// Done is closed when the session has ended and its connection is
+// released.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Status returns the status the session was closed with, nil when the page
-// closed it or the connection failed.
+// Status returns the status the session was closed with, or nil when the
+// page went first or the connection failed.
 func (s *Session) Status() *wire.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -2,7 +2,9 @@ package terminal
 
 import (
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -10,16 +12,18 @@ import (
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
-// WebSocketOptions configure the WebSocket transport.
+// WebSocketOptions configure a WebSocketConn. Zero values take the
+// defaults.
 type WebSocketOptions struct {
 	// PingInterval is how often the server pings the page, so that proxies
-	// and load balancers see traffic on an idle terminal.
+	// and load balancers see traffic on an idle terminal. Default 20 s.
 	PingInterval time.Duration
-	// PongTimeout is how long the page may stay silent (no pong, no
-	// message) before the connection is taken for dead.
+	// PongTimeout is how long the page may stay silent — no pong, no
+	// message — before the connection is taken for dead. Default, and
+	// whenever it is not longer than PingInterval, twice PingInterval.
 	PongTimeout time.Duration
-	// WriteTimeout bounds each write, so a page that stops reading cannot
-	// hold a session forever.
+	// WriteTimeout bounds each write, so that a page that stops reading
+	// cannot hold a session. Default 10 s.
 	WriteTimeout time.Duration
 }
 
@@ -27,7 +31,7 @@ func (o *WebSocketOptions) defaults() {
 	if o.PingInterval <= 0 {
 		o.PingInterval = 20 * time.Second
 	}
-	if o.PongTimeout <= 0 {
+	if o.PongTimeout <= o.PingInterval {
 		o.PongTimeout = 2 * o.PingInterval
 	}
 	if o.WriteTimeout <= 0 {
@@ -35,35 +39,55 @@ func (o *WebSocketOptions) defaults() {
 	}
 }
 
-// webSocketConn is a Conn over gorilla/websocket. Gorilla allows one writer
-// at a time, so every write, pings included, holds mu.
-type webSocketConn struct {
+// ErrTextMessage is returned by ReadMessage for a text message: the
+// protocol is binary. It wraps wire.ErrInvalid.
+var ErrTextMessage = fmt.Errorf("%w: text messages are not part of the protocol", wire.ErrInvalid)
+
+// WebSocketConn is a Conn over a gorilla/websocket connection. It accepts
+// binary messages of at most wire.MaxClientMessage bytes, bounds every
+// write by a deadline, pings the page and drops it when it stops
+// answering. Gorilla allows one writer at a time: data writes hold a mutex,
+// and pings and the close use WriteControl, which gorilla allows
+// concurrently.
+type WebSocketConn struct {
 	c    *websocket.Conn
 	opts WebSocketOptions
 
-	mu       sync.Mutex
+	mu       sync.Mutex // held for WriteMessage
+	closing  atomic.Bool
 	stopOnce sync.Once
 	stop     chan struct{}
+	pinger   sync.WaitGroup
 }
 
-// ErrTextMessage is returned for a text message: the protocol is binary.
-var ErrTextMessage = errors.New("text messages are not part of the protocol")
+var _ Conn = (*WebSocketConn)(nil)
 
-// WebSocket returns a Conn over c. It limits the size of incoming messages,
-// pings the page and drops a page that stops answering.
-func WebSocket(c *websocket.Conn, opts WebSocketOptions) Conn {
+// NewWebSocketConn adapts c, which must be fresh from an upgrade, and starts
+// pinging the page. Close it to stop.
+func NewWebSocketConn(c *websocket.Conn, opts WebSocketOptions) *WebSocketConn {
 	opts.defaults()
-	w := &webSocketConn{c: c, opts: opts, stop: make(chan struct{})}
+	w := &WebSocketConn{c: c, opts: opts, stop: make(chan struct{})}
 	c.SetReadLimit(wire.MaxClientMessage)
-	_ = c.SetReadDeadline(time.Now().Add(opts.PongTimeout))
+	w.extendReadDeadline()
 	c.SetPongHandler(func(string) error {
-		return c.SetReadDeadline(time.Now().Add(opts.PongTimeout))
+		w.extendReadDeadline()
+		return nil
 	})
+	w.pinger.Add(1)
 	go w.pingLoop()
 	return w
 }
 
-func (w *webSocketConn) pingLoop() {
+// extendReadDeadline gives the page another PongTimeout to be heard from,
+// unless the close was sent: then the session's close timeout rules.
+func (w *WebSocketConn) extendReadDeadline() {
+	if !w.closing.Load() {
+		_ = w.c.SetReadDeadline(time.Now().Add(w.opts.PongTimeout))
+	}
+}
+
+func (w *WebSocketConn) pingLoop() {
+	defer w.pinger.Done()
 	t := time.NewTicker(w.opts.PingInterval)
 	defer t.Stop()
 	for {
@@ -71,40 +95,63 @@ func (w *webSocketConn) pingLoop() {
 		case <-w.stop:
 			return
 		case <-t.C:
-			w.mu.Lock()
-			err := w.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(w.opts.WriteTimeout))
-			w.mu.Unlock()
-			if err != nil {
-				// The read side sees the dead connection by its deadline.
+			if err := w.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(w.opts.WriteTimeout)); err != nil {
+				// The reader sees the dead connection by its deadline.
 				return
 			}
 		}
 	}
 }
 
-func (w *webSocketConn) ReadMessage() ([]byte, error) {
+func (w *WebSocketConn) stopPinging() {
+	w.stopOnce.Do(func() { close(w.stop) })
+}
+
+// ReadMessage returns the next binary message. A text message is
+// ErrTextMessage and one past the read limit wire.ErrTooLarge, both
+// wrapping wire.ErrInvalid.
+func (w *WebSocketConn) ReadMessage() ([]byte, error) {
 	mt, p, err := w.c.ReadMessage()
+	if errors.Is(err, websocket.ErrReadLimit) {
+		return nil, fmt.Errorf("%w: more than %d bytes", wire.ErrTooLarge, wire.MaxClientMessage)
+	}
 	if err != nil {
 		return nil, err
 	}
-	_ = w.c.SetReadDeadline(time.Now().Add(w.opts.PongTimeout))
+	w.extendReadDeadline()
 	if mt != websocket.BinaryMessage {
 		return nil, ErrTextMessage
 	}
 	return p, nil
 }
 
-func (w *webSocketConn) WriteMessage(p []byte) error {
+// WriteMessage sends p as one binary message within WriteTimeout.
+func (w *WebSocketConn) WriteMessage(p []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_ = w.c.SetWriteDeadline(time.Now().Add(w.opts.WriteTimeout))
+	if err := w.c.SetWriteDeadline(time.Now().Add(w.opts.WriteTimeout)); err != nil {
+		return err
+	}
 	return w.c.WriteMessage(websocket.BinaryMessage, p)
 }
 
-func (w *webSocketConn) Close(code int, text string) error {
-	w.stopOnce.Do(func() { close(w.stop) })
-	w.mu.Lock()
-	_ = w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
-	w.mu.Unlock()
-	return w.c.Close()
+// WriteClose stops the pings and sends the close frame. The text is cut to
+// the 123 bytes a close frame carries.
+func (w *WebSocketConn) WriteClose(code int, text string) error {
+	w.closing.Store(true)
+	w.stopPinging()
+	if len(text) > 123 {
+		text = text[:123]
+	}
+	return w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(w.opts.WriteTimeout))
+}
+
+// Close closes the network connection at once and waits for the pinger to
+// stop.
+func (w *WebSocketConn) Close() error {
+	w.closing.Store(true)
+	w.stopPinging()
+	err := w.c.Close()
+	w.pinger.Wait()
+	return err
 }

@@ -90,6 +90,14 @@ type ShareSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	AllowedIPs []IPOrCIDR `json:"allowedIPs,omitempty"`
+	// MaxUses, when set, is how many terminal connections the link opens
+	// before it stops working; 1 makes a one-time link. Fetching the page,
+	// as link previews do, uses nothing; rotating the token starts the count
+	// again.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxUses *int32 `json:"maxUses,omitempty"`
 }
 
 // IPOrCIDR is an IP address such as 192.168.1.7 or a CIDR range such as

@@ -172,6 +172,11 @@ func (in *ShareSpec) DeepCopyInto(out *ShareSpec) {
 		*out = make([]IPOrCIDR, len(*in))
 		copy(*out, *in)
 	}
+	if in.MaxUses != nil {
+		in, out := &in.MaxUses, &out.MaxUses
+		*out = new(int32)
+		**out = **in
+	}
 	return
 }
 

@@ -44,6 +44,10 @@ type AgentShareSpec struct {
 	// opened with the old one.
 	// +optional
 	Rotate bool `json:"rotate,omitempty"`
+	// MaxUses, when set, is how many terminal connections the link opens
+	// before it stops working; 1 makes a one-time link.
+	// +optional
+	MaxUses *int32 `json:"maxUses,omitempty"`
 }
 
 // AgentShareStatus is the share link as it now is.
@@ -70,4 +74,10 @@ type AgentShareStatus struct {
 	// +optional
 	// +listType=set
 	AllowedIPs []string `json:"allowedIPs,omitempty"`
+	// MaxUses is how many terminal connections the link opens in all.
+	// +optional
+	MaxUses *int32 `json:"maxUses,omitempty"`
+	// Uses is how many terminal connections the link has opened.
+	// +optional
+	Uses int32 `json:"uses,omitempty"`
 }

@@ -71,6 +71,11 @@ func (in *AgentShareSpec) DeepCopyInto(out *AgentShareSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.MaxUses != nil {
+		in, out := &in.MaxUses, &out.MaxUses
+		*out = new(int32)
+		**out = **in
+	}
 	return
 }
 
@@ -95,6 +100,11 @@ func (in *AgentShareStatus) DeepCopyInto(out *AgentShareStatus) {
 		in, out := &in.AllowedIPs, &out.AllowedIPs
 		*out = make([]string, len(*in))
 		copy(*out, *in)
+	}
+	if in.MaxUses != nil {
+		in, out := &in.MaxUses, &out.MaxUses
+		*out = new(int32)
+		**out = **in
 	}
 	return
 }

@@ -16,6 +16,9 @@ import (
 // MaxAllowedIPs bounds the allowedIPs list, as the Agent CRD does.
 const MaxAllowedIPs = 64
 
+// MaxUses bounds maxUses, as the Agent CRD does.
+const MaxUses = 1000
+
 // ValidateAgentShareCreate validates the body of a create on agents/share at
 // time now. maxDuration, when positive, bounds how far in the future the link
 // may expire.
@@ -43,6 +46,9 @@ func ValidateAgentShareCreate(s *v1alpha1.AgentShare, now time.Time, maxDuration
 	}
 
 	errs = append(errs, ValidateAllowedIPs(s.Spec.AllowedIPs, spec.Child("allowedIPs"))...)
+	if m := s.Spec.MaxUses; m != nil && (*m < 1 || *m > MaxUses) {
+		errs = append(errs, field.Invalid(spec.Child("maxUses"), *m, fmt.Sprintf("must be between 1 and %d", MaxUses)))
+	}
 	return errs
 }
 

@@ -1,23 +1,32 @@
-// The share page: a full-screen terminal on the WebSocket of
-// <page path>/terminal, speaking the protocol of docs/wire-protocol.md.
+// The share page: a full-screen terminal on the WebSocket <page path>/terminal,
+// speaking the protocol specified in docs/wire-protocol.md.
 (function () {
   'use strict';
 
-  var OP_DATA = 0x00, OP_RESIZE = 0x01, OP_STATUS = 0x02, OP_ACK = 0x03;
-  // Acknowledge rendered output in batches rather than per message.
+  var OP_DATA = 0x00, OP_RESIZE = 0x01, OP_STATUS = 0x02, OP_ACK = 0x03, OP_PRESENCE = 0x04, OP_SYNC = 0x05;
+  // After a dropped connection the page tries to resume its session at
+  // these delays (ms), within the server's 30 s grace period.
+  var RESUME_DELAYS = [500, 1000, 2000, 4000, 8000, 8000];
+  // Input is sent in messages of at most this many bytes; the protocol
+  // allows 64 KiB less the opcode, and a large paste must not exceed it.
+  var MAX_INPUT = 32 * 1024;
+  // Rendered output is acknowledged in batches rather than per message.
   var ACK_BATCH = 16 * 1024, ACK_DELAY_MS = 20;
 
-  // The page is served at /s/<token>; everything else hangs off that path,
-  // so the token never has to be read or copied by this script.
+  // The page is served at /s/<token>; its API hangs off that path, so the
+  // token is never read or copied by this script.
   var base = window.location.pathname.replace(/\/+$/, '');
   var encoder = new TextEncoder();
   var decoder = new TextDecoder();
 
+  // What the page says for each reason a session ends or a link is refused.
   var titles = {
     NotFound: 'This link does not work',
     Revoked: 'This link was revoked',
     Expired: 'This link has expired',
+    UsedUp: 'This link was already used',
     IPNotAllowed: 'Not available from your network',
+    Forbidden: 'Access refused',
     AgentNotReady: 'The Agent is not ready',
     TooManyRequests: 'Too many requests',
     Exited: 'Session ended',
@@ -25,29 +34,45 @@
     Idle: 'Session timed out',
     PodGone: 'The Agent restarted',
     ServerShutdown: 'The share server is restarting',
-    Unavailable: 'The cluster cannot be reached',
+    Unavailable: 'Temporarily unavailable',
+    TooSlow: 'This page fell behind',
     ProtocolError: 'Session ended',
     Error: 'Session ended',
     ConnectionLost: 'Connection lost'
   };
-  // A new attempt cannot help these; the person needs a new link.
-  var final = { NotFound: true, Revoked: true, Expired: true, IPNotAllowed: true };
+  var defaultMessages = {
+    NotFound: 'The link is wrong, or sharing was turned off. Ask for a new link.',
+    ConnectionLost: 'The connection to the share server was lost.'
+  };
+  // Reconnecting cannot help these: the person needs a new link.
+  var final = { NotFound: true, Revoked: true, Expired: true, UsedUp: true, IPNotAllowed: true, Forbidden: true };
 
   var el = {
     terminal: document.getElementById('terminal'),
     title: document.getElementById('title'),
+    viewers: document.getElementById('viewers'),
+    hint: document.getElementById('hint'),
     state: document.getElementById('state'),
     overlay: document.getElementById('overlay'),
+    panel: document.querySelector('#overlay .panel'),
     overlayTitle: document.getElementById('overlay-title'),
     overlayMessage: document.getElementById('overlay-message'),
+    overlayDetail: document.getElementById('overlay-detail'),
     reconnect: document.getElementById('reconnect')
   };
+
+  mirrorInjectedStyles();
+
+  var isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
+  el.hint.textContent = isMac
+    ? 'Copy: \u2318C \u00b7 Paste: \u2318V'
+    : 'Copy: select, Ctrl+Shift+C \u00b7 Paste: Ctrl+Shift+V or right-click';
 
   var term = new window.Terminal({
     cursorBlink: true,
     scrollback: 5000,
     fontSize: 14,
-    fontFamily: 'ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", monospace',
+    fontFamily: 'ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace',
     theme: { background: '#1e1e1e' }
   });
   var fit = new window.FitAddon.FitAddon();
@@ -55,160 +80,373 @@
   term.open(el.terminal);
   fit.fit();
 
-  // Ctrl+Shift+C and Ctrl+Shift+V copy and paste, as terminal emulators do;
-  // Ctrl+C stays an interrupt. The browser's own paste works too.
+  // Ctrl+C stays an interrupt; Ctrl+Shift+C copies the selection and
+  // Ctrl+Shift+V pastes, as in desktop terminals. On macOS Cmd+C and Cmd+V
+  // work as in any page; everywhere the context menu offers Copy and Paste.
   term.attachCustomKeyEventHandler(function (ev) {
-    if (ev.type !== 'keydown' || !ev.ctrlKey || !ev.shiftKey) {
+    if (ev.type !== 'keydown' || !ev.ctrlKey || !ev.shiftKey || ev.altKey || ev.metaKey) {
       return true;
     }
     if (ev.code === 'KeyC') {
-      var text = term.getSelection();
-      if (text && navigator.clipboard) {
-        navigator.clipboard.writeText(text);
-      }
+      ev.preventDefault(); // Chromium opens the developer tools otherwise
+      copySelection();
       return false;
     }
     if (ev.code === 'KeyV') {
-      if (navigator.clipboard && navigator.clipboard.readText) {
-        navigator.clipboard.readText().then(function (t) { term.paste(t); }, function () {});
-      }
+      // Not handled by xterm.js and not prevented: the browser pastes into
+      // the terminal's text area, and xterm.js sends the pasted text.
       return false;
     }
     return true;
   });
 
-  var socket = null;
-  var pendingAck = 0, ackTimer = null;
-
-  function setState(s) {
-    el.state.className = 'state ' + s;
+  function copySelection() {
+    var text = term.getSelection();
+    if (!text) {
+      return;
+    }
+    // Without the asynchronous clipboard (plain http), the copy command
+    // fires the copy event that xterm.js answers with its selection.
+    var legacy = function () { document.execCommand('copy'); };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(text).catch(legacy);
+    } else {
+      legacy();
+    }
   }
 
-  function showOverlay(reason, message, canRetry) {
+  // The current connection; null when there is none.
+  var conn = null;
+  // resume is where the page's output stands: the shared session's ID and
+  // the offset of the next output byte; attempt counts resume tries.
+  var resume = null;
+  var attempt = 0;
+
+  function setState(s, label) {
+    el.state.className = 'state ' + s;
+    el.state.setAttribute('aria-label', label);
+  }
+
+  function showNotice(reason, message, detail, opts) {
     el.overlayTitle.textContent = titles[reason] || 'Session ended';
-    el.overlayMessage.textContent = message || '';
-    el.reconnect.hidden = !canRetry;
+    el.overlayMessage.textContent = message || defaultMessages[reason] || '';
+    el.overlayDetail.textContent = detail || '';
+    el.overlay.classList.toggle('ended', !!opts.ended);
+    el.panel.classList.toggle('bad', !!opts.bad);
+    el.reconnect.hidden = !opts.retry;
     el.overlay.hidden = false;
-    if (canRetry) {
+    if (opts.retry) {
       el.reconnect.focus();
     }
   }
 
-  function hideOverlay() {
-    el.overlay.hidden = true;
+  function showConnecting() {
+    setState('connecting', 'Connecting');
+    el.overlayTitle.textContent = 'Connecting\u2026';
+    el.overlayMessage.textContent = '';
+    el.overlayDetail.textContent = '';
+    el.overlay.classList.remove('ended');
+    el.panel.classList.remove('bad');
+    el.reconnect.hidden = true;
+    el.overlay.hidden = false;
   }
 
-  function send(op, payload) {
-    if (!socket || socket.readyState !== WebSocket.OPEN) {
+  // ended tells how a session or an attempt ended. hadSession says whether
+  // a terminal ran, whose output should stay readable.
+  function ended(st, hadSession) {
+    setState('ended', 'Disconnected');
+    var detail = '';
+    if (typeof st.exitCode === 'number' && !/exit code/i.test(st.message || '')) {
+      detail = 'Exit code ' + st.exitCode;
+    }
+    showNotice(st.reason, st.message, detail, {
+      ended: hadSession,
+      bad: !!final[st.reason],
+      retry: !final[st.reason]
+    });
+  }
+
+  // refusal reads the JSON body of a refused request.
+  function refusal(r) {
+    return r.json().then(function (body) {
+      return body && body.reason ? body : { reason: 'Error', message: 'The share server answered ' + r.status + '.' };
+    }, function () {
+      return { reason: r.status === 404 ? 'NotFound' : 'Error', message: 'The share server answered ' + r.status + '.' };
+    });
+  }
+
+  // fetchInfo resolves to {ok: true, info} or {ok: false, status}.
+  function fetchInfo() {
+    return fetch(base + '/info', { cache: 'no-store', credentials: 'omit' }).then(function (r) {
+      if (r.ok) {
+        return r.json().then(function (info) { return { ok: true, info: info }; });
+      }
+      return refusal(r).then(function (st) { return { ok: false, status: st }; });
+    });
+  }
+
+  function send(c, op, payload) {
+    if (conn !== c || c.ws.readyState !== WebSocket.OPEN) {
       return;
     }
     var msg = new Uint8Array(1 + payload.length);
     msg[0] = op;
     msg.set(payload, 1);
-    socket.send(msg);
+    c.ws.send(msg);
+  }
+
+  function sendInput(bytes) {
+    if (!conn) {
+      return;
+    }
+    for (var i = 0; i < bytes.length; i += MAX_INPUT) {
+      send(conn, OP_DATA, bytes.subarray(i, i + MAX_INPUT));
+    }
   }
 
   function sendResize() {
-    send(OP_RESIZE, encoder.encode(JSON.stringify({ cols: term.cols, rows: term.rows })));
+    if (conn) {
+      send(conn, OP_RESIZE, encoder.encode(JSON.stringify({ cols: term.cols, rows: term.rows })));
+    }
   }
 
-  function flushAck() {
-    ackTimer = null;
-    if (pendingAck > 0) {
+  function flushAck(c) {
+    c.ackTimer = null;
+    if (c.pendingAck > 0) {
       var msg = new Uint8Array(4);
-      new DataView(msg.buffer).setUint32(0, pendingAck);
-      pendingAck = 0;
-      send(OP_ACK, msg);
+      new DataView(msg.buffer).setUint32(0, c.pendingAck);
+      c.pendingAck = 0;
+      send(c, OP_ACK, msg);
     }
   }
 
-  function ack(n) {
-    pendingAck += n;
-    if (pendingAck >= ACK_BATCH) {
-      flushAck();
-    } else if (ackTimer === null) {
-      ackTimer = setTimeout(flushAck, ACK_DELAY_MS);
+  // ack credits n rendered bytes to the connection they came on.
+  function ack(c, n) {
+    c.pendingAck += n;
+    if (c.pendingAck >= ACK_BATCH) {
+      if (c.ackTimer !== null) {
+        clearTimeout(c.ackTimer);
+      }
+      flushAck(c);
+    } else if (c.ackTimer === null) {
+      c.ackTimer = setTimeout(function () { flushAck(c); }, ACK_DELAY_MS);
     }
   }
 
-  term.onData(function (d) { send(OP_DATA, encoder.encode(d)); });
+  term.onData(function (d) { sendInput(encoder.encode(d)); });
   term.onBinary(function (d) {
     var b = new Uint8Array(d.length);
     for (var i = 0; i < d.length; i++) {
       b[i] = d.charCodeAt(i) & 0xff;
     }
-    send(OP_DATA, b);
+    sendInput(b);
   });
-  term.onResize(function () { sendResize(); });
-  window.addEventListener('resize', function () { fit.fit(); });
+  term.onResize(sendResize);
+
+  // Fit the terminal to its box whenever the box changes, once a frame.
+  var fitPending = false;
+  function scheduleFit() {
+    if (fitPending) {
+      return;
+    }
+    fitPending = true;
+    window.requestAnimationFrame(function () {
+      fitPending = false;
+      fit.fit();
+    });
+  }
+  if (window.ResizeObserver) {
+    new ResizeObserver(scheduleFit).observe(el.terminal);
+  } else {
+    window.addEventListener('resize', scheduleFit);
+  }
 
   function connect() {
-    var status = null;
     var scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    var ws = new WebSocket(scheme + '//' + window.location.host + base + '/terminal');
-    ws.binaryType = 'arraybuffer';
-    socket = ws;
-    ws.onopen = function () {
-      setState('connected');
-      hideOverlay();
+    var query = resume ? '?resume=' + encodeURIComponent(resume.session + ':' + resume.offset) : '';
+    var c = {
+      ws: new WebSocket(scheme + '//' + window.location.host + base + '/terminal' + query),
+      opened: false,
+      status: null,
+      pendingAck: 0,
+      ackTimer: null
+    };
+    c.ws.binaryType = 'arraybuffer';
+    conn = c;
+    c.ws.onopen = function () {
+      c.opened = true;
+      attempt = 0;
+      setState('connected', 'Connected');
+      el.overlay.hidden = true;
       fit.fit();
       // The first message carries the size: the command starts after it.
       sendResize();
       term.focus();
     };
-    ws.onmessage = function (ev) {
+    c.ws.onmessage = function (ev) {
       var b = new Uint8Array(ev.data);
-      if (b.length === 0) {
+      if (b.length === 0 || conn !== c) {
         return;
       }
       if (b[0] === OP_DATA) {
         var data = b.subarray(1);
-        term.write(data, function () { ack(data.length); });
+        if (resume) {
+          resume.offset += data.length;
+        }
+        term.write(data, function () { ack(c, data.length); });
+      } else if (b[0] === OP_SYNC) {
+        try {
+          var sync = JSON.parse(decoder.decode(b.subarray(1)));
+          if (resume && resume.session !== sync.session) {
+            term.write('\r\n\x1b[2m[a new session started]\x1b[0m\r\n');
+          } else if (resume && sync.offset > resume.offset) {
+            term.write('\r\n\x1b[2m[some output was missed while disconnected]\x1b[0m\r\n');
+          }
+          resume = { session: sync.session, offset: sync.offset };
+        } catch (e) {
+          resume = null;
+        }
+      } else if (b[0] === OP_PRESENCE) {
+        try {
+          var n = JSON.parse(decoder.decode(b.subarray(1))).viewers;
+          el.viewers.textContent = n === 1 ? '1 viewer' : n + ' viewers';
+          el.viewers.hidden = false;
+        } catch (e) {
+          // A malformed presence message changes nothing on the page.
+        }
       } else if (b[0] === OP_STATUS) {
         try {
-          status = JSON.parse(decoder.decode(b.subarray(1)));
+          c.status = JSON.parse(decoder.decode(b.subarray(1)));
         } catch (e) {
-          status = { reason: 'Error', message: 'The server ended the session.' };
+          c.status = { reason: 'Error', message: 'The server ended the session.' };
         }
       }
     };
-    ws.onclose = function () {
-      if (socket !== ws) {
+    c.ws.onclose = function () {
+      if (conn !== c) {
         return;
       }
-      socket = null;
-      setState('ended');
-      var s = status || { reason: 'ConnectionLost', message: 'The connection to the share server was lost.' };
-      showOverlay(s.reason, s.message, !final[s.reason]);
+      conn = null;
+      if (c.ackTimer !== null) {
+        clearTimeout(c.ackTimer);
+      }
+      if (c.status && c.status.reason) {
+        ended(c.status, c.opened);
+        return;
+      }
+      // No status: the handshake was refused, or the connection dropped.
+      // Ask why, so that a revoked link is not called a network problem.
+      // A dropped session is resumed a few times within the server's grace
+      // period, with the output missed meanwhile; then the page stops and
+      // offers the button.
+      var resumable = resume && (c.opened || attempt > 0) && attempt < RESUME_DELAYS.length;
+      fetchInfo().then(function (res) {
+        if (res.ok && resumable) {
+          showResuming();
+          setTimeout(connect, RESUME_DELAYS[attempt++]);
+          return;
+        }
+        ended(res.ok ? { reason: 'ConnectionLost' } : res.status, c.opened);
+      }, function () {
+        if (resumable) {
+          showResuming();
+          setTimeout(connect, RESUME_DELAYS[attempt++]);
+          return;
+        }
+        ended({ reason: 'ConnectionLost', message: 'The share server cannot be reached.' }, c.opened);
+      });
     };
   }
 
   function start() {
-    setState('connecting');
-    showOverlay('', 'Connecting\u2026', false);
-    el.overlayTitle.textContent = 'Connecting\u2026';
-    fetch(base + '/info', { cache: 'no-store', credentials: 'omit' }).then(function (r) {
-      return r.json().then(function (body) { return { ok: r.ok, body: body }; });
-    }).then(function (res) {
+    showConnecting();
+    fetchInfo().then(function (res) {
       if (!res.ok) {
-        setState('ended');
-        showOverlay(res.body.reason, res.body.message, !final[res.body.reason]);
+        ended(res.status, false);
         return;
       }
-      var name = res.body.namespace + '/' + res.body.name;
+      var name = res.info.namespace + '/' + res.info.name;
       el.title.textContent = name;
       document.title = name + ' \u2014 Agent terminal';
       connect();
     }, function () {
-      setState('ended');
-      showOverlay('ConnectionLost', 'The share server cannot be reached.', true);
+      ended({ reason: 'ConnectionLost', message: 'The share server cannot be reached.' }, false);
     });
+  }
+
+  function showResuming() {
+    showConnecting();
+    setState('connecting', 'Reconnecting');
+    el.overlayTitle.textContent = 'Reconnecting\u2026';
+    el.overlayMessage.textContent = 'The connection dropped; picking the session up where it left off.';
   }
 
   el.reconnect.addEventListener('click', function () {
     term.reset();
+    resume = null;
+    attempt = 0;
     start();
   });
+
+  // xterm.js styles its rows, colours, cursor and selection through <style>
+  // elements it creates as it runs, and draws 24-bit colours with style
+  // attributes. The listener's Content-Security-Policy (style-src 'self')
+  // blocks both, but not the CSSOM: the text of each <style> is mirrored
+  // into a constructed style sheet, and setAttribute('style', …) becomes an
+  // assignment to element.style.cssText.
+  function mirrorInjectedStyles() {
+    var setAttribute = Element.prototype.setAttribute;
+    Element.prototype.setAttribute = function (name, value) {
+      if (this.style && String(name).toLowerCase() === 'style') {
+        this.style.cssText = String(value);
+        return;
+      }
+      setAttribute.apply(this, arguments);
+    };
+    if (!window.CSSStyleSheet || !('adoptedStyleSheets' in document) ||
+        typeof CSSStyleSheet.prototype.replaceSync !== 'function') {
+      return;
+    }
+    var sheets = new Map();
+    function sync(style) {
+      var sheet = sheets.get(style);
+      if (!sheet) {
+        sheet = new CSSStyleSheet();
+        sheets.set(style, sheet);
+        document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
+      }
+      try {
+        sheet.replaceSync(style.textContent || '');
+      } catch (e) {
+        // Keep the previous rules.
+      }
+    }
+    function drop(style) {
+      var sheet = sheets.get(style);
+      if (sheet) {
+        sheets.delete(style);
+        document.adoptedStyleSheets = document.adoptedStyleSheets.filter(function (s) { return s !== sheet; });
+      }
+    }
+    new MutationObserver(function (records) {
+      records.forEach(function (r) {
+        var target = r.target.nodeType === Node.ELEMENT_NODE ? r.target : r.target.parentNode;
+        if (target && target.nodeName === 'STYLE' && target.isConnected) {
+          sync(target);
+        }
+        r.addedNodes.forEach(function (n) {
+          if (n.nodeName === 'STYLE') {
+            sync(n);
+          }
+        });
+        r.removedNodes.forEach(function (n) {
+          if (n.nodeName === 'STYLE') {
+            drop(n);
+          }
+        });
+      });
+    }).observe(document.documentElement, { childList: true, characterData: true, subtree: true });
+  }
 
   start();
 }());

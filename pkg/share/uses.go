@@ -1,0 +1,76 @@
+package share
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+)
+
+const (
+	// AnnotationUses counts the terminal connections a link has opened. It
+	// lives on the share Secret, with the token it counts for, so that a new
+	// token starts from zero.
+	AnnotationUses = "kubeopencode.io/uses"
+	// ReasonUsedUp means a link limited by maxUses has opened all its
+	// terminal connections.
+	ReasonUsedUp = "UsedUp"
+)
+
+// ErrUsedUp means a link has no terminal connection left to open.
+var ErrUsedUp = errors.New("the share link has been used as many times as it may be")
+
+// Uses returns how many terminal connections the Secret's token has opened.
+func Uses(secret *corev1.Secret) int32 {
+	n, err := strconv.ParseInt(secret.Annotations[AnnotationUses], 10, 32)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return int32(n)
+}
+
+// UsedUp reports whether a link limited by maxUses has no use left.
+func UsedUp(s *v1alpha1.ShareSpec, secret *corev1.Secret) bool {
+	return s != nil && s.MaxUses != nil && secret != nil && Uses(secret) >= *s.MaxUses
+}
+
+// ConsumeUse counts one terminal connection of the Agent's link, which holds
+// token, and returns the count. The Secret is updated with its
+// resourceVersion, so of two connections racing for a one-time link exactly
+// one gets it; the other gets ErrUsedUp. Reader should read through to the
+// API server.
+func ConsumeUse(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, token string) (int32, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: SecretName(agent.Name)}
+	for range 10 {
+		secret := &corev1.Secret{}
+		if err := r.Get(ctx, key, secret); err != nil {
+			return 0, fmt.Errorf("reading share Secret %s: %w", key, err)
+		}
+		if !OwnedBy(secret, agent.UID) || !TokensEqual(string(secret.Data[SecretTokenKey]), token) {
+			return 0, fmt.Errorf("share Secret %s: %w", key, ErrForeignSecret)
+		}
+		if UsedUp(agent.Spec.Share, secret) {
+			return Uses(secret), ErrUsedUp
+		}
+		n := Uses(secret) + 1
+		if secret.Annotations == nil {
+			secret.Annotations = map[string]string{}
+		}
+		secret.Annotations[AnnotationUses] = strconv.Itoa(int(n))
+		err := w.Update(ctx, secret)
+		if err == nil {
+			return n, nil
+		}
+		if !apierrors.IsConflict(err) {
+			return 0, fmt.Errorf("counting a use of share Secret %s: %w", key, err)
+		}
+	}
+	return 0, fmt.Errorf("counting a use of share Secret %s: too many concurrent updates", key)
+}
