@@ -40,17 +40,20 @@ type options struct {
 	reps          int
 	echoSamples   int
 	sessionCounts []int
-	secrets       int
-	loadWorkers   int
-	loadDuration  time.Duration
-	enableSamples int
-	agentCounts   []int
-	controllerCap time.Duration
-	budget        time.Duration
-	wettyMain     string
-	micro         string
-	profiles      string
-	only          string
+	// separateSessions is the number of links of figure 3's separate
+	// sessions, each with its own Agent.
+	separateSessions int
+	secrets          int
+	loadWorkers      int
+	loadDuration     time.Duration
+	enableSamples    int
+	agentCounts      []int
+	controllerCap    time.Duration
+	budget           time.Duration
+	wettyMain        string
+	micro            string
+	profiles         string
+	only             string
 	// t0 is when the run began, for the budget: hack/bench.sh passes the
 	// time it started, so that its builds count too.
 	t0 time.Time
@@ -112,7 +115,8 @@ func run() error {
 	flag.IntVar(&payloadMiB, "payload-mib", 64, "MiB that figure 1 cats through each path.")
 	flag.IntVar(&o.reps, "reps", 5, "Runs of each throughput figure; the median counts.")
 	flag.IntVar(&o.echoSamples, "echo-samples", 1000, "Keystroke round trips per path.")
-	flag.StringVar(&sessions, "sessions", "100,1000", "Idle session counts of figure 3, ascending.")
+	flag.StringVar(&sessions, "sessions", "100,1000", "Idle viewers of one session in figure 3, ascending.")
+	flag.IntVar(&o.separateSessions, "separate-sessions", 100, "Separate idle sessions of figure 3, each on a link (Agent) of its own.")
 	flag.IntVar(&o.secrets, "secrets", 10000, "Share Secrets added to the listener's cache for figure 4.")
 	flag.IntVar(&o.loadWorkers, "load-workers", 16, "Concurrent connections of figure 4's load.")
 	flag.DurationVar(&o.loadDuration, "load-duration", 2*time.Second, "Duration of each load of figure 4.")
