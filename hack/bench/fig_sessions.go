@@ -196,6 +196,9 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 			return fmt.Errorf("opening separate sessions: %w", err)
 		}
 		m, err := s.serverMemory(ctx)
+		if o.profiles != "" {
+			s.saveProfiles(ctx, o.profiles, "sessions")
+		}
 		closeAll(sessions)
 		if err != nil {
 			return err
@@ -243,14 +246,7 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 	}
 	gOpen, _ := s.serverMetric(ctx, "go_goroutines")
 	if o.profiles != "" {
-		// What the open pages hold, for a closer look with go tool pprof.
-		for file, path := range map[string]string{"viewers-goroutines.txt": "/debug/pprof/goroutine?debug=1", "viewers-heap.pprof": "/debug/pprof/heap"} {
-			if b, err := s.serverGet(ctx, path); err == nil {
-				_ = os.WriteFile(filepath.Join(o.profiles, file), b, 0o644)
-			} else {
-				step("  profile %s: %v", path, err)
-			}
-		}
+		s.saveProfiles(ctx, o.profiles, "viewers")
 	}
 	closeAll(viewers)
 	viewers = nil
@@ -346,4 +342,16 @@ func signedKiB(b float64) string {
 		return "−" + fmtKiB(-b)
 	}
 	return "+" + fmtKiB(b)
+}
+
+// saveProfiles writes what the listener's open sessions hold, for a closer
+// look with go tool pprof: <dir>/<prefix>-goroutines.txt and -heap.pprof.
+func (s *system) saveProfiles(ctx context.Context, dir, prefix string) {
+	for file, path := range map[string]string{prefix + "-goroutines.txt": "/debug/pprof/goroutine?debug=1", prefix + "-heap.pprof": "/debug/pprof/heap"} {
+		if b, err := s.serverGet(ctx, path); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, file), b, 0o644)
+		} else {
+			step("  profile %s: %v", path, err)
+		}
+	}
 }
