@@ -523,3 +523,49 @@ func TestReconcileInvalidSpec(t *testing.T) {
 		t.Errorf("the Deployment changed: %+v", after.Spec.Template.Spec.Containers[0].Env)
 	}
 }
+
+func TestReconcileAnnouncesADisableOnce(t *testing.T) {
+	active := metav1.Condition{Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionTrue, Reason: share.ReasonActive,
+		ObservedGeneration: 1, LastTransitionTime: metav1.Now()}
+	disabled := metav1.Condition{Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionFalse, Reason: share.ReasonDisabled,
+		ObservedGeneration: 2, LastTransitionTime: metav1.Now()}
+	tests := []struct {
+		name string
+		// live is the ShareReady condition the API server holds; the
+		// cache holds the link as Active, its Secret already deleted.
+		live       metav1.Condition
+		wantEvents []string
+	}{
+		{name: "the cache lags the status this controller wrote after deleting the Secret", live: disabled},
+		{name: "a replica deleted the Secret and stopped before writing the status", live: active, wantEvents: []string{EventShareDisabled}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			scheme, err := NewScheme()
+			if err != nil {
+				t.Fatal(err)
+			}
+			agent := testAgent()
+			agent.Generation = 2
+			agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: false}
+			cached := agent.DeepCopy()
+			cached.Status.Conditions = []metav1.Condition{active}
+			live := agent.DeepCopy()
+			live.Status.Conditions = []metav1.Condition{tc.live}
+			cache := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached).WithStatusSubresource(&v1alpha1.Agent{}).Build()
+			apiServer := fake.NewClientBuilder().WithScheme(scheme).WithObjects(live).Build()
+			rec := events.NewFakeRecorder(16)
+			r := NewAgentReconciler(cache, apiServer, rec, Config{})
+			if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for len(rec.Events) > 0 {
+				got = append(got, <-rec.Events)
+			}
+			if strings.Join(reasons(got), ",") != strings.Join(tc.wantEvents, ",") {
+				t.Errorf("events %v, want %v", got, tc.wantEvents)
+			}
+		})
+	}
+}

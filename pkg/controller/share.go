@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
@@ -72,6 +73,22 @@ type shareReconciler struct {
 	publicURL string
 }
 
+// reportedEnabled reports whether the Agent's status, as the API server has
+// it, still says the share is not disabled.
+func (s *shareReconciler) reportedEnabled(ctx context.Context, sc *scope) bool {
+	prev := sc.prevCondition(v1alpha1.ConditionShareReady)
+	if prev == nil || prev.Reason == share.ReasonDisabled {
+		return false
+	}
+	live := &v1alpha1.Agent{}
+	if err := s.apiReader.Get(ctx, client.ObjectKeyFromObject(sc.agent), live); err != nil {
+		// Announcing twice is better than not at all.
+		return true
+	}
+	cond := meta.FindStatusCondition(live.Status.Conditions, v1alpha1.ConditionShareReady)
+	return cond != nil && cond.Reason != share.ReasonDisabled
+}
+
 func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.Result, error) {
 	logger := klog.FromContext(ctx)
 	agent := sc.agent
@@ -90,8 +107,12 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			logger.Info("Deleted share Secret: share disabled", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
 		}
 		state = secretAbsent
-		// Announce the end of a share that was reported or had a token.
-		if prev := sc.prevCondition(v1alpha1.ConditionShareReady); deleted || (prev != nil && prev.Reason != share.ReasonDisabled) {
+		// Announce the end of a share that was reported or had a token:
+		// deleted by this reconcile, or by a replica that stopped before it
+		// wrote the status. The cache may not yet hold the status this
+		// controller wrote after deleting it, so ask the API server before
+		// announcing it a second time.
+		if deleted || s.reportedEnabled(ctx, sc) {
 			sc.events = append(sc.events, event{
 				eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
 				note: "Share link disabled; its token no longer works",
