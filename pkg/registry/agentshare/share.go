@@ -57,10 +57,10 @@ type REST struct {
 }
 
 var (
-	_ rest.Storage         = &REST{}
-	_ rest.NamedCreater    = &REST{}
+	_ rest.Storage           = &REST{}
+	_ rest.NamedCreater      = &REST{}
 	_ rest.GetterWithOptions = &REST{}
-	_ rest.GracefulDeleter = &REST{}
+	_ rest.GracefulDeleter   = &REST{}
 )
 
 // NewREST returns the storage of agents/share.
