@@ -16,11 +16,11 @@ const (
 	// LabelShareLink names the link a share Secret holds the token of. The
 	// Secret of the default link has none.
 	LabelShareLink = "kubeopencode.io/share-link"
-	// AnnotationViewers is the number of pages that have the link's
-	// terminal open, kept on the link's Secret by the share listener and
-	// copied into the Agent's status by the controller, the status's only
-	// writer.
-	AnnotationViewers = "kubeopencode.io/viewers"
+	// AnnotationViewersPrefix starts the annotations in which each share
+	// listener replica records how many pages have the link's terminal open
+	// through it (see ViewersAnnotation). The controller, the only writer of
+	// the Agent's status, copies their sum there.
+	AnnotationViewersPrefix = "viewers.kubeopencode.io/"
 	// MaxLinks bounds the named links of an Agent, as the Agent CRD does.
 	MaxLinks = 16
 	// MaxLinkNameLength bounds a link's name: a DNS label. With the Agent's

@@ -157,7 +157,7 @@ func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (
 	updated.Data[SecretTokenKey] = []byte(token)
 	// A new token has opened nothing yet, and has no viewers.
 	delete(updated.Annotations, AnnotationUses)
-	delete(updated.Annotations, AnnotationViewers)
+	ClearViewers(updated.Annotations)
 	if err := w.Update(ctx, updated); err != nil {
 		return nil, "", fmt.Errorf("rotating share Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
