@@ -51,6 +51,7 @@
     terminal: document.getElementById('terminal'),
     title: document.getElementById('title'),
     viewers: document.getElementById('viewers'),
+    mode: document.getElementById('mode'),
     hint: document.getElementById('hint'),
     state: document.getElementById('state'),
     overlay: document.getElementById('overlay'),
@@ -121,6 +122,10 @@
   // the offset of the next output byte; attempt counts resume tries.
   var resume = null;
   var attempt = 0;
+  // readOnly is true on a link in view mode (from /info): the page sends no
+  // input. The server drops such a page's input anyway; this only spares
+  // the person keystrokes that would go nowhere.
+  var readOnly = false;
 
   function setState(s, label) {
     el.state.className = 'state ' + s;
@@ -196,7 +201,7 @@
   }
 
   function sendInput(bytes) {
-    if (!conn) {
+    if (!conn || readOnly) {
       return;
     }
     for (var i = 0; i < bytes.length; i += MAX_INPUT) {
@@ -367,11 +372,19 @@
       }
       var name = res.info.namespace + '/' + res.info.name;
       el.title.textContent = name;
+      setReadOnly(res.info.mode === 'view');
       document.title = name + ' \u2014 Agent terminal';
       connect();
     }, function () {
       ended({ reason: 'ConnectionLost', message: 'The share server cannot be reached.' }, false);
     });
+  }
+
+  function setReadOnly(on) {
+    readOnly = on;
+    el.mode.hidden = !on;
+    term.options.disableStdin = on;
+    term.options.cursorBlink = !on;
   }
 
   function showResuming() {
