@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -348,6 +349,16 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		out = append(out, st)
 	}
 
+	// A link that was reported and is no longer listed was disabled,
+	// whoever deleted its Secret (the aggregated API deletes it itself).
+	disabled := map[string]bool{}
+	if sc.prev.Share != nil {
+		for _, prev := range sc.prev.Share.Links {
+			if !listed[prev.Name] {
+				disabled[prev.Name] = true
+			}
+		}
+	}
 	// The Secrets of links no longer listed go, so that their tokens stop
 	// working.
 	secrets := &corev1.SecretList{}
@@ -366,9 +377,17 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		}
 		if deleted {
 			klog.FromContext(ctx).Info("Deleted share Secret: link removed", "agent", klog.KObj(agent), "link", link, "secret", klog.KObj(secret))
-			sc.events = append(sc.events, event{eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
-				note: linkWords(link) + " disabled; its token no longer works"})
+			disabled[link] = true
 		}
+	}
+	names := make([]string, 0, len(disabled))
+	for link := range disabled {
+		names = append(names, link)
+	}
+	sort.Strings(names)
+	for _, link := range names {
+		sc.events = append(sc.events, event{eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
+			note: linkWords(link) + " disabled; its token no longer works"})
 	}
 	return out, result, nil
 }

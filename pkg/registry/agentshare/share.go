@@ -168,6 +168,9 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 	}
 	withUses(out, agent, link, uses)
 	out.Status.Viewers = viewers
+	if link == "" {
+		out.Status.Links = share.LinkNames(agent)
+	}
 	return out, nil
 }
 
