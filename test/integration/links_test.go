@@ -310,6 +310,8 @@ func TestShareLinks(t *testing.T) {
 		})
 	})
 
+	t.Run("a read-only page in a real browser cannot type", s.testReadOnlyBrowser)
+
 	t.Run("kubeoc --link and --read-only", func(t *testing.T) {
 		agent := s.readyAgent(t, "cli-agent")
 		ns := agent.Namespace

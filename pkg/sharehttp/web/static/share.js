@@ -65,9 +65,8 @@
   mirrorInjectedStyles();
 
   var isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
-  el.hint.textContent = isMac
-    ? 'Copy: \u2318C \u00b7 Paste: \u2318V'
-    : 'Copy: select, Ctrl+Shift+C \u00b7 Paste: Ctrl+Shift+V or right-click';
+  var copyHint = isMac ? 'Copy: \u2318C' : 'Copy: select, Ctrl+Shift+C';
+  el.hint.textContent = copyHint + (isMac ? ' \u00b7 Paste: \u2318V' : ' \u00b7 Paste: Ctrl+Shift+V or right-click');
 
   var term = new window.Terminal({
     cursorBlink: true,
@@ -385,6 +384,9 @@
     el.mode.hidden = !on;
     term.options.disableStdin = on;
     term.options.cursorBlink = !on;
+    if (on) {
+      el.hint.textContent = copyHint;
+    }
   }
 
   function showResuming() {
