@@ -313,6 +313,11 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		case grant.AgentUID != sess.grant.AgentUID:
 			sess.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
 			return
+		case grant.ReadOnly != sess.grant.ReadOnly:
+			// A page joins its session as an editor or a watcher; a link
+			// switched to view must stop typing at once.
+			sess.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
+			return
 		case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
 			sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 			return

@@ -261,6 +261,15 @@ func TestShareLinks(t *testing.T) {
 		if !strings.Contains(files, "typed-by-editor") || strings.Contains(files, "typed-by-watcher") {
 			t.Fatalf("files in the pod: %q; want typed-by-editor and not typed-by-watcher", files)
 		}
+		// Switching the editor's link to view ends its session at once; the
+		// watcher's goes on.
+		if again := s.shareLink(t, http.MethodPost, agent, "", `{"spec":{"mode":"view"}}`); again.Status.Token != edit.Status.Token {
+			t.Fatal("changing the mode replaced the token")
+		}
+		if code, st, _ := editor.waitClosed(5 * time.Second); code != websocket.ClosePolicyViolation || st == nil || st.Reason != "ModeChanged" {
+			t.Fatalf("the editor's session closed with %d, %+v; want 1008 ModeChanged", code, st)
+		}
+		watcher.waitForPresence(1)
 	})
 
 	t.Run("status viewers go up and back down, per link, and maxViewers refuses more", func(t *testing.T) {

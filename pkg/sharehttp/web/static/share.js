@@ -36,6 +36,8 @@
     ServerShutdown: 'The share server is restarting',
     Unavailable: 'Temporarily unavailable',
     TooSlow: 'This page fell behind',
+    ModeChanged: 'This link changed',
+    TooManyViewers: 'This link is full',
     ProtocolError: 'Session ended',
     Error: 'Session ended',
     ConnectionLost: 'Connection lost'
