@@ -73,7 +73,10 @@ func TestReconcileNamedLinks(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				h.update(s, func() { s.Annotations[share.ViewersAnnotation("replica-a")] = "1"; s.Annotations[share.ViewersAnnotation("replica-b")] = "1" })
+				h.update(s, func() {
+					s.Annotations[share.ViewersAnnotation("replica-a")] = "1"
+					s.Annotations[share.ViewersAnnotation("replica-b")] = "1"
+				})
 			},
 			want:        map[string]string{"qa": share.ReasonAgentNotReady, "demo": share.ReasonAgentNotReady},
 			wantSecrets: map[string]bool{"qa": true, "demo": true},
