@@ -178,3 +178,26 @@ func TestRecordViewers(t *testing.T) {
 		t.Fatalf("recorded on a Secret of another Agent: %v", err)
 	}
 }
+
+func TestClearViewersAtStart(t *testing.T) {
+	f := newLinkFixture(t, nil)
+	f.server.links.liveWriter = f.client
+	key := client.ObjectKey{Namespace: "team", Name: share.SecretName(f.agent.Name)}
+	secret := &corev1.Secret{}
+	if err := f.client.Get(context.Background(), key, secret); err != nil {
+		t.Fatal(err)
+	}
+	// Counts left by this replica before a restart, and by another one.
+	secret.Annotations[replicaAnnotation()] = "4"
+	secret.Annotations[share.ViewersAnnotation("other-replica")] = "2"
+	if err := f.client.Update(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	f.server.links.clearViewers(context.Background())
+	if err := f.client.Get(context.Background(), key, secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := secret.Annotations[replicaAnnotation()]; ok || share.Viewers(secret) != 2 {
+		t.Errorf("annotations after clearing: %v; want only the other replica's count", secret.Annotations)
+	}
+}

@@ -277,6 +277,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	// A listener that restarted in the same pod starts with no pages:
+	// counts it recorded before are cleared before it serves.
+	clearCtx, clearCancel := context.WithTimeout(ctx, 10*time.Second)
+	s.links.clearViewers(clearCtx)
+	clearCancel()
 	err := s.serve(ctx, ln)
 	cancel()
 	if cerr := <-cacheErr; err == nil {

@@ -186,3 +186,29 @@ func refuseTooManyViewers(g *Grant) *Refusal {
 	return &Refusal{Reason: ReasonTooManyViewers, Code: http.StatusTooManyRequests, Agent: &g.Agent,
 		Message: "This link is open in as many pages as it allows. Try again when someone has left."}
 }
+
+// clearViewers removes the viewer counts this replica recorded on share
+// Secrets before it (re)started: it has no pages yet. Failures are logged
+// and left: the next page of the link writes its count again.
+func (l *Links) clearViewers(ctx context.Context) {
+	secrets := &corev1.SecretList{}
+	if err := l.cache.List(ctx, secrets); err != nil {
+		return
+	}
+	annotation := replicaAnnotation()
+	for i := range secrets.Items {
+		secret := &secrets.Items[i]
+		if _, ok := secret.Annotations[annotation]; !ok {
+			continue
+		}
+		ref := linkRef{
+			agent:  types.NamespacedName{Namespace: secret.Namespace, Name: secret.Labels[share.LabelAgent]},
+			uid:    types.UID(secret.Annotations[share.AnnotationAgentUID]),
+			link:   secret.Labels[share.LabelShareLink],
+			secret: secret.Name,
+		}
+		if err := l.recordViewers(ctx, ref, 0); err != nil && !apierrors.IsNotFound(err) {
+			klog.V(2).InfoS("Could not clear the viewers this listener recorded before it restarted", "secret", klog.KObj(secret), "err", err)
+		}
+	}
+}
