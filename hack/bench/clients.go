@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,10 +77,18 @@ func (m *meter) rate() (int64, float64) {
 // from cat.
 const readyMarker = "R"
 
-// Commands of the sessions under test.
-func echoCommand() []string {
-	return []string{"sh", "-c", "stty raw -echo; printf " + readyMarker + "; exec cat"}
+// Commands of the sessions under test. The echo command ends after k typed
+// bytes: a session ends by itself when its command exits, whereas a page
+// that goes away leaves the shared session waiting a while for it to come
+// back (and a later page would join it).
+func echoCommand(k int) []string {
+	// dd writes each byte as it reads it (head would hold its output in
+	// stdio's line buffer on a terminal).
+	return []string{"sh", "-c", "stty raw -echo; printf " + readyMarker + "; exec dd bs=1 count=" + strconv.Itoa(k) + " status=none"}
 }
+
+// idleCommand is the command of idle sessions: an echo that never ends.
+func idleCommand() []string { return echoCommand(1 << 30) }
 
 func catCommand(path string) []string {
 	return []string{"sh", "-c", "stty raw -echo; exec cat " + path}

@@ -22,20 +22,21 @@ import (
 // payload command.
 type floorServer struct {
 	payload  string
+	echoK    int
 	upgrader websocket.Upgrader
 	srv      *http.Server
 	addr     string
 }
 
-func startFloor(payload string) (*floorServer, error) {
+func startFloor(payload string, echoK int) (*floorServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	f := &floorServer{payload: payload, addr: ln.Addr().String(),
+	f := &floorServer{payload: payload, echoK: echoK, addr: ln.Addr().String(),
 		upgrader: websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 16384}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /echo", func(w http.ResponseWriter, r *http.Request) { f.serve(w, r, echoCommand()) })
+	mux.HandleFunc("GET /echo", func(w http.ResponseWriter, r *http.Request) { f.serve(w, r, echoCommand(f.echoK)) })
 	mux.HandleFunc("GET /cat", func(w http.ResponseWriter, r *http.Request) { f.serve(w, r, catCommand(f.payload)) })
 	f.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = f.srv.Serve(ln) }()

@@ -137,6 +137,35 @@ func (c *child) expect(want string, timeout time.Duration) error {
 	}
 }
 
+// readLine reads lines from an interactive child until one starts with
+// prefix, and returns it.
+func (c *child) readLine(prefix string, timeout time.Duration) (string, error) {
+	type result struct {
+		line string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		for {
+			l, err := c.stdout.ReadString('\n')
+			if err != nil {
+				ch <- result{err: err}
+				return
+			}
+			if l = strings.TrimSpace(l); strings.HasPrefix(l, prefix) {
+				ch <- result{line: l}
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		return r.line, r.err
+	case <-time.After(timeout):
+		return "", fmt.Errorf("%s: no %q line within %s (log %s)", c.name, prefix, timeout, c.log)
+	}
+}
+
 // rssBytes returns the resident set of a process, from /proc/<pid>/status.
 func rssBytes(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

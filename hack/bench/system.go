@@ -14,9 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -62,6 +64,8 @@ type system struct {
 	agents     map[string]*agentInfo
 	// metricsHTTP reads the aggregated API server's /metrics.
 	metricsHTTP *http.Client
+	// idleTokens are the links of figure 3's separate sessions.
+	idleTokens []string
 }
 
 type agentInfo struct {
@@ -119,8 +123,15 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	s.shareAddr = shareLn.Addr().String()
 	shareLn.Close()
 
-	step("starting the controller")
-	if s.controller, err = startController(s.cp, o, "controller", filepath.Join(o.binDir, "controller"), "http://"+s.shareAddr); err != nil {
+	// The controller as cmd/controller runs it but without client-side rate
+	// limiting (bench controller): the shipped binary would take minutes to
+	// make the Agents of figure 3 (see figure 6); no figure here measures it.
+	step("starting the controller (without client-side rate limiting)")
+	_, controllerKC, err := serviceAccountConfig(s.cp, o.work, "controller", "kubeopencode-controller")
+	if err != nil {
+		return nil, err
+	}
+	if s.controller, err = startChild(o.logDir, "controller", o.self, "controller", "-kubeconfig", controllerKC); err != nil {
 		return nil, err
 	}
 	step("starting the aggregated API server with the share listener on %s", s.shareAddr)
@@ -146,9 +157,10 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 		return nil, err
 	}
 	commands := map[string][]string{
-		"echo": echoCommand(),
-		"cat":  catCommand(o.payload),
-		"rev":  echoCommand(),
+		"echo":  echoCommand(o.echoBytes()),
+		"cat":   catCommand(o.payload),
+		"rev":   idleCommand(),
+		"lobby": idleCommand(),
 	}
 	for name, cmd := range commands {
 		a := &kubeopencodev1alpha1.Agent{
@@ -170,7 +182,7 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	}
 	// The edit role gains agents/share once kube-controller-manager has
 	// aggregated the shipped ClusterRoles into it: retry until it has.
-	for _, name := range []string{"echo", "cat"} {
+	for _, name := range []string{"echo", "cat", "lobby"} {
 		a := s.agents[name]
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 			tok, code, err := s.enable(ctx, a.key)
@@ -192,7 +204,77 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 			return nil, err
 		}
 	}
+	if err := s.makeIdleLinks(ctx, o.separateSessions); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// idleNamespace holds the Agents of figure 3's separate sessions.
+const idleNamespace = "bench-idle"
+
+// makeIdleLinks makes n ready Agents with sharing enabled in their spec
+// (the controller makes their Secrets), each running the idle command, and
+// reads their tokens: n links, so n separate sessions, each with its own
+// exec stream.
+func (s *system) makeIdleLinks(ctx context.Context, n int) error {
+	if n == 0 {
+		return nil
+	}
+	step("making %d Agents with share links for figure 3", n)
+	if err := s.cp.CreateNamespace(ctx, idleNamespace); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error {
+			return s.admin.Create(gctx, &kubeopencodev1alpha1.Agent{
+				ObjectMeta: metav1.ObjectMeta{Namespace: idleNamespace, Name: "idle-" + strconv.Itoa(i)},
+				Spec: kubeopencodev1alpha1.AgentSpec{
+					Image:    "bench/agent:1",
+					Terminal: &kubeopencodev1alpha1.TerminalSpec{Command: idleCommand()},
+					Share:    &kubeopencodev1alpha1.ShareSpec{Enabled: true},
+				},
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var ready int
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		agents := &kubeopencodev1alpha1.AgentList{}
+		if err := s.admin.List(ctx, agents, client.InNamespace(idleNamespace)); err != nil {
+			return false, nil
+		}
+		ready = 0
+		for _, a := range agents.Items {
+			if meta.IsStatusConditionTrue(a.Status.Conditions, kubeopencodev1alpha1.ConditionShareReady) {
+				ready++
+			}
+		}
+		return ready == n, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%d of %d idle Agents ready: %w", ready, n, err)
+	}
+	secrets := &corev1.SecretList{}
+	if err := s.admin.List(ctx, secrets, client.InNamespace(idleNamespace), client.MatchingLabels(share.SecretSelector())); err != nil {
+		return err
+	}
+	for _, sec := range secrets.Items {
+		s.idleTokens = append(s.idleTokens, string(sec.Data[share.SecretTokenKey]))
+	}
+	if len(s.idleTokens) != n {
+		return fmt.Errorf("%d share Secrets for %d idle Agents", len(s.idleTokens), n)
+	}
+	for _, t := range s.idleTokens {
+		if err := s.waitLink(ctx, t, http.StatusOK); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // unthrottled turns client-side rate limiting off: the benchmark's own
@@ -450,6 +532,25 @@ func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %d", path, resp.StatusCode)
 	}
 	return b, nil
+}
+
+// serverLive returns the listener process's live memory, heap in use plus
+// goroutine stacks, right after a garbage collection (which fetching a heap
+// profile with gc=1 runs): memory the process holds for what is alive, without
+// the collector's timing.
+func (s *system) serverLive(ctx context.Context) (float64, error) {
+	if _, err := s.serverGet(ctx, "/debug/pprof/heap?gc=1"); err != nil {
+		return 0, err
+	}
+	heap, err := s.serverMetric(ctx, "go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return 0, err
+	}
+	stack, err := s.serverMetric(ctx, "go_memstats_stack_inuse_bytes")
+	if err != nil {
+		return 0, err
+	}
+	return heap + stack, nil
 }
 
 // serverMetric reads one unlabelled sample of the aggregated API server's

@@ -36,6 +36,9 @@ const (
 	// resumeGrace is how long a session whose last page lost its
 	// connection keeps its command running for the page to come back.
 	resumeGrace = 30 * time.Second
+	// hubInputBytes bounds the input of a session's pages that the command
+	// has not read yet; past it, the pages' own input buffers fill.
+	hubInputBytes = 64 << 10
 	// feedChunk is the most output a page is sent in one write.
 	feedChunk = 32 << 10
 )
@@ -99,8 +102,9 @@ type hub struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	stdinR *io.PipeReader
-	stdinW *io.PipeWriter
+	// stdin merges the input of the pages that may type. It hands the exec
+	// stream what it holds without a copy buffer of the stream's own.
+	stdin  *terminal.InputBuffer
 	sizes  chan remotecommand.TerminalSize
 	done   chan struct{}
 	result error
@@ -160,10 +164,9 @@ func (hs *hubs) join(grant *Grant, term *terminal.Session, size remotecommand.Te
 	h, ok := hs.live[key]
 	if !ok {
 		ctx, cancel := context.WithCancel(context.Background())
-		r, w := io.Pipe()
 		id := make([]byte, 16)
 		_, _ = rand.Read(id)
-		h = &hub{key: key, id: hex.EncodeToString(id), parent: hs, ctx: ctx, cancel: cancel, stdinR: r, stdinW: w,
+		h = &hub{key: key, id: hex.EncodeToString(id), parent: hs, ctx: ctx, cancel: cancel, stdin: terminal.NewInputBuffer(hubInputBytes),
 			sizes: make(chan remotecommand.TerminalSize, 1), done: make(chan struct{}), room: make(chan struct{}, 1),
 			viewers: map[*viewer]struct{}{}, log: newOutputLog(outputLogBytes)}
 		hs.live[key] = h
@@ -262,7 +265,7 @@ func (h *hub) finish(err error) {
 	}
 	h.parent.mu.Unlock()
 	h.result = err
-	_ = h.stdinR.Close()
+	h.stdin.Close()
 	h.mu.Lock()
 	h.finished = true
 	h.mu.Unlock()
@@ -417,7 +420,7 @@ func (h *hub) typeFrom(v *viewer) {
 		_, _ = io.Copy(io.Discard, v.term.Stdin())
 		return
 	}
-	_, _ = io.Copy(h.stdinW, v.term.Stdin())
+	_, _ = io.Copy(h.stdin, v.term.Stdin())
 }
 
 // resizeFrom follows a viewer's terminal size.

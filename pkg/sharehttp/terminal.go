@@ -346,7 +346,7 @@ func clusterUnreachable(err error) bool {
 // has left.
 func (s *Server) runHub(h *hub, grant *Grant, pod string) {
 	err := s.exec.Exec(h.ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
-		Stdin:             h.stdinR,
+		Stdin:             h.stdin,
 		Stdout:            h,
 		Tty:               true,
 		TerminalSizeQueue: h,

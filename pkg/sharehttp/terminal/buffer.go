@@ -5,10 +5,10 @@ import (
 	"sync"
 )
 
-// inputBuffer holds typed input between the connection and the command. It
-// is bounded: when full, Write waits, and so the connection is not read and
-// TCP pushes back on the page.
-type inputBuffer struct {
+// InputBuffer holds typed input on its way to a command. It is bounded: when
+// full, Write waits, and so whoever writes is held back (the connection is
+// not read, and TCP pushes back on the page).
+type InputBuffer struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	buf    []byte
@@ -16,13 +16,16 @@ type inputBuffer struct {
 	closed bool
 }
 
-func newInputBuffer(max int) *inputBuffer {
-	b := &inputBuffer{max: max}
+// NewInputBuffer returns an empty buffer that holds up to max bytes.
+func NewInputBuffer(max int) *InputBuffer {
+	b := &InputBuffer{max: max}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
 
-func (b *inputBuffer) Write(p []byte) (int, error) {
+// Write adds p, waiting while the buffer is full. It fails with
+// io.ErrClosedPipe once the buffer is closed.
+func (b *InputBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	written := 0
@@ -42,7 +45,9 @@ func (b *inputBuffer) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-func (b *inputBuffer) Read(p []byte) (int, error) {
+// Read takes buffered input, waiting for some; io.EOF once the buffer is
+// closed and empty.
+func (b *InputBuffer) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for len(b.buf) == 0 && !b.closed {
@@ -63,7 +68,7 @@ func (b *inputBuffer) Read(p []byte) (int, error) {
 // WriteTo hands the buffered input to w as it comes, without a copy buffer
 // of its own: io.Copy uses it, so an idle session holds no buffer. While w
 // takes one batch, the next may fill the buffer again.
-func (b *inputBuffer) WriteTo(w io.Writer) (int64, error) {
+func (b *InputBuffer) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
 		b.mu.Lock()
@@ -86,7 +91,7 @@ func (b *inputBuffer) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Close ends the input: reads return what is left, then EOF.
-func (b *inputBuffer) Close() {
+func (b *InputBuffer) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true

@@ -90,7 +90,7 @@ type Session struct {
 	conn Conn
 	opts Options
 
-	input *inputBuffer
+	input *InputBuffer
 
 	// sizes holds the latest size not yet taken by Next.
 	sizes     chan remotecommand.TerminalSize
@@ -129,7 +129,7 @@ func New(ctx context.Context, conn Conn, opts Options) *Session {
 	s := &Session{
 		conn:      conn,
 		opts:      opts,
-		input:     newInputBuffer(opts.InputBuffer),
+		input:     NewInputBuffer(opts.InputBuffer),
 		sizes:     make(chan remotecommand.TerminalSize, 1),
 		firstSize: make(chan struct{}),
 		closing:   make(chan struct{}),
