@@ -192,7 +192,7 @@ func (hs *hubs) join(grant *Grant, term *terminal.Session, size remotecommand.Te
 
 	go h.feed(v)
 	go h.typeFrom(v)
-	go h.resizeFrom(v)
+	term.OnResize(func(size remotecommand.TerminalSize) { h.resized(v, size) })
 	h.announce(n)
 	return h, v, start
 }
@@ -423,18 +423,12 @@ func (h *hub) typeFrom(v *viewer) {
 	_, _ = io.Copy(h.stdin, v.term.Stdin())
 }
 
-// resizeFrom follows a viewer's terminal size.
-func (h *hub) resizeFrom(v *viewer) {
-	for {
-		size := v.term.Next()
-		if size == nil {
-			return
-		}
-		h.mu.Lock()
-		v.size = *size
-		h.resizeLocked()
-		h.mu.Unlock()
-	}
+// resized follows a viewer's terminal size.
+func (h *hub) resized(v *viewer, size remotecommand.TerminalSize) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v.size = size
+	h.resizeLocked()
 }
 
 // resizeLocked sizes the command's terminal to the smallest of the viewers',

@@ -187,10 +187,11 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 
 	changes, unsubscribe := s.links.Subscribe(grant.Agent)
 	defer unsubscribe()
-	go s.watchSession(ctx, sess, changes)
 
 	start := s.clock.Now()
 	s.audit.sessionStarted(grant, pod, client.String())
+	// In this goroutine rather than one of its own: most sessions sit idle.
+	s.watchSession(ctx, sess, changes, h.done)
 	var outcome string
 	select {
 	case <-h.done:
@@ -259,8 +260,9 @@ func sessionClosedByClient(sess *session) bool {
 // change, when the caches stop following the cluster, and at the expiry, and
 // ends the session the moment the link no longer gives access: disabled,
 // rotated, expired, address no longer allowed, Agent not ready, the pod gone,
-// or no way to know (Unavailable).
-func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan struct{}) {
+// or no way to know (Unavailable). It returns once the session is ending:
+// ctx is done, the page went, or the command ended (done).
+func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan struct{}, done <-chan struct{}) {
 	expiresAt := sess.grant.ExpiresAt
 	var timer clock.Timer
 	var expiry <-chan time.Time
@@ -285,8 +287,8 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		case <-ctx.Done():
 			return
 		case <-sess.term.Done():
-			// The page went: end the exec stream and the command with it.
-			sess.cancel()
+			return
+		case <-done:
 			return
 		case <-expiry:
 			sess.end(closePolicy, share.ReasonExpired, "This share link has expired.")

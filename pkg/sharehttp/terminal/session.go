@@ -97,6 +97,12 @@ type Session struct {
 	firstSize chan struct{} // closed when the first resize arrived
 	initial   remotecommand.TerminalSize
 
+	// resizeMu orders the calls of onResize: the latest size is the last
+	// one it is given.
+	resizeMu sync.Mutex
+	onResize func(remotecommand.TerminalSize)
+	lastSize *remotecommand.TerminalSize
+
 	mu      sync.Mutex
 	cond    *sync.Cond // signalled when unacked shrinks or closed is set
 	unacked int
@@ -118,6 +124,7 @@ type Session struct {
 	done       chan struct{} // closed when the connection is released
 	stopCtx    func() bool
 	closeTimer *time.Timer
+	idleTimer  *time.Timer
 }
 
 var _ remotecommand.TerminalSizeQueue = (*Session)(nil)
@@ -141,10 +148,13 @@ func New(ctx context.Context, conn Conn, opts Options) *Session {
 	s.stopCtx = context.AfterFunc(ctx, func() {
 		s.Close(CloseGoingAway, wire.Status{Reason: wire.ReasonClosed, Message: "The server ended the session."})
 	})
-	go s.readLoop()
 	if opts.IdleTimeout > 0 {
-		go s.idleLoop()
+		// A timer rather than a goroutine: most sessions sit idle.
+		s.mu.Lock()
+		s.idleTimer = time.AfterFunc(opts.IdleTimeout, s.checkIdle)
+		s.mu.Unlock()
 	}
+	go s.readLoop()
 	return s
 }
 
@@ -198,7 +208,7 @@ func (s *Session) readLoop() {
 			_, _ = s.input.Write(m.Data)
 		case wire.OpResize:
 			size := remotecommand.TerminalSize{Width: m.Size.Cols, Height: m.Size.Rows}
-			s.pushSize(size)
+			s.resized(size)
 			if !gotSize {
 				gotSize = true
 				s.initial = size
@@ -231,21 +241,43 @@ func (s *Session) pushSize(size remotecommand.TerminalSize) {
 	s.sizes <- size
 }
 
-func (s *Session) idleLoop() {
-	t := time.NewTimer(s.opts.IdleTimeout)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-			idle := time.Since(time.Unix(0, s.activity.Load()))
-			if idle >= s.opts.IdleTimeout {
-				s.Close(CloseNormal, wire.Status{Reason: wire.ReasonIdle, Message: "The session ended after a period without activity."})
-				return
-			}
-			t.Reset(s.opts.IdleTimeout - idle)
-		}
+// checkIdle ends the session once it has had neither input nor output for
+// IdleTimeout, and otherwise looks again when it could first be.
+func (s *Session) checkIdle() {
+	idle := time.Since(time.Unix(0, s.activity.Load()))
+	if idle >= s.opts.IdleTimeout {
+		s.Close(CloseNormal, wire.Status{Reason: wire.ReasonIdle, Message: "The session ended after a period without activity."})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.idleTimer.Reset(s.opts.IdleTimeout - idle)
+	}
+}
+
+// resized hands a size from the page to OnResize's function, or queues it
+// for Next. Only the read loop calls it.
+func (s *Session) resized(size remotecommand.TerminalSize) {
+	s.resizeMu.Lock()
+	defer s.resizeMu.Unlock()
+	s.lastSize = &size
+	if s.onResize != nil {
+		s.onResize(size)
+		return
+	}
+	s.pushSize(size)
+}
+
+// OnResize has f called with every terminal size the page sends from now
+// on, starting with the latest one it sent, in order, instead of queueing
+// them for Next. f must not block: the session's read loop calls it.
+func (s *Session) OnResize(f func(remotecommand.TerminalSize)) {
+	s.resizeMu.Lock()
+	defer s.resizeMu.Unlock()
+	s.onResize = f
+	if s.lastSize != nil {
+		f(*s.lastSize)
 	}
 }
 
@@ -403,6 +435,9 @@ func (s *Session) release() {
 	s.shutdown(nil, CloseNormal) // when the page went first
 	s.mu.Lock()
 	s.closeTimer.Stop()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
 	s.mu.Unlock()
 	_ = s.conn.Close()
 	s.stopCtx()

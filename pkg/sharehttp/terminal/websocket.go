@@ -53,11 +53,15 @@ type WebSocketConn struct {
 	c    *websocket.Conn
 	opts WebSocketOptions
 
-	mu       sync.Mutex // held for WriteMessage
-	closing  atomic.Bool
-	stopOnce sync.Once
-	stop     chan struct{}
-	pinger   sync.WaitGroup
+	mu      sync.Mutex // held for WriteMessage
+	closing atomic.Bool
+
+	// pingMu is held around each ping and while pings are stopped, so
+	// that none is sent after. A timer sends them rather than a goroutine
+	// of its own: most sessions sit idle.
+	pingMu    sync.Mutex
+	pingTimer *time.Timer
+	stopped   bool
 }
 
 var _ Conn = (*WebSocketConn)(nil)
@@ -66,15 +70,16 @@ var _ Conn = (*WebSocketConn)(nil)
 // pinging the page. Close it to stop.
 func NewWebSocketConn(c *websocket.Conn, opts WebSocketOptions) *WebSocketConn {
 	opts.defaults()
-	w := &WebSocketConn{c: c, opts: opts, stop: make(chan struct{})}
+	w := &WebSocketConn{c: c, opts: opts}
 	c.SetReadLimit(wire.MaxClientMessage)
 	w.extendReadDeadline()
 	c.SetPongHandler(func(string) error {
 		w.extendReadDeadline()
 		return nil
 	})
-	w.pinger.Add(1)
-	go w.pingLoop()
+	w.pingMu.Lock()
+	w.pingTimer = time.AfterFunc(opts.PingInterval, w.ping)
+	w.pingMu.Unlock()
 	return w
 }
 
@@ -86,25 +91,25 @@ func (w *WebSocketConn) extendReadDeadline() {
 	}
 }
 
-func (w *WebSocketConn) pingLoop() {
-	defer w.pinger.Done()
-	t := time.NewTicker(w.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			if err := w.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(w.opts.WriteTimeout)); err != nil {
-				// The reader sees the dead connection by its deadline.
-				return
-			}
-		}
+func (w *WebSocketConn) ping() {
+	w.pingMu.Lock()
+	defer w.pingMu.Unlock()
+	if w.stopped {
+		return
 	}
+	if err := w.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(w.opts.WriteTimeout)); err != nil {
+		// The reader sees the dead connection by its deadline.
+		return
+	}
+	w.pingTimer.Reset(w.opts.PingInterval)
 }
 
+// stopPinging returns once no ping is being sent and none will be.
 func (w *WebSocketConn) stopPinging() {
-	w.stopOnce.Do(func() { close(w.stop) })
+	w.pingMu.Lock()
+	defer w.pingMu.Unlock()
+	w.stopped = true
+	w.pingTimer.Stop()
 }
 
 // ReadMessage returns the next binary message. A text message is
@@ -146,12 +151,9 @@ func (w *WebSocketConn) WriteClose(code int, text string) error {
 	return w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(w.opts.WriteTimeout))
 }
 
-// Close closes the network connection at once and waits for the pinger to
-// stop.
+// Close stops the pings and closes the network connection at once.
 func (w *WebSocketConn) Close() error {
 	w.closing.Store(true)
 	w.stopPinging()
-	err := w.c.Close()
-	w.pinger.Wait()
-	return err
+	return w.c.Close()
 }
