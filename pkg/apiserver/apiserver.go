@@ -76,8 +76,10 @@ type Server struct {
 // NewGenericConfig returns the k8s.io/apiserver configuration of this server
 // before options are applied to it: the codecs of Scheme, OpenAPI v2 and v3
 // documents of the group, and a handler chain in which requests that write
-// reject unknown fields unless they ask otherwise. Its EffectiveVersion is
-// that of the k8s.io/apiserver library the binary is built with.
+// reject unknown fields unless they ask otherwise, and in which the link
+// query parameter of a DELETE on agents/share reaches the storage
+// (agentshare.WithLinkParameter). Its EffectiveVersion is that of the
+// k8s.io/apiserver library the binary is built with.
 func NewGenericConfig() *genericapiserver.Config {
 	c := genericapiserver.NewConfig(Codecs)
 	c.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
@@ -87,7 +89,7 @@ func NewGenericConfig() *genericapiserver.Config {
 	c.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
 	c.OpenAPIV3Config.Info.Title = "KubeOpenCode share"
 	c.BuildHandlerChainFunc = func(apiHandler http.Handler, c *genericapiserver.Config) http.Handler {
-		return genericapiserver.DefaultBuildHandlerChain(WithStrictFieldValidation(apiHandler), c)
+		return genericapiserver.DefaultBuildHandlerChain(WithStrictFieldValidation(agentshare.WithLinkParameter(apiHandler)), c)
 	}
 	return c
 }

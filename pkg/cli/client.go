@@ -63,14 +63,34 @@ func (c *shareClient) Create(ctx context.Context, namespace, name string, in *su
 	return out, err
 }
 
-func (c *shareClient) Get(ctx context.Context, namespace, name string) (*subresourcesv1alpha1.AgentShare, error) {
+func (c *shareClient) Get(ctx context.Context, namespace, name, link string) (*subresourcesv1alpha1.AgentShare, error) {
 	out := &subresourcesv1alpha1.AgentShare{}
-	err := c.request("GET", namespace, name).Do(ctx).Into(out)
+	err := withLink(c.request("GET", namespace, name), link).Do(ctx).Into(out)
 	return out, err
 }
 
-func (c *shareClient) Delete(ctx context.Context, namespace, name string) error {
-	return c.request("DELETE", namespace, name).Do(ctx).Error()
+func (c *shareClient) Delete(ctx context.Context, namespace, name, link string) error {
+	return withLink(c.request("DELETE", namespace, name), link).Do(ctx).Error()
+}
+
+// withLink names a link with the link query parameter; the default link
+// has none.
+func withLink(r *rest.Request, link string) *rest.Request {
+	if link == "" {
+		return r
+	}
+	return r.Param("link", link)
+}
+
+// explainLink is explain for a request about a link: a named link the Agent
+// does not have is said so.
+func explainLink(err error, verb, namespace, name, link string) error {
+	if status, ok := err.(apierrors.APIStatus); ok && link != "" && apierrors.IsNotFound(err) {
+		if d := status.Status().Details; d != nil && d.Kind == "agents/share" {
+			return fmt.Errorf("agent %s/%s has no share link named %q", namespace, name, link)
+		}
+	}
+	return explain(err, verb, namespace, name)
 }
 
 // explain turns an error from the API into the one line a user needs.

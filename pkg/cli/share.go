@@ -16,6 +16,7 @@ import (
 
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apis/subresources/validation"
+	"github.com/kubeopencode/share/pkg/share"
 )
 
 var (
@@ -26,7 +27,12 @@ var (
 		without Kubernetes credentials: whoever holds it has a shell in the Agent's
 		pod. Share it through secure channels and limit it with --expires-in and
 		--allowed-ips. Enabling is idempotent: an enabled link keeps its token
-		unless --rotate is given.`)
+		unless --rotate is given.
+
+		An Agent has a default link and may have named ones (--link NAME), each
+		with its own token, mode, expiry, allowed addresses and limits, shown and
+		disabled one by one. A --read-only link lets its holders watch the
+		terminal but never type into it: the share server drops their input.`)
 
 	shareExample = templates.Examples(`
 		# Enable the share link of an Agent
@@ -42,7 +48,13 @@ var (
 		kubeoc agent share team-agent --show
 
 		# Replace the token; sessions opened with the old one end
-		kubeoc agent share team-agent --rotate`)
+		kubeoc agent share team-agent --rotate
+
+		# A second, read-only link for a demo audience, for at most 50 pages
+		kubeoc agent share team-agent --link demo --read-only --max-viewers 50
+
+		# Show a named link; the default link's --show lists the named ones
+		kubeoc agent share team-agent --link demo --show`)
 )
 
 // ShareOptions holds the inputs of `kubeoc agent share`.
@@ -55,17 +67,21 @@ type ShareOptions struct {
 	Show       bool
 	Rotate     bool
 	MaxUses    int32
+	Link       string
+	ReadOnly   bool
+	MaxViewers int32
 
 	Name      string
 	Namespace string
 
 	// expiresInSet is true when --expires-in was given, so that an explicit
 	// zero is refused instead of silently meaning "no expiry".
-	expiresInSet bool
-	maxUsesSet   bool
-	expiresAt    *metav1.Time
-	client       *shareClient
-	printer      printers.ResourcePrinter
+	expiresInSet  bool
+	maxUsesSet    bool
+	maxViewersSet bool
+	expiresAt     *metav1.Time
+	client        *shareClient
+	printer       printers.ResourcePrinter
 	// now is the clock of flag validation; tests replace it.
 	now func() time.Time
 
@@ -88,7 +104,7 @@ func NewCmdShare(configFlags *genericclioptions.ConfigFlags, streams genericioop
 
 func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                   "share NAME [--expires-in DURATION | --expires-at TIME] [--allowed-ips CIDR,...] [--rotate] [--show]",
+		Use:                   "share NAME [--link LINK] [--read-only] [--expires-in DURATION | --expires-at TIME] [--allowed-ips CIDR,...] [--max-uses N] [--max-viewers N] [--rotate] [--show]",
 		DisableFlagsInUseLine: true,
 		Short:                 "Enable or show the share link of an Agent",
 		Long:                  shareLong,
@@ -111,6 +127,9 @@ func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *c
 	cmd.Flags().BoolVar(&o.Show, "show", false, "Show the existing link instead of enabling it.")
 	cmd.Flags().BoolVar(&o.Rotate, "rotate", false, "Replace the token of an enabled link.")
 	cmd.Flags().Int32Var(&o.MaxUses, "max-uses", 0, "How many terminal connections the link opens before it stops working; 1 makes a one-time link. Opening the page alone uses nothing.")
+	cmd.Flags().StringVar(&o.Link, "link", "", "The named link to enable or show, with its own token; empty means the Agent's default link.")
+	cmd.Flags().BoolVar(&o.ReadOnly, "read-only", false, "Make a view link: its holders watch the terminal and cannot type into it.")
+	cmd.Flags().Int32Var(&o.MaxViewers, "max-viewers", 0, "How many pages may have the link's terminal open at once.")
 	return cmd
 }
 
@@ -119,6 +138,7 @@ func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd 
 	o.Name = args[0]
 	o.expiresInSet = cmd.Flags().Changed("expires-in")
 	o.maxUsesSet = cmd.Flags().Changed("max-uses")
+	o.maxViewersSet = cmd.Flags().Changed("max-viewers")
 	var err error
 	if o.Namespace, _, err = configFlags.ToRawKubeConfigLoader().Namespace(); err != nil {
 		return err
@@ -146,8 +166,14 @@ func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd 
 
 // Validate checks the flags before any request is made.
 func (o *ShareOptions) Validate() error {
-	if o.Show && (o.Rotate || o.MaxUses != 0 || o.expiresInSet || o.ExpiresAt != "" || len(o.AllowedIPs) > 0) {
-		return fmt.Errorf("--show takes no other share flags")
+	if o.Show && (o.Rotate || o.MaxUses != 0 || o.expiresInSet || o.ExpiresAt != "" || len(o.AllowedIPs) > 0 || o.ReadOnly || o.maxViewersSet) {
+		return fmt.Errorf("--show takes no other share flags but --link")
+	}
+	if err := validateLinkFlag(o.Name, o.Link); err != nil {
+		return err
+	}
+	if o.maxViewersSet && (o.MaxViewers < 1 || o.MaxViewers > validation.MaxViewers) {
+		return fmt.Errorf("invalid --max-viewers %d: must be between 1 and %d", o.MaxViewers, validation.MaxViewers)
 	}
 	if o.expiresInSet && o.ExpiresAt != "" {
 		return fmt.Errorf("--expires-in and --expires-at may not be used together")
@@ -176,7 +202,7 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 	)
 	if o.Show {
 		verb = "get"
-		share, err = o.client.Get(ctx, o.Namespace, o.Name)
+		share, err = o.client.Get(ctx, o.Namespace, o.Name, o.Link)
 	} else {
 		req := &subresourcesv1alpha1.AgentShare{
 			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace},
@@ -184,7 +210,14 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 				ExpiresAt:  o.expiresAt,
 				AllowedIPs: o.AllowedIPs,
 				Rotate:     o.Rotate,
+				Link:       o.Link,
 			},
+		}
+		if o.ReadOnly {
+			req.Spec.Mode = "view"
+		}
+		if o.maxViewersSet {
+			req.Spec.MaxViewers = &o.MaxViewers
 		}
 		if o.expiresInSet {
 			req.Spec.ExpiresIn = &metav1.Duration{Duration: o.ExpiresIn}
@@ -195,7 +228,7 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 		share, err = o.client.Create(ctx, o.Namespace, o.Name, req)
 	}
 	if err != nil {
-		return explain(err, verb, o.Namespace, o.Name)
+		return explainLink(err, verb, o.Namespace, o.Name, o.Link)
 	}
 	if o.printer != nil {
 		return o.printer.PrintObj(share, o.Out)
@@ -207,6 +240,9 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 	case o.Rotate:
 		heading = "Share link rotated for agent"
 	}
+	if o.Link != "" {
+		heading = strings.Replace(heading, "Share link", fmt.Sprintf("Share link %q", o.Link), 1)
+	}
 	fmt.Fprintf(o.Out, "%s %s/%s\n\n", heading, o.Namespace, o.Name)
 	PrintShare(o.Out, o.Namespace, o.Name, share)
 	return nil
@@ -216,6 +252,9 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 func PrintShare(w io.Writer, namespace, name string, share *subresourcesv1alpha1.AgentShare) {
 	s := share.Status
 	fmt.Fprintf(w, "Agent:  %s/%s\n", namespace, name)
+	if s.Link != "" {
+		fmt.Fprintf(w, "Link:   %s\n", s.Link)
+	}
 	fmt.Fprintf(w, "Active: %t\n", s.Active)
 	if !s.Active && s.Reason != "" {
 		fmt.Fprintf(w, "Reason: %s\n", s.Reason)
@@ -238,4 +277,26 @@ func PrintShare(w io.Writer, namespace, name string, share *subresourcesv1alpha1
 	if s.MaxUses != nil {
 		fmt.Fprintf(w, "Uses: %d of %d\n", s.Uses, *s.MaxUses)
 	}
+	if s.Mode == "view" {
+		fmt.Fprintf(w, "Mode:   view (read-only)\n")
+	}
+	if s.MaxViewers != nil {
+		fmt.Fprintf(w, "Viewers: %d of %d\n", s.Viewers, *s.MaxViewers)
+	} else if s.Viewers > 0 {
+		fmt.Fprintf(w, "Viewers: %d\n", s.Viewers)
+	}
+	if len(s.Links) > 0 {
+		fmt.Fprintf(w, "Named links: %s\n", strings.Join(s.Links, ","))
+	}
+}
+
+// validateLinkFlag checks --link before any request is made.
+func validateLinkFlag(agent, link string) error {
+	if link == "" {
+		return nil
+	}
+	if errs := share.ValidateLinkName(agent, link, nil); len(errs) > 0 {
+		return fmt.Errorf("invalid --link %q: %s", link, strings.TrimPrefix(errs[0].Detail, "must be the name of a link: "))
+	}
+	return nil
 }

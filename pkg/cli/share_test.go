@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/ptr"
 
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 )
@@ -41,6 +42,13 @@ func TestShareFlagValidation(t *testing.T) {
 		{name: "show with options", args: []string{"team-agent", "--show", "--rotate"}, wantErr: "--show takes no other"},
 		{name: "bad output", args: []string{"team-agent", "-o", "xml"}, wantErr: "unable to match a printer"},
 		{name: "no name", args: []string{}, wantErr: "accepts 1 arg"},
+		{name: "named link", args: []string{"team-agent", "--link", "qa"}},
+		{name: "read-only named link", args: []string{"team-agent", "--link", "demo", "--read-only", "--max-viewers", "50"}},
+		{name: "show a named link", args: []string{"team-agent", "--show", "--link", "qa"}},
+		{name: "bad link name", args: []string{"team-agent", "--link", "QA"}, wantErr: `invalid --link "QA"`},
+		{name: "long link name", args: []string{"team-agent", "--link", strings.Repeat("a", 64)}, wantErr: "invalid --link"},
+		{name: "zero viewers", args: []string{"team-agent", "--max-viewers", "0"}, wantErr: "invalid --max-viewers"},
+		{name: "show read-only", args: []string{"team-agent", "--show", "--read-only"}, wantErr: "--show takes no other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,6 +96,19 @@ func TestPrintShare(t *testing.T) {
 			},
 			want: "Agent:  default/team-agent\nActive: true\nToken:  TOKEN\nPath:   /s/TOKEN\n" +
 				"URL:    https://share.example.com/s/TOKEN\nExpires: 2026-05-01T00:00:00Z\nAllowed IPs: 10.0.0.0/8,192.168.1.0/24\n",
+		},
+		{
+			name: "named view link",
+			share: subresourcesv1alpha1.AgentShareStatus{
+				Active: true, Link: "demo", Token: "TOKEN", Path: "/s/TOKEN", Mode: "view", Viewers: 2, MaxViewers: ptr.To[int32](50),
+			},
+			want: "Agent:  default/team-agent\nLink:   demo\nActive: true\nToken:  TOKEN\nPath:   /s/TOKEN\n" +
+				"Mode:   view (read-only)\nViewers: 2 of 50\n",
+		},
+		{
+			name:  "default link with named ones",
+			share: subresourcesv1alpha1.AgentShareStatus{Active: true, Token: "TOKEN", Path: "/s/TOKEN", Mode: "edit", Viewers: 1, Links: []string{"qa", "demo"}},
+			want:  "Agent:  default/team-agent\nActive: true\nToken:  TOKEN\nPath:   /s/TOKEN\nViewers: 1\nNamed links: qa,demo\n",
 		},
 		{
 			name:  "inactive",

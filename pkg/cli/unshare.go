@@ -12,12 +12,16 @@ import (
 
 var (
 	unshareLong = templates.LongDesc(`
-		Disable the share link of an Agent. The token stops working at once and
-		open terminal sessions are closed.`)
+		Disable the share link of an Agent, or one of its named links with
+		--link. The token stops working at once and the terminal sessions
+		opened with it are closed; the Agent's other links go on working.`)
 
 	unshareExample = templates.Examples(`
 		# Disable the share link of an Agent
 		kubeoc agent unshare team-agent -n default
+
+		# Disable the named link demo only
+		kubeoc agent unshare team-agent --link demo
 
 		# Rotate the token by disabling and enabling again
 		kubeoc agent unshare team-agent && kubeoc agent share team-agent`)
@@ -26,6 +30,7 @@ var (
 // UnshareOptions holds the inputs of `kubeoc agent unshare`.
 type UnshareOptions struct {
 	Name      string
+	Link      string
 	Namespace string
 
 	client *shareClient
@@ -35,8 +40,8 @@ type UnshareOptions struct {
 // NewCmdUnshare returns `kubeoc agent unshare`.
 func NewCmdUnshare(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &UnshareOptions{IOStreams: streams}
-	return &cobra.Command{
-		Use:                   "unshare NAME",
+	cmd := &cobra.Command{
+		Use:                   "unshare NAME [--link LINK]",
 		DisableFlagsInUseLine: true,
 		Short:                 "Disable the share link of an Agent",
 		Long:                  unshareLong,
@@ -46,9 +51,19 @@ func NewCmdUnshare(configFlags *genericclioptions.ConfigFlags, streams genericio
 			if err := o.Complete(configFlags, args); err != nil {
 				return err
 			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
 			return o.Run(cmd.Context())
 		},
 	}
+	cmd.Flags().StringVar(&o.Link, "link", "", "The named link to disable; empty means the Agent's default link.")
+	return cmd
+}
+
+// Validate checks the flags before any request is made.
+func (o *UnshareOptions) Validate() error {
+	return validateLinkFlag(o.Name, o.Link)
 }
 
 // Complete fills in the options from the command line and kubeconfig.
@@ -68,8 +83,12 @@ func (o *UnshareOptions) Complete(configFlags *genericclioptions.ConfigFlags, ar
 
 // Run disables the link.
 func (o *UnshareOptions) Run(ctx context.Context) error {
-	if err := o.client.Delete(ctx, o.Namespace, o.Name); err != nil {
-		return explain(err, "delete", o.Namespace, o.Name)
+	if err := o.client.Delete(ctx, o.Namespace, o.Name, o.Link); err != nil {
+		return explainLink(err, "delete", o.Namespace, o.Name, o.Link)
+	}
+	if o.Link != "" {
+		fmt.Fprintf(o.Out, "Share link %q disabled for agent %s/%s\n", o.Link, o.Namespace, o.Name)
+		return nil
 	}
 	fmt.Fprintf(o.Out, "Share link disabled for agent %s/%s\n", o.Namespace, o.Name)
 	return nil

@@ -202,7 +202,7 @@ func secretToAgent(_ context.Context, obj client.Object) []reconcile.Request {
 	if name == "" {
 		name = strings.TrimSuffix(obj.GetName(), share.SecretSuffix)
 	}
-	if name == "" || share.SecretName(name) != obj.GetName() {
+	if name == "" || share.LinkSecretName(name, obj.GetLabels()[share.LabelShareLink]) != obj.GetName() {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -95,7 +96,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 	state := secretOwned
 	var owned *corev1.Secret
 	if agent.Spec.Share == nil || !agent.Spec.Share.Enabled {
-		deleted, err := s.deleteSecret(ctx, agent)
+		deleted, err := s.deleteSecret(ctx, agent, "")
 		if errors.Is(err, errStale) {
 			sc.stale = true
 			return reconcile.Result{}, nil
@@ -119,7 +120,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			})
 		}
 	} else {
-		secret, token, err := s.ensureSecret(ctx, agent)
+		secret, token, err := s.ensureSecret(ctx, agent, "")
 		switch {
 		case errors.Is(err, errStale):
 			sc.stale = true
@@ -132,7 +133,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			return reconcile.Result{}, err
 		default:
 			owned = secret
-			if err := s.announceToken(ctx, agent, secret, token); err != nil {
+			if err := s.announceToken(ctx, agent, "", secret, token); err != nil {
 				return reconcile.Result{}, err
 			}
 		}
@@ -148,7 +149,23 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 		})
 	}
 	sc.setCondition(cond)
+	if status.SecretName != "" {
+		status.Mode = share.DefaultLink(agent).ModeOrDefault()
+		status.Viewers = share.Viewers(owned)
+	}
 	agent.Status.Share = status
+	links, linksRequeue, err := s.reconcileLinks(ctx, sc)
+	if errors.Is(err, errStale) {
+		sc.stale = true
+		if sc.prev.Share != nil {
+			status.Links = sc.prev.Share.Links
+		}
+		return reconcile.Result{}, nil
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	status.Links = links
 	switch cond.Reason {
 	case share.ReasonExpired:
 		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
@@ -158,9 +175,9 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
 			eventType: corev1.EventTypeWarning, reason: EventSecretConflict, action: "EnsureSecret", note: cond.Message,
 		})
-		return reconcile.Result{RequeueAfter: conflictRecheck}, nil
+		return earliest(reconcile.Result{RequeueAfter: conflictRecheck}, linksRequeue), nil
 	}
-	return reconcile.Result{RequeueAfter: untilExpiry}, nil
+	return earliest(reconcile.Result{RequeueAfter: untilExpiry}, linksRequeue), nil
 }
 
 // errStale means the Agent changed on the API server since it was read.
@@ -193,8 +210,8 @@ func (s *shareReconciler) current(ctx context.Context, agent *v1alpha1.Agent) (b
 // with the API server, so a token is minted only when the API server has no
 // Secret (see share.EnsureSecret). It returns errStale when the Agent on the
 // API server is no longer the one read.
-func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agent) (*corev1.Secret, string, error) {
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
+func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
 	cached := &corev1.Secret{}
 	err := s.client.Get(ctx, key, cached)
 	if err == nil {
@@ -211,14 +228,14 @@ func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agen
 	if !current {
 		return nil, "", errStale
 	}
-	return share.EnsureSecret(ctx, s.apiReader, s.client, agent)
+	return share.EnsureLinkSecret(ctx, s.apiReader, s.client, agent, link)
 }
 
 // deleteSecret deletes the Agent's share Secret if there is one that belongs
 // to the Agent, and reports whether it did. It returns errStale when the
 // Agent on the API server is no longer the one read.
-func (s *shareReconciler) deleteSecret(ctx context.Context, agent *v1alpha1.Agent) (bool, error) {
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
+func (s *shareReconciler) deleteSecret(ctx context.Context, agent *v1alpha1.Agent, link string) (bool, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
 	cached := &corev1.Secret{}
 	if err := s.client.Get(ctx, key, cached); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -237,14 +254,14 @@ func (s *shareReconciler) deleteSecret(ctx context.Context, agent *v1alpha1.Agen
 	if !current {
 		return false, errStale
 	}
-	return share.DeleteSecret(ctx, s.apiReader, s.client, agent)
+	return share.DeleteLinkSecret(ctx, s.apiReader, s.client, agent, link)
 }
 
 // announceToken emits ShareEnabled for a token not announced before and
 // ShareRotated for a token that replaced an announced one, and records the
 // token's fingerprint on the Secret. The Event follows the write that records
 // it, so a retry after a failed write announces once.
-func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Agent, secret *corev1.Secret, token string) error {
+func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Agent, link string, secret *corev1.Secret, token string) error {
 	fp := fingerprint(token)
 	announced, ok := secret.Annotations[AnnotationTokenFingerprint]
 	if ok && announced == fp {
@@ -260,11 +277,11 @@ func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Age
 	if err := s.client.Patch(ctx, patched, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("recording the token fingerprint on share Secret %s: %w", klog.KObj(secret), err)
 	}
-	reason, action, note := EventShareEnabled, "Enable", "Share link enabled with a new token"
+	reason, action, note := EventShareEnabled, "Enable", linkWords(link)+" enabled with a new token"
 	if ok {
-		reason, action, note = EventShareRotated, "Rotate", "Share link token rotated; the previous token no longer works"
+		reason, action, note = EventShareRotated, "Rotate", linkWords(link)+" token rotated; the previous token no longer works"
 	}
-	klog.FromContext(ctx).Info("Announced share token", "agent", klog.KObj(agent), "secret", klog.KObj(secret), "event", reason)
+	klog.FromContext(ctx).Info("Announced share token", "agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "secret", klog.KObj(secret), "event", reason)
 	s.recorder.Eventf(agent, patched, corev1.EventTypeNormal, reason, action, "%s", note)
 	return nil
 }
@@ -297,4 +314,114 @@ func shareState(agent *v1alpha1.Agent, secret secretState, publicURL string, now
 		untilExpiry = d.ExpiresAt.Sub(now)
 	}
 	return cond, status, untilExpiry
+}
+
+// linkWords names a link at the start of an Event's note: "Share link" for
+// the default link, as before links had names, and `Share link "qa"` for a
+// named one.
+func linkWords(link string) string {
+	if link == "" {
+		return "Share link"
+	}
+	return fmt.Sprintf("Share link %q", link)
+}
+
+// reconcileLinks keeps one Secret for each named link of spec.share.links,
+// deletes the Secrets of links no longer listed, and returns the status of
+// each link and the time until the earliest expiry ahead. It returns
+// errStale when the Agent on the API server is no longer the one read.
+func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1alpha1.LinkStatus, reconcile.Result, error) {
+	agent := sc.agent
+	var (
+		out    []v1alpha1.LinkStatus
+		result reconcile.Result
+	)
+	listed := map[string]bool{}
+	for _, l := range share.NamedLinks(agent) {
+		listed[l.Name] = true
+		st := v1alpha1.LinkStatus{Name: l.Name, Mode: l.ModeOrDefault(), ExpiresAt: l.ExpiresAt.DeepCopy()}
+		secret, token, err := s.ensureSecret(ctx, agent, l.Name)
+		switch {
+		case errors.Is(err, share.ErrForeignSecret):
+			st.Reason = share.ReasonSecretConflict
+			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeWarning, reason: EventSecretConflict, action: "EnsureSecret",
+				note: fmt.Sprintf("Secret %s exists and does not belong to this Agent; delete it or rename the link %q to enable it", share.LinkSecretName(agent.Name, l.Name), l.Name)})
+			result = earliest(result, reconcile.Result{RequeueAfter: conflictRecheck})
+			out = append(out, st)
+			continue
+		case err != nil:
+			return nil, reconcile.Result{}, err
+		}
+		if err := s.announceToken(ctx, agent, l.Name, secret, token); err != nil {
+			return nil, reconcile.Result{}, err
+		}
+		d := share.EvaluateLink(agent, l, sc.now)
+		st.SecretName, st.Active, st.Reason, st.Viewers = secret.Name, d.Active, d.Reason, share.Viewers(secret)
+		if d.Active && share.LinkUsedUp(l, secret) {
+			st.Active, st.Reason = false, share.ReasonUsedUp
+			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareUsedUp, action: "UseUp",
+				note: fmt.Sprintf("%s has opened all of its %d terminal connections", linkWords(l.Name), *l.MaxUses)})
+		}
+		if d.Reason == share.ReasonExpired {
+			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareExpired, action: "Expire", note: d.Message})
+		} else if d.ExpiresAt != nil {
+			result = earliest(result, reconcile.Result{RequeueAfter: d.ExpiresAt.Sub(sc.now)})
+		}
+		out = append(out, st)
+	}
+
+	// A link that was reported and is no longer listed was disabled,
+	// whoever deleted its Secret (the aggregated API deletes it itself).
+	disabled := map[string]bool{}
+	if sc.prev.Share != nil {
+		for _, prev := range sc.prev.Share.Links {
+			if !listed[prev.Name] {
+				disabled[prev.Name] = true
+			}
+		}
+	}
+	// The Secrets of links no longer listed go, so that their tokens stop
+	// working.
+	secrets := &corev1.SecretList{}
+	if err := s.client.List(ctx, secrets, client.InNamespace(agent.Namespace), client.MatchingLabels{share.LabelAgent: agent.Name}); err != nil {
+		return nil, reconcile.Result{}, fmt.Errorf("listing the share Secrets of Agent %s: %w", klog.KObj(agent), err)
+	}
+	for i := range secrets.Items {
+		secret := &secrets.Items[i]
+		link := secret.Labels[share.LabelShareLink]
+		if link == "" || listed[link] || secret.Name != share.LinkSecretName(agent.Name, link) || !share.OwnedBy(secret, agent.UID) {
+			continue
+		}
+		deleted, err := s.deleteSecret(ctx, agent, link)
+		if err != nil {
+			return nil, reconcile.Result{}, err
+		}
+		if deleted {
+			klog.FromContext(ctx).Info("Deleted share Secret: link removed", "agent", klog.KObj(agent), "link", link, "secret", klog.KObj(secret))
+			disabled[link] = true
+		}
+	}
+	names := make([]string, 0, len(disabled))
+	for link := range disabled {
+		names = append(names, link)
+	}
+	sort.Strings(names)
+	for _, link := range names {
+		sc.events = append(sc.events, event{eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
+			note: linkWords(link) + " disabled; its token no longer works"})
+	}
+	return out, result, nil
+}
+
+// linkEvent queues an Event about a named link for when the status is
+// written, unless the link already had the reason before this reconcile.
+func (s *shareReconciler) linkEvent(sc *scope, link, reason string, e event) {
+	if sc.prev.Share != nil {
+		for _, prev := range sc.prev.Share.Links {
+			if prev.Name == link && prev.Reason == reason {
+				return
+			}
+		}
+	}
+	sc.events = append(sc.events, e)
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
@@ -37,27 +36,7 @@ type Decision struct {
 // Agent's spec, its Ready condition and whether it is being deleted. The
 // token's existence is the caller's concern.
 func Evaluate(agent *v1alpha1.Agent, now time.Time) Decision {
-	s := agent.Spec.Share
-	if s == nil || !s.Enabled {
-		return Decision{Reason: ReasonDisabled, Message: "Share link is disabled"}
-	}
-	if agent.DeletionTimestamp != nil {
-		// Deleting the Agent ends its link at once: its share Secret may
-		// outlive it for as long as finalizers or the garbage collector
-		// take, and must open nothing meanwhile.
-		return Decision{Reason: ReasonDisabled, Message: "Share link is disabled: the Agent is being deleted"}
-	}
-	d := Decision{ExpiresAt: s.ExpiresAt}
-	if Expired(s.ExpiresAt, now) {
-		d.Reason, d.Message = ReasonExpired, fmt.Sprintf("Share link expired at %s", s.ExpiresAt.UTC().Format(time.RFC3339))
-		return d
-	}
-	if !meta.IsStatusConditionTrue(agent.Status.Conditions, v1alpha1.ConditionReady) {
-		d.Reason, d.Message = ReasonAgentNotReady, "Agent is not ready"
-		return d
-	}
-	d.Active, d.Reason, d.Message = true, ReasonActive, "Share link is active"
-	return d
+	return EvaluateLink(agent, DefaultLink(agent), now)
 }
 
 // Expired reports whether a link with the given expiry has expired at now.

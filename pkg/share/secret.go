@@ -43,11 +43,18 @@ func SecretSelector() map[string]string {
 	return map[string]string{LabelShareSecret: "true"}
 }
 
-// NewSecret returns the share Secret of an Agent holding the token.
+// NewSecret returns the share Secret of an Agent's default link holding the
+// token.
 func NewSecret(agent *v1alpha1.Agent, token string) *corev1.Secret {
-	return &corev1.Secret{
+	return NewLinkSecret(agent, "", token)
+}
+
+// NewLinkSecret returns the Secret of an Agent's link holding the token. The
+// Secret of a named link carries the link's name in a label.
+func NewLinkSecret(agent *v1alpha1.Agent, link, token string) *corev1.Secret {
+	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      SecretName(agent.Name),
+			Name:      LinkSecretName(agent.Name, link),
 			Namespace: agent.Namespace,
 			Labels: map[string]string{
 				LabelShareSecret: "true",
@@ -61,6 +68,10 @@ func NewSecret(agent *v1alpha1.Agent, token string) *corev1.Secret {
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{SecretTokenKey: []byte(token)},
 	}
+	if link != "" {
+		secret.Labels[LabelShareLink] = link
+	}
+	return secret
 }
 
 // OwnedBy reports whether the Secret is the share Secret of this very Agent:
@@ -94,7 +105,13 @@ func TokenFrom(secret *corev1.Secret, agentUID types.UID) (string, error) {
 // the API server (not a cache) so that a lost race is seen at once. A Secret
 // of the Agent with a damaged token gets a new one.
 func EnsureSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent) (*corev1.Secret, string, error) {
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: SecretName(agent.Name)}
+	return EnsureLinkSecret(ctx, r, w, agent, "")
+}
+
+// EnsureLinkSecret is EnsureSecret for the link called link, "" being the
+// default link.
+func EnsureLinkSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
@@ -102,7 +119,7 @@ func EnsureSecret(ctx context.Context, r client.Reader, w client.Writer, agent *
 		if tokenErr != nil {
 			return nil, "", tokenErr
 		}
-		secret = NewSecret(agent, token)
+		secret = NewLinkSecret(agent, link, token)
 		createErr := w.Create(ctx, secret)
 		if createErr == nil {
 			return secret, token, nil
@@ -138,8 +155,9 @@ func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (
 		updated.Data = map[string][]byte{}
 	}
 	updated.Data[SecretTokenKey] = []byte(token)
-	// A new token has opened nothing yet.
+	// A new token has opened nothing yet, and has no viewers.
 	delete(updated.Annotations, AnnotationUses)
+	ClearViewers(updated.Annotations)
 	if err := w.Update(ctx, updated); err != nil {
 		return nil, "", fmt.Errorf("rotating share Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
@@ -150,7 +168,13 @@ func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (
 // foreign Secret of the same name is left alone. It reports whether a Secret
 // was deleted.
 func DeleteSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent) (bool, error) {
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: SecretName(agent.Name)}
+	return DeleteLinkSecret(ctx, r, w, agent, "")
+}
+
+// DeleteLinkSecret is DeleteSecret for the link called link, "" being the
+// default link.
+func DeleteLinkSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, link string) (bool, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
 	secret := &corev1.Secret{}
 	if err := r.Get(ctx, key, secret); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -2,9 +2,12 @@ package share
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -36,9 +39,55 @@ func Uses(secret *corev1.Secret) int32 {
 	return int32(n)
 }
 
-// UsedUp reports whether a link limited by maxUses has no use left.
+// UsedUp reports whether a default link limited by maxUses has no use left.
 func UsedUp(s *v1alpha1.ShareSpec, secret *corev1.Secret) bool {
 	return s != nil && s.MaxUses != nil && secret != nil && Uses(secret) >= *s.MaxUses
+}
+
+// LinkUsedUp reports whether a link limited by maxUses has no use left.
+func LinkUsedUp(l Link, secret *corev1.Secret) bool {
+	return l.MaxUses != nil && secret != nil && Uses(secret) >= *l.MaxUses
+}
+
+// Viewers returns how many pages have the link of the Secret open, the sum
+// of what each share listener replica last recorded on it.
+func Viewers(secret *corev1.Secret) int32 {
+	return ViewersExcept(secret, "")
+}
+
+// ViewersExcept is Viewers without the count under the annotation key
+// except, a replica's own.
+func ViewersExcept(secret *corev1.Secret, except string) int32 {
+	if secret == nil {
+		return 0
+	}
+	var sum int32
+	for k, v := range secret.Annotations {
+		if !strings.HasPrefix(k, AnnotationViewersPrefix) || k == except {
+			continue
+		}
+		if n, err := strconv.ParseInt(v, 10, 32); err == nil && n > 0 {
+			sum += int32(n)
+		}
+	}
+	return sum
+}
+
+// ViewersAnnotation returns the annotation key under which the share
+// listener replica with the given identity records its viewer count.
+func ViewersAnnotation(replica string) string {
+	sum := sha256.Sum256([]byte(replica))
+	return AnnotationViewersPrefix + hex.EncodeToString(sum[:])[:12]
+}
+
+// ClearViewers removes every replica's viewer count from a Secret's
+// annotations.
+func ClearViewers(annotations map[string]string) {
+	for k := range annotations {
+		if strings.HasPrefix(k, AnnotationViewersPrefix) {
+			delete(annotations, k)
+		}
+	}
 }
 
 // ConsumeUse counts one terminal connection of the Agent's link, which holds
@@ -47,7 +96,17 @@ func UsedUp(s *v1alpha1.ShareSpec, secret *corev1.Secret) bool {
 // one gets it; the other gets ErrUsedUp. Reader should read through to the
 // API server.
 func ConsumeUse(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, token string) (int32, error) {
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: SecretName(agent.Name)}
+	return ConsumeLinkUse(ctx, r, w, agent, "", token)
+}
+
+// ConsumeLinkUse is ConsumeUse for the link called link, "" being the
+// default link.
+func ConsumeLinkUse(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, link, token string) (int32, error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
+	l, ok := FindLink(agent, link)
+	if !ok {
+		return 0, fmt.Errorf("share link %q of Agent %s/%s: %w", link, agent.Namespace, agent.Name, ErrForeignSecret)
+	}
 	for range 10 {
 		secret := &corev1.Secret{}
 		if err := r.Get(ctx, key, secret); err != nil {
@@ -56,7 +115,7 @@ func ConsumeUse(ctx context.Context, r client.Reader, w client.Writer, agent *v1
 		if !OwnedBy(secret, agent.UID) || !TokensEqual(string(secret.Data[SecretTokenKey]), token) {
 			return 0, fmt.Errorf("share Secret %s: %w", key, ErrForeignSecret)
 		}
-		if UsedUp(agent.Spec.Share, secret) {
+		if LinkUsedUp(l, secret) {
 			return Uses(secret), ErrUsedUp
 		}
 		n := Uses(secret) + 1

@@ -1,6 +1,7 @@
 package sharehttp
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"k8s.io/utils/lru"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
 )
 
 // Event reasons the listener records on Agents.
@@ -46,20 +48,30 @@ func agentRef(agent types.NamespacedName, uid types.UID) *corev1.ObjectReference
 	}
 }
 
-func (a *auditor) sessionStarted(agent types.NamespacedName, uid types.UID, pod, client string) {
-	klog.InfoS("Share session started", "agent", agent, "pod", pod, "client", client)
+// linkWords names the link of a grant in an Event: `link "default"` or
+// `link "qa" (read-only)`.
+func linkWords(g *Grant) string {
+	w := fmt.Sprintf("link %q", share.LinkDisplayName(g.Link))
+	if g.ReadOnly {
+		w += " (read-only)"
+	}
+	return w
+}
+
+func (a *auditor) sessionStarted(g *Grant, pod, client string) {
+	klog.InfoS("Share session started", "agent", g.Agent, "link", share.LinkDisplayName(g.Link), "readOnly", g.ReadOnly, "pod", pod, "client", client)
 	if a.recorder != nil {
-		a.recorder.Eventf(agentRef(agent, uid), corev1.EventTypeNormal, EventSessionStarted,
-			"Terminal session from %s started in pod %s", client, pod)
+		a.recorder.Eventf(agentRef(g.Agent, g.AgentUID), corev1.EventTypeNormal, EventSessionStarted,
+			"Terminal session from %s through %s started in pod %s", client, linkWords(g), pod)
 	}
 }
 
-func (a *auditor) sessionEnded(agent types.NamespacedName, uid types.UID, client, outcome string, d time.Duration, in, out int64) {
+func (a *auditor) sessionEnded(g *Grant, client, outcome string, d time.Duration, in, out int64) {
 	d = d.Round(time.Second)
-	klog.InfoS("Share session ended", "agent", agent, "client", client, "outcome", outcome, "duration", d, "bytesIn", in, "bytesOut", out)
+	klog.InfoS("Share session ended", "agent", g.Agent, "link", share.LinkDisplayName(g.Link), "client", client, "outcome", outcome, "duration", d, "bytesIn", in, "bytesOut", out)
 	if a.recorder != nil {
-		a.recorder.Eventf(agentRef(agent, uid), corev1.EventTypeNormal, EventSessionEnded,
-			"Terminal session from %s ended (%s) after %s, %d bytes in, %d bytes out", client, outcome, d, in, out)
+		a.recorder.Eventf(agentRef(g.Agent, g.AgentUID), corev1.EventTypeNormal, EventSessionEnded,
+			"Terminal session from %s through %s ended (%s) after %s, %d bytes in, %d bytes out", client, linkWords(g), outcome, d, in, out)
 	}
 }
 

@@ -54,6 +54,20 @@ type Grant struct {
 	// Limited is true for a link with maxUses: each new terminal
 	// connection uses one.
 	Limited bool
+	// Link is the name of the link the token belongs to, "" for the
+	// Agent's default link.
+	Link string
+	// ReadOnly is true for a link in view mode: its pages watch the
+	// terminal and their input never reaches the command.
+	ReadOnly bool
+	// MaxViewers, when positive, is how many pages may have the link's
+	// terminal open at once.
+	MaxViewers int32
+	// SecretName is the Secret that holds the link's token.
+	SecretName string
+	// viewersElsewhere is how many pages other listener replicas report
+	// on the link's Secret.
+	viewersElsewhere int32
 
 	agent *v1alpha1.Agent
 }
@@ -69,7 +83,7 @@ func (l *Links) Use(ctx context.Context, grant *Grant, token string) *Refusal {
 	if !grant.Limited {
 		return nil
 	}
-	_, err := share.ConsumeUse(ctx, l.live, l.liveWriter, grant.agent, token)
+	_, err := share.ConsumeLinkUse(ctx, l.live, l.liveWriter, grant.agent, grant.Link, token)
 	switch {
 	case err == nil:
 		return nil
@@ -363,7 +377,7 @@ func (l *Links) Confirm(ctx context.Context, grant *Grant, token string, client 
 		return nil, refuseUnavailable
 	}
 	secret := &corev1.Secret{}
-	if err := l.live.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}, secret); err != nil {
+	if err := l.live.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, grant.Link)}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, refuseNotFound
 		}
@@ -375,16 +389,24 @@ func (l *Links) Confirm(ctx context.Context, grant *Grant, token string, client 
 	return l.decide(secret, agent, token, client)
 }
 
-// decide applies the link rules to a token's Secret and Agent.
+// decide applies the link rules to a token's Secret and Agent. The Secret
+// names the link it holds the token of; the link must still be in the
+// Agent's spec.
 func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token string, client netip.Addr) (*Grant, *Refusal) {
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}
-	// A Secret left over from a deleted Agent of the same name, or one that
-	// someone else made with the right labels, opens nothing.
-	if secret.Namespace != agent.Namespace || secret.Name != share.SecretName(agent.Name) || !share.OwnedBy(secret, agent.UID) ||
+	linkName := secret.Labels[share.LabelShareLink]
+	// A Secret left over from a deleted Agent of the same name, one that
+	// someone else made with the right labels, or the Secret of a link the
+	// Agent no longer has, opens nothing.
+	if secret.Namespace != agent.Namespace || secret.Name != share.LinkSecretName(agent.Name, linkName) || !share.OwnedBy(secret, agent.UID) ||
 		!share.TokensEqual(string(secret.Data[share.SecretTokenKey]), token) {
 		return nil, refuseNotFound
 	}
-	decision := share.Evaluate(agent, l.clock.Now())
+	link, ok := share.FindLink(agent, linkName)
+	if !ok {
+		return nil, refuseNotFound
+	}
+	decision := share.EvaluateLink(agent, link, l.clock.Now())
 	known := &key
 	switch decision.Reason {
 	case share.ReasonActive:
@@ -396,15 +418,20 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 		return nil, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable, Agent: known,
 			Message: "The Agent is not ready. Try again when it is running."}
 	}
-	allowed, err := share.ParseAllowedIPs(share.AllowedIPStrings(agent.Spec.Share))
+	allowed, err := share.ParseAllowedIPs(share.LinkAllowedIPStrings(link))
 	if err != nil || !share.IPAllowed(allowed, client) {
 		return nil, &Refusal{Reason: ReasonIPNotAllowed, Code: http.StatusForbidden, Agent: known,
 			Message: "This share link cannot be used from your network address."}
 	}
-	if share.UsedUp(agent.Spec.Share, secret) {
+	if share.LinkUsedUp(link, secret) {
 		return nil, refuseUsedUp(known)
 	}
-	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand, Limited: agent.Spec.Share.MaxUses != nil, agent: agent}
+	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand, Limited: link.MaxUses != nil,
+		Link: link.Name, ReadOnly: link.ReadOnly(), SecretName: secret.Name,
+		viewersElsewhere: share.ViewersExcept(secret, replicaAnnotation()), agent: agent}
+	if link.MaxViewers != nil {
+		g.MaxViewers = *link.MaxViewers
+	}
 	if decision.ExpiresAt != nil {
 		g.ExpiresAt = decision.ExpiresAt.Time
 	}

@@ -47,6 +47,7 @@ type Server struct {
 	limiter  *ipRateLimiter
 	slots    *sessionSlots
 	hubs     *hubs
+	viewers  *viewerCounts
 	audit    *auditor
 	exec     Executor
 	clock    clock.Clock
@@ -99,6 +100,7 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
 		hubs:     newHubs(),
+		viewers:  newViewerCounts(links.recordViewers),
 		audit:    newAuditor(recorder),
 		exec:     exec,
 		clock:    clk,
@@ -203,7 +205,11 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"name": grant.Agent.Name, "namespace": grant.Agent.Namespace})
+	mode := "edit"
+	if grant.ReadOnly {
+		mode = "view"
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"name": grant.Agent.Name, "namespace": grant.Agent.Namespace, "mode": mode})
 }
 
 func (s *Server) checkOrigin(r *http.Request) bool {
@@ -271,6 +277,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	// A listener that restarted in the same pod starts with no pages:
+	// counts it recorded before are cleared before it serves.
+	clearCtx, clearCancel := context.WithTimeout(ctx, 10*time.Second)
+	s.links.clearViewers(clearCtx)
+	clearCancel()
 	err := s.serve(ctx, ln)
 	cancel()
 	if cerr := <-cacheErr; err == nil {
@@ -315,6 +326,8 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	err := srv.Shutdown(shutdownCtx)
 	s.closeSessions()
 	s.wg.Wait()
+	// The pages are gone: record it on the links' Secrets before leaving.
+	s.viewers.wait(shutdownCtx)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

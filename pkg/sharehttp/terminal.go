@@ -107,7 +107,8 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	// never by the page or /info (which link previews fetch), nor by a page
 	// resuming the session it lost.
 	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
-	if !s.hubs.resumable(grant, resume) {
+	resumed := s.hubs.resumable(grant, resume)
+	if !resumed {
 		if refusal := s.links.Use(r.Context(), grant, r.PathValue("token")); refusal != nil {
 			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 			writeRefusal(w, refusal, true)
@@ -123,6 +124,16 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	// Each link counts its pages, for its maxViewers and its status.
+	leave, ok := s.viewers.join(grant, !resumed)
+	if !ok {
+		refusal := refuseTooManyViewers(grant)
+		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+		w.Header().Set("Retry-After", "10")
+		writeRefusal(w, refusal, true)
+		return
+	}
+	defer leave()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered the client.
@@ -165,7 +176,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	// Every page of an Agent's links shares one command: the first to
 	// arrive starts it, later ones join and are shown the recent output
 	// first.
-	h, v, first := s.hubs.join(grant, term, size, resume, false, func() { sess.endWith(closeServerError, slowViewerStatus) })
+	h, v, first := s.hubs.join(grant, term, size, resume, grant.ReadOnly, func() { sess.endWith(closeServerError, slowViewerStatus) })
 	// A page whose connection dropped, rather than one the server ended,
 	// may come back to resume: the command waits for it a while.
 	linger := false
@@ -178,7 +189,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	defer unsubscribe()
 
 	start := s.clock.Now()
-	s.audit.sessionStarted(grant.Agent, grant.AgentUID, pod, client.String())
+	s.audit.sessionStarted(grant, pod, client.String())
 	// In this goroutine rather than one of its own: most sessions sit idle.
 	s.watchSession(ctx, sess, changes, h.done)
 	var outcome string
@@ -203,7 +214,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))
 	bytesTotal.WithLabelValues("out").Add(float64(term.BytesOut()))
 	sessionsTotal.WithLabelValues(outcome).Inc()
-	s.audit.sessionEnded(grant.Agent, grant.AgentUID, client.String(), outcome, s.clock.Since(start), term.BytesIn(), term.BytesOut())
+	s.audit.sessionEnded(grant, client.String(), outcome, s.clock.Since(start), term.BytesIn(), term.BytesOut())
 }
 
 // finish tells the page how the session ended and returns the outcome.
@@ -303,6 +314,11 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 			return
 		case grant.AgentUID != sess.grant.AgentUID:
 			sess.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
+			return
+		case grant.ReadOnly != sess.grant.ReadOnly:
+			// A page joins its session as an editor or a watcher; a link
+			// switched to view must stop typing at once.
+			sess.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
 			return
 		case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
 			sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")

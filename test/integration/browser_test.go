@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kubeopencode/share/internal/browsertest"
 )
@@ -59,6 +60,48 @@ func (s *system) testBrowser(t *testing.T) {
 		t.Errorf("the page says %q after the link was disabled", msg)
 	}
 	screenshot(t, b, "share-page-revoked.png")
+	if ex := b.Exceptions(); len(ex) > 0 {
+		t.Errorf("uncaught exceptions in the page: %q", ex)
+	}
+}
+
+// testReadOnlyBrowser opens a view link in headless Chromium next to an edit
+// session on the same Agent: the page says read-only, shows what the editor
+// does, and what is typed into it never reaches the pod.
+func (s *system) testReadOnlyBrowser(t *testing.T) {
+	b := browsertest.Start(t, 1000, 600)
+	agent := s.readyAgent(t, "team-agent")
+	editToken := s.enable(t, agent, "")
+	view := s.shareLink(t, http.MethodPost, agent, "", `{"spec":{"link":"watch","mode":"view"}}`)
+
+	editor, _ := s.dial(t, editToken, nil)
+	editor.resize(100, 30)
+	editor.typeText("echo edit''or-ready\r")
+	editor.waitForOutput("editor-ready")
+
+	b.Navigate("http://" + s.shareLn + "/s/" + view.Status.Token)
+	b.WaitFor("the page to connect", `document.getElementById('state').className`,
+		func(v string) bool { return v == "state connected" })
+	if mode := b.Eval(`document.getElementById('mode').hidden ? 'hidden' : document.getElementById('mode').textContent`); mode != "read-only" {
+		t.Errorf("the page's mode badge shows %q, want read-only", mode)
+	}
+	rows := `(document.querySelector('.xterm-rows') || {}).innerText || ''`
+	b.WaitFor("the editor's output, replayed", rows, func(v string) bool { return strings.Contains(v, "editor-ready") })
+
+	b.Eval(`document.querySelector('.xterm-helper-textarea').focus()`)
+	b.Type("touch typed-in-''the-browser")
+	b.Key("Enter", "Enter", 13, "\r", 0)
+	time.Sleep(time.Second)
+	editor.typeText("echo after-''browser\r")
+	editor.waitForOutput("after-browser")
+	out := b.WaitFor("what the editor typed", rows, func(v string) bool { return strings.Contains(v, "after-browser") })
+	if strings.Contains(out, "typed-in") || strings.Contains(editor.text(), "typed-in") {
+		t.Errorf("the read-only page's typing reached the shell:\npage:\n%s\neditor:\n%s", out, editor.text())
+	}
+	if files := s.execInPod(t, agent, "sh", "-c", "ls"); strings.Contains(files, "typed-in-the-browser") {
+		t.Errorf("the read-only page's command ran in the pod: %q", files)
+	}
+	t.Logf("screenshot: %s", screenshot(t, b, "share-page-read-only.png"))
 	if ex := b.Exceptions(); len(ex) > 0 {
 		t.Errorf("uncaught exceptions in the page: %q", ex)
 	}

@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -139,8 +140,8 @@ func TestController(t *testing.T) {
 
 		e.updateAgent(a, func(a *v1alpha1.Agent) { a.Spec.Share = &v1alpha1.ShareSpec{Enabled: true} })
 		agent := e.waitForCondition(a, v1alpha1.ConditionShareReady, metav1.ConditionTrue, share.ReasonActive)
-		want := &v1alpha1.ShareStatus{SecretName: a.Name + "-share", Active: true, URL: publicURL}
-		if s := agent.Status.Share; s == nil || *s != *want {
+		want := &v1alpha1.ShareStatus{SecretName: a.Name + "-share", Active: true, URL: publicURL, Mode: v1alpha1.ShareModeEdit}
+		if s := agent.Status.Share; s == nil || !equality.Semantic.DeepEqual(s, want) {
 			t.Errorf("status.share = %+v, want %+v", s, want)
 		}
 		secret := e.shareSecret(a.Name)

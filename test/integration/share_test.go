@@ -420,7 +420,7 @@ func TestShareLink(t *testing.T) {
 		token := s.enable(t, agent, "")
 
 		resp, body := s.get(t, "/s/"+token+"/info", nil)
-		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != fmt.Sprintf(`{"name":"%s","namespace":"%s"}`, agent.Name, agent.Namespace) {
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != fmt.Sprintf(`{"mode":"edit","name":"%s","namespace":"%s"}`, agent.Name, agent.Namespace) {
 			t.Fatalf("/info: %d %s", resp.StatusCode, body)
 		}
 		for header, want := range map[string]string{

@@ -33,6 +33,7 @@ import (
 func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	return map[string]common.OpenAPIDefinition{
 		v1alpha1.AgentShare{}.OpenAPIModelName():          schema_pkg_apis_subresources_v1alpha1_AgentShare(ref),
+		v1alpha1.AgentShareOptions{}.OpenAPIModelName():   schema_pkg_apis_subresources_v1alpha1_AgentShareOptions(ref),
 		v1alpha1.AgentShareSpec{}.OpenAPIModelName():      schema_pkg_apis_subresources_v1alpha1_AgentShareSpec(ref),
 		v1alpha1.AgentShareStatus{}.OpenAPIModelName():    schema_pkg_apis_subresources_v1alpha1_AgentShareStatus(ref),
 		v1.APIGroup{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_APIGroup(ref),
@@ -141,6 +142,40 @@ func schema_pkg_apis_subresources_v1alpha1_AgentShare(ref common.ReferenceCallba
 	}
 }
 
+func schema_pkg_apis_subresources_v1alpha1_AgentShareOptions(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "AgentShareOptions are the query parameters of a get or delete on agents/share.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"link": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Link names the link to show or disable; empty means the default link.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+			},
+		},
+	}
+}
+
 func schema_pkg_apis_subresources_v1alpha1_AgentShareSpec(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -189,6 +224,27 @@ func schema_pkg_apis_subresources_v1alpha1_AgentShareSpec(ref common.ReferenceCa
 					"maxUses": {
 						SchemaProps: spec.SchemaProps{
 							Description: "MaxUses, when set, is how many terminal connections the link opens before it stops working; 1 makes a one-time link.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"link": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Link names the link to enable or change: empty for the Agent's default link, or a DNS label for a named link of its own, with its own token.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"mode": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Mode is \"edit\" (the default), whose holder types into the terminal, or \"view\", whose holder only watches it.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"maxViewers": {
+						SchemaProps: spec.SchemaProps{
+							Description: "MaxViewers, when set, is how many pages may have the link's terminal open at once.",
 							Type:        []string{"integer"},
 							Format:      "int32",
 						},
@@ -281,6 +337,53 @@ func schema_pkg_apis_subresources_v1alpha1_AgentShareStatus(ref common.Reference
 							Description: "Uses is how many terminal connections the link has opened.",
 							Type:        []string{"integer"},
 							Format:      "int32",
+						},
+					},
+					"link": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Link is the name of the link shown, empty for the default link.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"mode": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Mode is the link's mode, edit or view, while it is enabled.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"maxViewers": {
+						SchemaProps: spec.SchemaProps{
+							Description: "MaxViewers is how many pages may have the link's terminal open at once.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"viewers": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Viewers is how many pages have the link's terminal open, as the Agent's status last reported it.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"links": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "set",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "Links are the names of the Agent's named links. Only the answer about the default link lists them; each is shown with the link query parameter.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
 						},
 					},
 				},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,10 +57,10 @@ type REST struct {
 }
 
 var (
-	_ rest.Storage         = &REST{}
-	_ rest.NamedCreater    = &REST{}
-	_ rest.Getter          = &REST{}
-	_ rest.GracefulDeleter = &REST{}
+	_ rest.Storage           = &REST{}
+	_ rest.NamedCreater      = &REST{}
+	_ rest.GetterWithOptions = &REST{}
+	_ rest.GracefulDeleter   = &REST{}
 )
 
 // NewREST returns the storage of agents/share.
@@ -101,9 +102,13 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 
 	now := r.clock.Now()
 	normalize(req)
+	link := req.Spec.Link
 	var errs field.ErrorList
 	if req.Name != "" && req.Name != name {
 		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), req.Name, "must be the name of the Agent in the request path"))
+	}
+	if link != "" {
+		errs = append(errs, share.ValidateLinkName(name, link, field.NewPath("spec", "link"))...)
 	}
 	errs = append(errs, validation.ValidateAgentShareCreate(req, now, r.maxDuration)...)
 	if len(errs) > 0 {
@@ -118,18 +123,24 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 			// made now would only wait for the garbage collector.
 			return false, apierrors.NewConflict(agentsShareResource, a.Name, errors.New("the Agent is being deleted"))
 		}
-		if apiequality.Semantic.DeepEqual(a.Spec.Share, desired) {
+		current, enabled := share.FindLink(a, link)
+		enabled = enabled && current.Enabled
+		if enabled && apiequality.Semantic.DeepEqual(current, desired) {
 			return false, nil
 		}
-		if !shareEnabled(a) && !dryRun {
+		if !enabled && link != "" && a.Spec.Share != nil && len(a.Spec.Share.Links) >= share.MaxLinks {
+			return false, apierrors.NewInvalid(agentShareKind, name, field.ErrorList{field.Invalid(field.NewPath("spec", "link"), link,
+				fmt.Sprintf("the Agent has %d named links, the most it may have; disable one first", share.MaxLinks))})
+		}
+		if !enabled && !dryRun {
 			// A Secret left over from an earlier link must not come back to
-			// life: remove it while the Agent is still disabled, so that any
+			// life: remove it while the link is still disabled, so that any
 			// Secret present once the patch below succeeds holds a new token.
-			if _, err := share.DeleteSecret(ctx, r.client, r.client, a); err != nil {
+			if _, err := share.DeleteLinkSecret(ctx, r.client, r.client, a, link); err != nil {
 				return false, err
 			}
 		}
-		a.Spec.Share = desired.DeepCopy()
+		setLink(a, desired)
 		return true, nil
 	})
 	if err != nil {
@@ -137,91 +148,203 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 	}
 	if dryRun {
 		// Nothing was written, so there is no token to show.
-		return r.agentShare(agent, "", now), nil
+		return r.agentShare(agent, link, "", now), nil
 	}
 
-	token, err := r.ensureToken(ctx, agent, req.Spec.Rotate)
+	token, err := r.ensureToken(ctx, agent, link, req.Spec.Rotate)
 	if err != nil {
-		return nil, r.secretError(ctx, agent, err)
+		return nil, r.secretError(ctx, agent, link, err)
 	}
-	if err := r.confirmEnabled(ctx, agent); err != nil {
+	if err := r.confirmEnabled(ctx, agent, link); err != nil {
 		return nil, err
 	}
 	klog.FromContext(ctx).Info("Share link enabled",
-		"agent", klog.KObj(agent), "user", userName(ctx), "rotate", req.Spec.Rotate,
-		"expiresAt", expiryString(desired.ExpiresAt), "allowedIPs", len(desired.AllowedIPs))
-	out := r.agentShare(agent, token, now)
-	if desired.MaxUses != nil {
-		_, uses, err := r.readToken(ctx, agent)
-		if err != nil {
-			return nil, err
-		}
-		withUses(out, agent, uses)
+		"agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "user", userName(ctx), "rotate", req.Spec.Rotate,
+		"mode", desired.ModeOrDefault(), "expiresAt", expiryString(desired.ExpiresAt), "allowedIPs", len(desired.AllowedIPs))
+	out := r.agentShare(agent, link, token, now)
+	_, uses, viewers, err := r.readToken(ctx, agent, link)
+	if err != nil {
+		return nil, err
+	}
+	withUses(out, agent, link, uses)
+	out.Status.Viewers = viewers
+	if link == "" {
+		out.Status.Links = share.LinkNames(agent)
 	}
 	return out, nil
 }
 
-// Get shows the share link of the Agent called name: whether it gives access
-// and why, and, while it is enabled and not expired, its token and link.
-func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+// setLink writes a link into the Agent's spec: the default link into
+// spec.share's own fields, keeping the named links, or a named link into
+// spec.share.links, replacing the entry of that name or adding one.
+func setLink(a *kubeopencodev1alpha1.Agent, l share.Link) {
+	if a.Spec.Share == nil {
+		a.Spec.Share = &kubeopencodev1alpha1.ShareSpec{}
+	}
+	s := a.Spec.Share
+	if l.Name == "" {
+		*s = kubeopencodev1alpha1.ShareSpec{Enabled: l.Enabled, ExpiresAt: l.ExpiresAt, AllowedIPs: l.AllowedIPs,
+			MaxUses: l.MaxUses, MaxViewers: l.MaxViewers, Mode: l.Mode, Links: s.Links}
+		return
+	}
+	entry := kubeopencodev1alpha1.ShareLink{Name: l.Name, ExpiresAt: l.ExpiresAt, AllowedIPs: l.AllowedIPs,
+		MaxUses: l.MaxUses, MaxViewers: l.MaxViewers, Mode: l.Mode}
+	for i := range s.Links {
+		if s.Links[i].Name == l.Name {
+			s.Links[i] = entry
+			return
+		}
+	}
+	s.Links = append(s.Links, entry)
+}
+
+// removeLink disables a link in the Agent's spec: the default link's fields
+// are cleared, keeping the named links; a named link leaves the list. It
+// reports whether anything changed.
+func removeLink(a *kubeopencodev1alpha1.Agent, link string) bool {
+	s := a.Spec.Share
+	if s == nil {
+		return false
+	}
+	if link == "" {
+		cleared := kubeopencodev1alpha1.ShareSpec{Links: s.Links}
+		if apiequality.Semantic.DeepEqual(*s, cleared) {
+			return false
+		}
+		*s = cleared
+		return true
+	}
+	for i := range s.Links {
+		if s.Links[i].Name == link {
+			s.Links = append(s.Links[:i:i], s.Links[i+1:]...)
+			if len(s.Links) == 0 {
+				s.Links = nil
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// NewGetOptions returns the options of a get: the link query parameter.
+func (*REST) NewGetOptions() (runtime.Object, bool, string) {
+	return &subresourcesv1alpha1.AgentShareOptions{}, false, ""
+}
+
+// Get shows a share link of the Agent called name, the default one unless the
+// link query parameter names another: whether it gives access and why, and,
+// while it is enabled and not expired, its token and link. The answer about
+// the default link lists the names of the named links.
+func (r *REST) Get(ctx context.Context, name string, options runtime.Object) (runtime.Object, error) {
 	namespace, err := namespaceFrom(ctx)
 	if err != nil {
+		return nil, err
+	}
+	var link string
+	if o, ok := options.(*subresourcesv1alpha1.AgentShareOptions); ok && o != nil {
+		link = o.Link
+	}
+	if err := validateLinkParameter(name, link); err != nil {
 		return nil, err
 	}
 	agent := &kubeopencodev1alpha1.Agent{}
 	if err := r.client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, agent); err != nil {
 		return nil, r.apiError(ctx, err, name)
 	}
+	l, ok := share.FindLink(agent, link)
+	if !ok {
+		return nil, linkNotFound(name, link)
+	}
 	now := r.clock.Now()
 	var (
-		token string
-		uses  int32
+		token         string
+		uses, viewers int32
 	)
-	if shareEnabled(agent) && !share.Expired(agent.Spec.Share.ExpiresAt, now) {
-		if token, uses, err = r.readToken(ctx, agent); err != nil {
+	if l.Enabled && !share.Expired(l.ExpiresAt, now) {
+		if token, uses, viewers, err = r.readToken(ctx, agent, link); err != nil {
 			return nil, err
 		}
 	}
-	out := r.agentShare(agent, token, now)
-	withUses(out, agent, uses)
+	out := r.agentShare(agent, link, token, now)
+	withUses(out, agent, link, uses)
+	out.Status.Viewers = viewers
+	if link == "" {
+		out.Status.Links = share.LinkNames(agent)
+	}
 	return out, nil
 }
 
-// Delete disables the share link of the Agent called name: it turns
-// spec.share.enabled off, clearing the link's expiry and allowed addresses,
-// and deletes the share Secret before it returns, so the token stops working
-// at once. Disabling a disabled link succeeds and changes nothing.
+// validateLinkParameter checks the link query parameter of a get or delete.
+func validateLinkParameter(agent, link string) error {
+	if link == "" {
+		return nil
+	}
+	if errs := share.ValidateLinkName(agent, link, field.NewPath("link")); len(errs) > 0 {
+		return apierrors.NewInvalid(agentShareKind, agent, errs)
+	}
+	return nil
+}
+
+// linkNotFound is the answer about a named link the Agent does not have.
+func linkNotFound(agent, link string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure,
+		Code:   http.StatusNotFound,
+		Reason: metav1.StatusReasonNotFound,
+		Details: &metav1.StatusDetails{
+			Group: subresourcesv1alpha1.GroupName,
+			Kind:  "agents/share",
+			Name:  link,
+		},
+		Message: fmt.Sprintf("Agent %s has no share link named %q", agent, link),
+	}}
+}
+
+// Delete disables a share link of the Agent called name, the default one
+// unless the link query parameter names another (see WithLinkParameter): the
+// default link's spec.share fields are cleared, keeping the named links; a
+// named link leaves spec.share.links. The link's Secret is deleted before it
+// returns, so the token stops working at once. Disabling the disabled default
+// link succeeds and changes nothing; a named link the Agent does not have is
+// 404 NotFound.
 func (r *REST) Delete(ctx context.Context, name string, deleteValidation rest.ValidateObjectFunc, options *metav1.DeleteOptions) (runtime.Object, bool, error) {
 	namespace, err := namespaceFrom(ctx)
 	if err != nil {
+		return nil, false, err
+	}
+	link := LinkFrom(ctx)
+	if err := validateLinkParameter(name, link); err != nil {
 		return nil, false, err
 	}
 	dryRun := options != nil && isDryRun(options.DryRun)
 	now := r.clock.Now()
 
 	agent, err := r.patchAgent(ctx, namespace, name, dryRun, func(a *kubeopencodev1alpha1.Agent) (bool, error) {
+		if _, ok := share.FindLink(a, link); !ok {
+			return false, linkNotFound(name, link)
+		}
 		if deleteValidation != nil {
-			if err := deleteValidation(ctx, r.agentShare(a, "", now)); err != nil {
+			if err := deleteValidation(ctx, r.agentShare(a, link, "", now)); err != nil {
 				return false, err
 			}
 		}
-		if a.Spec.Share == nil || apiequality.Semantic.DeepEqual(*a.Spec.Share, kubeopencodev1alpha1.ShareSpec{}) {
-			return false, nil
-		}
-		a.Spec.Share = &kubeopencodev1alpha1.ShareSpec{}
-		return true, nil
+		return removeLink(a, link), nil
 	})
 	if err != nil {
 		return nil, false, err
 	}
 	if !dryRun {
-		deleted, err := share.DeleteSecret(ctx, r.client, r.client, agent)
+		deleted, err := share.DeleteLinkSecret(ctx, r.client, r.client, agent, link)
 		if err != nil {
 			return nil, false, r.apiError(ctx, err, name)
 		}
-		klog.FromContext(ctx).Info("Share link disabled", "agent", klog.KObj(agent), "user", userName(ctx), "secretDeleted", deleted)
+		klog.FromContext(ctx).Info("Share link disabled", "agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "user", userName(ctx), "secretDeleted", deleted)
 	}
-	return r.agentShare(agent, "", now), true, nil
+	out := r.agentShare(agent, link, "", now)
+	if link == "" {
+		out.Status.Links = share.LinkNames(agent)
+	}
+	return out, true, nil
 }
 
 // patchAgent reads the Agent, lets mutate change it, and writes the change as
@@ -272,18 +395,18 @@ func (m mutateError) Error() string { return m.err.Error() }
 // calls that rotate at once hand out one token: when a rotation loses the race
 // to write the Secret and finds a token other than the one it set out to
 // replace, it returns that token instead of rotating a second time.
-func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent, rotate bool) (string, error) {
+func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string, rotate bool) (string, error) {
 	if !rotate {
-		_, token, err := share.EnsureSecret(ctx, r.client, r.client, agent)
+		_, token, err := share.EnsureLinkSecret(ctx, r.client, r.client, agent, link)
 		return token, err
 	}
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
 	for range maxRotateAttempts {
 		secret := &corev1.Secret{}
 		err := r.client.Get(ctx, key, secret)
 		if apierrors.IsNotFound(err) {
 			// No token to replace: a new Secret holds a new token.
-			_, token, err := share.EnsureSecret(ctx, r.client, r.client, agent)
+			_, token, err := share.EnsureLinkSecret(ctx, r.client, r.client, agent, link)
 			return token, err
 		}
 		if err != nil {
@@ -319,58 +442,69 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 // concurrent disable turned sharing off in between, it deletes the Secret it
 // may have recreated and answers 409 Conflict, so that a disable that
 // returned is never undone.
-func (r *REST) confirmEnabled(ctx context.Context, agent *kubeopencodev1alpha1.Agent) error {
+func (r *REST) confirmEnabled(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string) error {
 	latest := &kubeopencodev1alpha1.Agent{}
 	err := r.client.Get(ctx, client.ObjectKeyFromObject(agent), latest)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return r.apiError(ctx, err, agent.Name)
 	}
-	if err == nil && latest.UID == agent.UID && shareEnabled(latest) {
-		return nil
+	if err == nil && latest.UID == agent.UID {
+		if l, ok := share.FindLink(latest, link); ok && l.Enabled {
+			return nil
+		}
 	}
-	if _, err := share.DeleteSecret(ctx, r.client, r.client, agent); err != nil {
+	if _, err := share.DeleteLinkSecret(ctx, r.client, r.client, agent, link); err != nil {
 		return r.apiError(ctx, err, agent.Name)
 	}
 	return apierrors.NewConflict(agentsShareResource, agent.Name,
 		errors.New("the share link was disabled or the Agent deleted while it was being enabled"))
 }
 
-// readToken returns the token of an enabled link, or "" while its Secret does
-// not exist yet or does not belong to the Agent.
-func (r *REST) readToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent) (string, int32, error) {
+// readToken returns the token of an enabled link, its use count and its
+// viewer count, or "" while its Secret does not exist yet or does not belong
+// to the Agent.
+func (r *REST) readToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string) (string, int32, int32, error) {
 	secret := &corev1.Secret{}
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
 	if err := r.client.Get(ctx, key, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", 0, nil
+			return "", 0, 0, nil
 		}
-		return "", 0, r.apiError(ctx, fmt.Errorf("reading share Secret %s: %w", key, err), agent.Name)
+		return "", 0, 0, r.apiError(ctx, fmt.Errorf("reading share Secret %s: %w", key, err), agent.Name)
 	}
 	token, err := share.TokenFrom(secret, agent.UID)
 	if err != nil {
 		klog.FromContext(ctx).Info("Share Secret holds no token of the Agent", "agent", klog.KObj(agent), "secret", klog.KObj(secret), "reason", err.Error())
-		return "", 0, nil
+		return "", 0, 0, nil
 	}
-	return token, share.Uses(secret), nil
+	return token, share.Uses(secret), share.Viewers(secret), nil
 }
 
-// agentShare describes the Agent's link. The token is given only while the
+// agentShare describes a link of the Agent. The token is given only while the
 // link is enabled and not expired; an Agent that is not ready yet still gets
 // it, since the link works as soon as the Agent is ready.
-func (r *REST) agentShare(agent *kubeopencodev1alpha1.Agent, token string, now time.Time) *subresourcesv1alpha1.AgentShare {
-	d := share.Evaluate(agent, now)
+func (r *REST) agentShare(agent *kubeopencodev1alpha1.Agent, link, token string, now time.Time) *subresourcesv1alpha1.AgentShare {
+	l, _ := share.FindLink(agent, link)
+	d := share.EvaluateLink(agent, l, now)
 	out := &subresourcesv1alpha1.AgentShare{
 		ObjectMeta: metav1.ObjectMeta{Name: agent.Name, Namespace: agent.Namespace},
-		Status:     subresourcesv1alpha1.AgentShareStatus{Active: d.Active, Reason: d.Reason},
+		Spec:       subresourcesv1alpha1.AgentShareSpec{Link: link},
+		Status:     subresourcesv1alpha1.AgentShareStatus{Active: d.Active, Reason: d.Reason, Link: link},
 	}
-	if !shareEnabled(agent) {
+	if !l.Enabled {
 		return out
 	}
-	s := agent.Spec.Share
-	out.Spec.ExpiresAt = s.ExpiresAt.DeepCopy()
-	out.Spec.AllowedIPs = share.AllowedIPStrings(s)
-	out.Status.ExpiresAt = s.ExpiresAt.DeepCopy()
-	out.Status.AllowedIPs = share.AllowedIPStrings(s)
+	mode := string(l.ModeOrDefault())
+	out.Spec.ExpiresAt = l.ExpiresAt.DeepCopy()
+	out.Spec.AllowedIPs = share.LinkAllowedIPStrings(l)
+	out.Spec.Mode = mode
+	out.Status.ExpiresAt = l.ExpiresAt.DeepCopy()
+	out.Status.AllowedIPs = share.LinkAllowedIPStrings(l)
+	out.Status.Mode = mode
+	if l.MaxViewers != nil {
+		out.Spec.MaxViewers = ptr.To(*l.MaxViewers)
+		out.Status.MaxViewers = ptr.To(*l.MaxViewers)
+	}
 	if token != "" && d.Reason != share.ReasonExpired {
 		out.Status.Token = token
 		out.Status.Path = share.Path(token)
@@ -380,10 +514,10 @@ func (r *REST) agentShare(agent *kubeopencodev1alpha1.Agent, token string, now t
 }
 
 // secretError turns an error of ensuring the share Secret into an API error.
-func (r *REST) secretError(ctx context.Context, agent *kubeopencodev1alpha1.Agent, err error) error {
+func (r *REST) secretError(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string, err error) error {
 	if errors.Is(err, share.ErrForeignSecret) {
 		return apierrors.NewConflict(agentsShareResource, agent.Name,
-			fmt.Errorf("a Secret named %s exists in namespace %s and does not belong to the Agent; delete or rename it", share.SecretName(agent.Name), agent.Namespace))
+			fmt.Errorf("a Secret named %s exists in namespace %s and does not belong to the Agent; delete or rename it", share.LinkSecretName(agent.Name, link), agent.Namespace))
 	}
 	return r.apiError(ctx, err, agent.Name)
 }
@@ -436,10 +570,11 @@ func normalize(s *subresourcesv1alpha1.AgentShare) {
 	}
 }
 
-// desiredShare is the spec.share that a valid create asks for at time now. A
-// request without an expiry expires at the cap, when there is one.
-func desiredShare(spec subresourcesv1alpha1.AgentShareSpec, now time.Time, maxDuration time.Duration) *kubeopencodev1alpha1.ShareSpec {
-	out := &kubeopencodev1alpha1.ShareSpec{Enabled: true}
+// desiredShare is the link that a valid create asks for at time now. A
+// request without an expiry expires at the cap, when there is one. An
+// explicit edit mode is stored as the default it is, unset.
+func desiredShare(spec subresourcesv1alpha1.AgentShareSpec, now time.Time, maxDuration time.Duration) share.Link {
+	out := share.Link{Name: spec.Link, Enabled: true}
 	var expiresAt time.Time
 	switch {
 	case spec.ExpiresAt != nil:
@@ -459,16 +594,23 @@ func desiredShare(spec subresourcesv1alpha1.AgentShareSpec, now time.Time, maxDu
 	if spec.MaxUses != nil {
 		out.MaxUses = ptr.To(*spec.MaxUses)
 	}
+	if spec.MaxViewers != nil {
+		out.MaxViewers = ptr.To(*spec.MaxViewers)
+	}
+	if spec.Mode == string(kubeopencodev1alpha1.ShareModeView) {
+		out.Mode = kubeopencodev1alpha1.ShareModeView
+	}
 	return out
 }
 
 // withUses adds the use count of a link limited by maxUses to what agentShare
 // made, and turns an active link that has opened all its connections off.
-func withUses(out *subresourcesv1alpha1.AgentShare, agent *kubeopencodev1alpha1.Agent, uses int32) {
-	if !shareEnabled(agent) || agent.Spec.Share.MaxUses == nil {
+func withUses(out *subresourcesv1alpha1.AgentShare, agent *kubeopencodev1alpha1.Agent, link string, uses int32) {
+	l, ok := share.FindLink(agent, link)
+	if !ok || !l.Enabled || l.MaxUses == nil {
 		return
 	}
-	max := *agent.Spec.Share.MaxUses
+	max := *l.MaxUses
 	out.Spec.MaxUses = ptr.To(max)
 	out.Status.MaxUses = ptr.To(max)
 	out.Status.Uses = uses

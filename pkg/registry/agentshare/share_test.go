@@ -135,7 +135,7 @@ func TestCreateEnables(t *testing.T) {
 	}
 	want := &subresourcesv1alpha1.AgentShare{
 		ObjectMeta: metav1.ObjectMeta{Namespace: testNamespace, Name: testName},
-		Spec:       subresourcesv1alpha1.AgentShareSpec{ExpiresAt: at(24 * time.Hour), AllowedIPs: []string{"10.0.0.0/8", "192.168.1.7"}},
+		Spec:       subresourcesv1alpha1.AgentShareSpec{ExpiresAt: at(24 * time.Hour), AllowedIPs: []string{"10.0.0.0/8", "192.168.1.7"}, Mode: "edit"},
 		Status: subresourcesv1alpha1.AgentShareStatus{
 			// The Agent has no Ready condition: the link works once it has.
 			Active:     false,
@@ -145,6 +145,7 @@ func TestCreateEnables(t *testing.T) {
 			URL:        "https://share.example.com/s/" + token,
 			ExpiresAt:  at(24 * time.Hour),
 			AllowedIPs: []string{"10.0.0.0/8", "192.168.1.7"},
+			Mode:       "edit",
 		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -283,7 +284,7 @@ func TestCreateRunsAdmission(t *testing.T) {
 func TestUnknownAgent(t *testing.T) {
 	f := newFixture(t, nil)
 	_, createErr := f.create(t, subresourcesv1alpha1.AgentShareSpec{})
-	_, getErr := f.rest.Get(testCtx(), testName, &metav1.GetOptions{})
+	_, getErr := f.rest.Get(testCtx(), testName, &subresourcesv1alpha1.AgentShareOptions{})
 	_, _, deleteErr := f.rest.Delete(testCtx(), testName, nil, &metav1.DeleteOptions{})
 	for verb, err := range map[string]error{"create": createErr, "get": getErr, "delete": deleteErr} {
 		if !apierrors.IsNotFound(err) {
@@ -473,19 +474,19 @@ func TestGet(t *testing.T) {
 		{name: "disabled with a leftover Secret", share: &kubeopencodev1alpha1.ShareSpec{}, secret: true, want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonDisabled}},
 		{
 			name: "active", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true, AllowedIPs: []kubeopencodev1alpha1.IPOrCIDR{"10.0.0.0/8"}}, conditions: ready, secret: true,
-			want: subresourcesv1alpha1.AgentShareStatus{Active: true, Reason: share.ReasonActive, Token: token, Path: "/s/" + token, URL: "https://share.example.com/s/" + token, AllowedIPs: []string{"10.0.0.0/8"}},
+			want: subresourcesv1alpha1.AgentShareStatus{Active: true, Reason: share.ReasonActive, Token: token, Path: "/s/" + token, URL: "https://share.example.com/s/" + token, AllowedIPs: []string{"10.0.0.0/8"}, Mode: "edit"},
 		},
 		{
 			name: "agent not ready", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true}, secret: true,
-			want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonAgentNotReady, Token: token, Path: "/s/" + token, URL: "https://share.example.com/s/" + token},
+			want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonAgentNotReady, Token: token, Path: "/s/" + token, URL: "https://share.example.com/s/" + token, Mode: "edit"},
 		},
 		{
 			name: "enabled before its Secret exists", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true}, conditions: ready,
-			want: subresourcesv1alpha1.AgentShareStatus{Active: true, Reason: share.ReasonActive},
+			want: subresourcesv1alpha1.AgentShareStatus{Active: true, Reason: share.ReasonActive, Mode: "edit"},
 		},
 		{
 			name: "expired", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Minute)}, conditions: ready, secret: true,
-			want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonExpired, ExpiresAt: at(-time.Minute)},
+			want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonExpired, ExpiresAt: at(-time.Minute), Mode: "edit"},
 		},
 	}
 	for _, tc := range tests {
@@ -497,7 +498,7 @@ func TestGet(t *testing.T) {
 				objs = append(objs, share.NewSecret(agent, token))
 			}
 			f := newFixture(t, nil, objs...)
-			obj, err := f.rest.Get(testCtx(), testName, &metav1.GetOptions{})
+			obj, err := f.rest.Get(testCtx(), testName, &subresourcesv1alpha1.AgentShareOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -83,6 +83,9 @@ const (
 	ReasonIdle = "Idle"
 	// ReasonRevoked: the share was disabled or its token rotated.
 	ReasonRevoked = "Revoked"
+	// ReasonModeChanged: the link was switched between edit and view; the
+	// page reconnects to go on in the new mode.
+	ReasonModeChanged = "ModeChanged"
 	// ReasonExpired: the share's expiresAt passed.
 	ReasonExpired = "Expired"
 	// ReasonIPNotAllowed: the client's address is no longer allowed.

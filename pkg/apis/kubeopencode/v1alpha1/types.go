@@ -103,6 +103,73 @@ type ShareSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	MaxUses *int32 `json:"maxUses,omitempty"`
+	// Mode is what the holder of the link may do: edit (the default) types
+	// into the terminal, view only watches it. The share listener drops the
+	// input of a view link.
+	// +optional
+	Mode ShareMode `json:"mode,omitempty"`
+	// MaxViewers, when set, is how many pages may have the link's terminal
+	// open at once; more are refused.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxViewers *int32 `json:"maxViewers,omitempty"`
+	// Links are named links beside the default one that the fields above
+	// configure. Each has its own token, in the Secret {agent}-share-{name},
+	// and its own mode, expiry, allowed addresses and limits; each is
+	// enabled while it is listed, whether or not the default link is.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Links []ShareLink `json:"links,omitempty"`
+}
+
+// ShareMode is what the holder of a share link may do in the terminal.
+//
+// +kubebuilder:validation:Enum=edit;view
+type ShareMode string
+
+const (
+	// ShareModeEdit lets the holder type into the terminal. It is the
+	// default.
+	ShareModeEdit ShareMode = "edit"
+	// ShareModeView lets the holder watch the terminal, never type into it.
+	ShareModeView ShareMode = "view"
+)
+
+// ShareLink is a named share link of an Agent.
+type ShareLink struct {
+	// Name names the link: a DNS label of at most 63 characters. Its token
+	// is kept in the Secret {agent}-share-{name}.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// ExpiresAt is the time after which the link stops working.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// AllowedIPs are the client addresses that may use the link, as CIDR ranges
+	// or single IP addresses. Empty allows every address.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	AllowedIPs []IPOrCIDR `json:"allowedIPs,omitempty"`
+	// MaxUses, when set, is how many terminal connections the link opens
+	// before it stops working; 1 makes a one-time link.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxUses *int32 `json:"maxUses,omitempty"`
+	// Mode is edit (the default) or view.
+	// +optional
+	Mode ShareMode `json:"mode,omitempty"`
+	// MaxViewers, when set, is how many pages may have the link's terminal
+	// open at once.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxViewers *int32 `json:"maxViewers,omitempty"`
 }
 
 // IPOrCIDR is an IP address such as 192.168.1.7 or a CIDR range such as
@@ -143,6 +210,43 @@ type ShareStatus struct {
 	// agents/share subresource returns.
 	// +optional
 	URL string `json:"url,omitempty"`
+	// Mode is the default link's mode, edit or view, while it is enabled.
+	// +optional
+	Mode ShareMode `json:"mode,omitempty"`
+	// Viewers is how many pages have the default link's terminal open, as
+	// the share listener last reported it.
+	// +optional
+	Viewers int32 `json:"viewers,omitempty"`
+	// Links is the observed state of each named link of spec.share.links.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Links []LinkStatus `json:"links,omitempty"`
+}
+
+// LinkStatus is the observed state of a named share link. Like ShareStatus,
+// it never holds the token.
+type LinkStatus struct {
+	// Name is the link's name.
+	Name string `json:"name"`
+	// Active is true while the link gives access.
+	Active bool `json:"active"`
+	// Reason says why the link is or is not active: Active, Expired,
+	// AgentNotReady, UsedUp or SecretConflict.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Mode is edit or view.
+	// +optional
+	Mode ShareMode `json:"mode,omitempty"`
+	// ExpiresAt is the time after which the link stops working.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// SecretName is the Secret that holds the link's token.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+	// Viewers is how many pages have the link's terminal open.
+	// +optional
+	Viewers int32 `json:"viewers,omitempty"`
 }
 
 // AgentList is a list of Agents.

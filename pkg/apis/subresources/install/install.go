@@ -20,6 +20,6 @@ var InternalGroupVersion = schema.GroupVersion{Group: v1alpha1.GroupName, Versio
 // functions to generate or keep in step.
 func Install(scheme *runtime.Scheme) {
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-	scheme.AddKnownTypes(InternalGroupVersion, &v1alpha1.AgentShare{})
+	scheme.AddKnownTypes(InternalGroupVersion, &v1alpha1.AgentShare{}, &v1alpha1.AgentShareOptions{})
 	utilruntime.Must(scheme.SetVersionPriority(v1alpha1.SchemeGroupVersion))
 }

@@ -25,7 +25,7 @@ func Resource(resource string) schema.GroupResource {
 }
 
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(SchemeGroupVersion, &AgentShare{})
+	scheme.AddKnownTypes(SchemeGroupVersion, &AgentShare{}, &AgentShareOptions{})
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
-	return nil
+	return RegisterConversions(scheme)
 }

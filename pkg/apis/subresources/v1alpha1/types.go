@@ -48,6 +48,19 @@ type AgentShareSpec struct {
 	// before it stops working; 1 makes a one-time link.
 	// +optional
 	MaxUses *int32 `json:"maxUses,omitempty"`
+	// Link names the link to enable or change: empty for the Agent's
+	// default link, or a DNS label for a named link of its own, with its own
+	// token.
+	// +optional
+	Link string `json:"link,omitempty"`
+	// Mode is "edit" (the default), whose holder types into the terminal,
+	// or "view", whose holder only watches it.
+	// +optional
+	Mode string `json:"mode,omitempty"`
+	// MaxViewers, when set, is how many pages may have the link's terminal
+	// open at once.
+	// +optional
+	MaxViewers *int32 `json:"maxViewers,omitempty"`
 }
 
 // AgentShareStatus is the share link as it now is.
@@ -80,4 +93,36 @@ type AgentShareStatus struct {
 	// Uses is how many terminal connections the link has opened.
 	// +optional
 	Uses int32 `json:"uses,omitempty"`
+	// Link is the name of the link shown, empty for the default link.
+	// +optional
+	Link string `json:"link,omitempty"`
+	// Mode is the link's mode, edit or view, while it is enabled.
+	// +optional
+	Mode string `json:"mode,omitempty"`
+	// MaxViewers is how many pages may have the link's terminal open at
+	// once.
+	// +optional
+	MaxViewers *int32 `json:"maxViewers,omitempty"`
+	// Viewers is how many pages have the link's terminal open, as the Agent's
+	// status last reported it.
+	// +optional
+	Viewers int32 `json:"viewers,omitempty"`
+	// Links are the names of the Agent's named links. Only the answer about
+	// the default link lists them; each is shown with the link query
+	// parameter.
+	// +optional
+	// +listType=set
+	Links []string `json:"links,omitempty"`
+}
+
+// AgentShareOptions are the query parameters of a get or delete on
+// agents/share.
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type AgentShareOptions struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// Link names the link to show or disable; empty means the default link.
+	// +optional
+	Link string `json:"link,omitempty"`
 }

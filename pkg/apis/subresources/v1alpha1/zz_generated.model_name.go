@@ -27,6 +27,11 @@ func (in AgentShare) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in AgentShareOptions) OpenAPIModelName() string {
+	return "io.kubeopencode.subresources.v1alpha1.AgentShareOptions"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in AgentShareSpec) OpenAPIModelName() string {
 	return "io.kubeopencode.subresources.v1alpha1.AgentShareSpec"
 }

@@ -19,6 +19,12 @@ const MaxAllowedIPs = 64
 // MaxUses bounds maxUses, as the Agent CRD does.
 const MaxUses = 1000
 
+// MaxViewers bounds maxViewers, as the Agent CRD does.
+const MaxViewers = 1000
+
+// Modes are the values of spec.mode; empty means edit.
+var Modes = []string{"edit", "view"}
+
 // ValidateAgentShareCreate validates the body of a create on agents/share at
 // time now. maxDuration, when positive, bounds how far in the future the link
 // may expire.
@@ -48,6 +54,12 @@ func ValidateAgentShareCreate(s *v1alpha1.AgentShare, now time.Time, maxDuration
 	errs = append(errs, ValidateAllowedIPs(s.Spec.AllowedIPs, spec.Child("allowedIPs"))...)
 	if m := s.Spec.MaxUses; m != nil && (*m < 1 || *m > MaxUses) {
 		errs = append(errs, field.Invalid(spec.Child("maxUses"), *m, fmt.Sprintf("must be between 1 and %d", MaxUses)))
+	}
+	if m := s.Spec.MaxViewers; m != nil && (*m < 1 || *m > MaxViewers) {
+		errs = append(errs, field.Invalid(spec.Child("maxViewers"), *m, fmt.Sprintf("must be between 1 and %d", MaxViewers)))
+	}
+	if s.Spec.Mode != "" && !sets.New(Modes...).Has(s.Spec.Mode) {
+		errs = append(errs, field.NotSupported(spec.Child("mode"), s.Spec.Mode, Modes))
 	}
 	return errs
 }

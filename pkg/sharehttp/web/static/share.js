@@ -36,6 +36,8 @@
     ServerShutdown: 'The share server is restarting',
     Unavailable: 'Temporarily unavailable',
     TooSlow: 'This page fell behind',
+    ModeChanged: 'This link changed',
+    TooManyViewers: 'This link is full',
     ProtocolError: 'Session ended',
     Error: 'Session ended',
     ConnectionLost: 'Connection lost'
@@ -51,6 +53,7 @@
     terminal: document.getElementById('terminal'),
     title: document.getElementById('title'),
     viewers: document.getElementById('viewers'),
+    mode: document.getElementById('mode'),
     hint: document.getElementById('hint'),
     state: document.getElementById('state'),
     overlay: document.getElementById('overlay'),
@@ -64,9 +67,8 @@
   mirrorInjectedStyles();
 
   var isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
-  el.hint.textContent = isMac
-    ? 'Copy: \u2318C \u00b7 Paste: \u2318V'
-    : 'Copy: select, Ctrl+Shift+C \u00b7 Paste: Ctrl+Shift+V or right-click';
+  var copyHint = isMac ? 'Copy: \u2318C' : 'Copy: select, Ctrl+Shift+C';
+  el.hint.textContent = copyHint + (isMac ? ' \u00b7 Paste: \u2318V' : ' \u00b7 Paste: Ctrl+Shift+V or right-click');
 
   var term = new window.Terminal({
     cursorBlink: true,
@@ -121,6 +123,10 @@
   // the offset of the next output byte; attempt counts resume tries.
   var resume = null;
   var attempt = 0;
+  // readOnly is true on a link in view mode (from /info): the page sends no
+  // input. The server drops such a page's input anyway; this only spares
+  // the person keystrokes that would go nowhere.
+  var readOnly = false;
 
   function setState(s, label) {
     el.state.className = 'state ' + s;
@@ -196,7 +202,7 @@
   }
 
   function sendInput(bytes) {
-    if (!conn) {
+    if (!conn || readOnly) {
       return;
     }
     for (var i = 0; i < bytes.length; i += MAX_INPUT) {
@@ -367,11 +373,22 @@
       }
       var name = res.info.namespace + '/' + res.info.name;
       el.title.textContent = name;
+      setReadOnly(res.info.mode === 'view');
       document.title = name + ' \u2014 Agent terminal';
       connect();
     }, function () {
       ended({ reason: 'ConnectionLost', message: 'The share server cannot be reached.' }, false);
     });
+  }
+
+  function setReadOnly(on) {
+    readOnly = on;
+    el.mode.hidden = !on;
+    term.options.disableStdin = on;
+    term.options.cursorBlink = !on;
+    if (on) {
+      el.hint.textContent = copyHint;
+    }
   }
 
   function showResuming() {

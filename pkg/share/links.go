@@ -1,0 +1,191 @@
+package share
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+)
+
+const (
+	// LabelShareLink names the link a share Secret holds the token of. The
+	// Secret of the default link has none.
+	LabelShareLink = "kubeopencode.io/share-link"
+	// AnnotationViewersPrefix starts the annotations in which each share
+	// listener replica records how many pages have the link's terminal open
+	// through it (see ViewersAnnotation). The controller, the only writer of
+	// the Agent's status, copies their sum there.
+	AnnotationViewersPrefix = "viewers.kubeopencode.io/"
+	// MaxLinks bounds the named links of an Agent, as the Agent CRD does.
+	MaxLinks = 16
+	// MaxLinkNameLength bounds a link's name: a DNS label. With the Agent's
+	// name (at most 63 characters) the Secret name {agent}-share-{link} then
+	// stays well within the 253 characters of an object name.
+	MaxLinkNameLength = validation.DNS1123LabelMaxLength
+)
+
+// Link is one share link of an Agent, the default one or a named one, with
+// the fields every link has.
+type Link struct {
+	// Name is empty for the default link.
+	Name string
+	// Enabled is whether the link gives access at all. A named link is
+	// enabled while it is listed in spec.share.links.
+	Enabled    bool
+	ExpiresAt  *metav1.Time
+	AllowedIPs []v1alpha1.IPOrCIDR
+	MaxUses    *int32
+	MaxViewers *int32
+	Mode       v1alpha1.ShareMode
+}
+
+// ReadOnly reports whether the link's holder may only watch.
+func (l Link) ReadOnly() bool { return l.Mode == v1alpha1.ShareModeView }
+
+// ModeOrDefault returns the link's mode, edit when unset.
+func (l Link) ModeOrDefault() v1alpha1.ShareMode {
+	if l.Mode == "" {
+		return v1alpha1.ShareModeEdit
+	}
+	return l.Mode
+}
+
+// DisplayName names the link in Events and logs: "default" for the default
+// link.
+func (l Link) DisplayName() string { return LinkDisplayName(l.Name) }
+
+// LinkDisplayName names a link in Events and logs.
+func LinkDisplayName(name string) string {
+	if name == "" {
+		return "default"
+	}
+	return name
+}
+
+// DefaultLink returns the Agent's default link, which spec.share's own
+// fields configure.
+func DefaultLink(agent *v1alpha1.Agent) Link {
+	s := agent.Spec.Share
+	if s == nil {
+		return Link{}
+	}
+	return Link{Enabled: s.Enabled, ExpiresAt: s.ExpiresAt, AllowedIPs: s.AllowedIPs,
+		MaxUses: s.MaxUses, MaxViewers: s.MaxViewers, Mode: s.Mode}
+}
+
+// NamedLink returns the Link of an entry of spec.share.links.
+func NamedLink(l *v1alpha1.ShareLink) Link {
+	return Link{Name: l.Name, Enabled: true, ExpiresAt: l.ExpiresAt, AllowedIPs: l.AllowedIPs,
+		MaxUses: l.MaxUses, MaxViewers: l.MaxViewers, Mode: l.Mode}
+}
+
+// FindLink returns the Agent's link called name: the default link for an
+// empty name, which always exists (enabled or not), or the named link, which
+// exists while it is listed.
+func FindLink(agent *v1alpha1.Agent, name string) (Link, bool) {
+	if name == "" {
+		return DefaultLink(agent), true
+	}
+	if agent.Spec.Share == nil {
+		return Link{}, false
+	}
+	for i := range agent.Spec.Share.Links {
+		if agent.Spec.Share.Links[i].Name == name {
+			return NamedLink(&agent.Spec.Share.Links[i]), true
+		}
+	}
+	return Link{}, false
+}
+
+// NamedLinks returns the Agent's named links, in the order of its spec.
+func NamedLinks(agent *v1alpha1.Agent) []Link {
+	if agent.Spec.Share == nil {
+		return nil
+	}
+	out := make([]Link, 0, len(agent.Spec.Share.Links))
+	for i := range agent.Spec.Share.Links {
+		out = append(out, NamedLink(&agent.Spec.Share.Links[i]))
+	}
+	return out
+}
+
+// LinkNames returns the names of the Agent's named links.
+func LinkNames(agent *v1alpha1.Agent) []string {
+	var out []string
+	for _, l := range NamedLinks(agent) {
+		out = append(out, l.Name)
+	}
+	return out
+}
+
+// LinkSecretName returns the name of the Secret of an Agent's link:
+// {agent}-share for the default link, {agent}-share-{link} for a named one.
+func LinkSecretName(agentName, link string) string {
+	if link == "" {
+		return SecretName(agentName)
+	}
+	return SecretName(agentName) + "-" + link
+}
+
+// ValidateLinkName checks the name of a named link for an Agent: a DNS label,
+// so that it fits the Secret's name and a label value. An empty name is the
+// default link and is not checked here.
+func ValidateLinkName(agentName, name string, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Label(name) {
+		errs = append(errs, field.Invalid(path, name, "must be the name of a link: "+msg))
+	}
+	if len(errs) == 0 {
+		for _, msg := range validation.IsDNS1123Subdomain(LinkSecretName(agentName, name)) {
+			errs = append(errs, field.Invalid(path, name, fmt.Sprintf("makes the Secret name %s, which %s", LinkSecretName(agentName, name), msg)))
+		}
+	}
+	return errs
+}
+
+// EvaluateLink decides whether a link of the Agent gives access at now, from
+// the link, the Agent's Ready condition and whether it is being deleted. The
+// token's existence and use count are the caller's concern.
+func EvaluateLink(agent *v1alpha1.Agent, l Link, now time.Time) Decision {
+	what := "Share link"
+	if l.Name != "" {
+		what = fmt.Sprintf("Share link %q", l.Name)
+	}
+	if !l.Enabled {
+		return Decision{Reason: ReasonDisabled, Message: what + " is disabled"}
+	}
+	if agent.DeletionTimestamp != nil {
+		// Deleting the Agent ends its links at once: their Secrets may
+		// outlive it for as long as finalizers or the garbage collector
+		// take, and must open nothing meanwhile.
+		return Decision{Reason: ReasonDisabled, Message: what + " is disabled: the Agent is being deleted"}
+	}
+	d := Decision{ExpiresAt: l.ExpiresAt}
+	if Expired(l.ExpiresAt, now) {
+		d.Reason, d.Message = ReasonExpired, fmt.Sprintf("%s expired at %s", what, l.ExpiresAt.UTC().Format(time.RFC3339))
+		return d
+	}
+	if !meta.IsStatusConditionTrue(agent.Status.Conditions, v1alpha1.ConditionReady) {
+		d.Reason, d.Message = ReasonAgentNotReady, "Agent is not ready"
+		return d
+	}
+	d.Active, d.Reason, d.Message = true, ReasonActive, what+" is active"
+	return d
+}
+
+// LinkAllowedIPStrings returns a link's allowed addresses as strings.
+func LinkAllowedIPStrings(l Link) []string {
+	if len(l.AllowedIPs) == 0 {
+		return nil
+	}
+	out := make([]string, len(l.AllowedIPs))
+	for i, ip := range l.AllowedIPs {
+		out[i] = string(ip)
+	}
+	return out
+}
