@@ -106,3 +106,45 @@ func (s *system) testReadOnlyBrowser(t *testing.T) {
 		t.Errorf("uncaught exceptions in the page: %q", ex)
 	}
 }
+
+// testTwoBrowsers opens one link in two headless Chromiums, one after the
+// other: the second is shown what happened before it came, both see what
+// either types, and both say two people are there.
+func (s *system) testTwoBrowsers(t *testing.T) {
+	agent := s.readyAgent(t, "team-agent")
+	token := s.enable(t, agent, "")
+	link := "http://" + s.shareLn + "/s/" + token
+	rows := `(document.querySelector('.xterm-rows') || {}).innerText || ''`
+	viewers := `document.getElementById('viewers').hidden ? '' : document.getElementById('viewers').textContent`
+	typeInto := func(b *browsertest.Browser, line string) {
+		b.Eval(`document.querySelector('.xterm-helper-textarea').focus()`)
+		b.Type(line)
+		b.Key("Enter", "Enter", 13, "\r", 0)
+	}
+
+	first := browsertest.Start(t, 1000, 600)
+	first.Navigate(link)
+	first.WaitFor("a shell prompt in the first browser", rows, func(v string) bool { return strings.ContainsAny(v, "$#") })
+	typeInto(first, "echo before-''the-second-$((6*7))")
+	first.WaitFor("the first browser's output", rows, func(v string) bool { return strings.Contains(v, "before-the-second-42") })
+
+	second := browsertest.Start(t, 1000, 600)
+	second.Navigate(link)
+	second.WaitFor("the output from before it joined, in the second browser", rows,
+		func(v string) bool { return strings.Contains(v, "before-the-second-42") })
+	for name, b := range map[string]*browsertest.Browser{"first": first, "second": second} {
+		b.WaitFor("two viewers in the "+name+" browser", viewers, func(v string) bool { return v == "2 viewers" })
+	}
+
+	typeInto(second, "echo from-the-''second-$((7*8))")
+	for name, b := range map[string]*browsertest.Browser{"first": first, "second": second} {
+		b.WaitFor("the second browser's command in the "+name+" browser", rows,
+			func(v string) bool { return strings.Contains(v, "from-the-second-56") })
+	}
+	t.Logf("screenshots: %s, %s", screenshot(t, first, "share-page-first-of-two.png"), screenshot(t, second, "share-page-second-of-two.png"))
+	for name, b := range map[string]*browsertest.Browser{"first": first, "second": second} {
+		if ex := b.Exceptions(); len(ex) > 0 {
+			t.Errorf("uncaught exceptions in the %s page: %q", name, ex)
+		}
+	}
+}

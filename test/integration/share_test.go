@@ -755,6 +755,7 @@ func TestShareLink(t *testing.T) {
 	})
 
 	t.Run("a real browser renders the terminal and runs typed input", s.testBrowser)
+	t.Run("two browsers on one link share the terminal, and the second sees what came before it", s.testTwoBrowsers)
 
 	t.Run("the API server's metrics count sessions, refusals and bytes", func(t *testing.T) {
 		cfg := shared.cp.Config()
