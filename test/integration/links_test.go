@@ -221,6 +221,38 @@ func TestShareLinks(t *testing.T) {
 		})
 	})
 
+	t.Run("a one-time named link opens one terminal and then answers 410, and the other links go on", func(t *testing.T) {
+		agent := s.readyAgent(t, "team-agent")
+		once := s.shareLink(t, http.MethodPost, agent, "", `{"spec":{"link":"once","maxUses":1}}`)
+		other := s.shareLink(t, http.MethodPost, agent, "", `{"spec":{"link":"other"}}`)
+		// A link preview fetches the page: it uses nothing.
+		if resp, _ := s.get(t, "/s/"+once.Status.Token, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("page of the one-time link: %d", resp.StatusCode)
+		}
+		c, code := s.dial(t, once.Status.Token, nil)
+		if c == nil {
+			t.Fatalf("the one-time link's first terminal answers %d", code)
+		}
+		c.resize(80, 24)
+		c.typeText("echo once-''only\r")
+		c.waitForOutput("once-only")
+		if _, code := s.dial(t, once.Status.Token, nil); code != http.StatusGone {
+			t.Fatalf("its second terminal answers %d, want 410", code)
+		}
+		if shown := s.shareLink(t, http.MethodGet, agent, "once", ""); shown.Status.Active || shown.Status.Reason != share.ReasonUsedUp || shown.Status.Uses != 1 {
+			t.Errorf("GET ?link=once shows %+v", shown.Status)
+		}
+		// Its uses are its own: the other link opens as many as it likes.
+		for range 2 {
+			if o, code := s.dial(t, other.Status.Token, nil); o == nil {
+				t.Fatalf("the other link's terminal answers %d", code)
+			}
+		}
+		// And the session it opened goes on.
+		c.typeText("echo still-''open\r")
+		c.waitForOutput("still-open")
+	})
+
 	t.Run("a read-only viewer's keystrokes never reach the pod while an edit viewer types", func(t *testing.T) {
 		agent := s.readyAgent(t, "team-agent")
 		edit := s.shareLink(t, http.MethodPost, agent, "", `{}`)
