@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
@@ -57,6 +57,8 @@ type page struct {
 	out    bytes.Buffer
 	status *wire.Status
 	done   chan struct{}
+	// viewers is the last count of pages the server announced.
+	viewers atomic.Int32
 }
 
 func readPage(conn *websocket.Conn, delay time.Duration) *page {
@@ -76,6 +78,10 @@ func readPage(conn *websocket.Conn, delay time.Duration) *page {
 			case wire.OpStatus:
 				p.status = &wire.Status{}
 				_ = json.Unmarshal(m[1:], p.status)
+			case wire.OpPresence:
+				presence := &wire.Presence{}
+				_ = json.Unmarshal(m[1:], presence)
+				p.viewers.Store(int32(presence.Viewers))
 			}
 		}
 	}()
@@ -98,7 +104,8 @@ func TestSharedSessionDeliversEverythingToEveryPage(t *testing.T) {
 	addr, _ := f.serve(t)
 	fast := readPage(dialSession(t, addr, f.token), 0)
 	slow := readPage(dialSession(t, addr, f.token), time.Millisecond)
-	for deadline := time.Now().Add(10 * time.Second); f.server.sessionCount(types.NamespacedName{}) < 2; time.Sleep(10 * time.Millisecond) {
+	// Both pages are on the session before the command prints.
+	for deadline := time.Now().Add(10 * time.Second); fast.viewers.Load() < 2 || slow.viewers.Load() < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the two pages did not join")
 		}
