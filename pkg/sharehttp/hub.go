@@ -306,8 +306,7 @@ func (h *hub) append(p []byte) error {
 		// Every page that paces the command must have taken the output
 		// up to here, for p to fit.
 		need := h.log.end + int64(len(p)) - int64(h.log.max)
-		var lead *viewer
-		var laggards []*viewer
+		var lead, slowest *viewer
 		pacing := 0
 		for v := range h.viewers {
 			if v.dropped {
@@ -317,27 +316,25 @@ func (h *hub) append(p []byte) error {
 			if lead == nil || v.next > lead.next {
 				lead = v
 			}
-			if v.next < need {
-				laggards = append(laggards, v)
+			if slowest == nil || v.next < slowest.next {
+				slowest = v
 			}
 		}
-		if len(laggards) == 0 {
+		if slowest == nil || slowest.next >= need {
 			h.log.write(p)
-			wake := make([]*viewer, 0, len(h.viewers))
+			// signal does not block: the feeders are woken under the
+			// lock, with no list of them made on every write.
 			for v := range h.viewers {
-				wake = append(wake, v)
-			}
-			h.mu.Unlock()
-			for _, v := range wake {
 				signal(v.wake)
 			}
+			h.mu.Unlock()
 			return nil
 		}
 		if expired && pacing > 1 {
 			// Keep the page furthest ahead; drop the ones that hold
 			// it up.
-			for _, v := range laggards {
-				if v != lead {
+			for v := range h.viewers {
+				if !v.dropped && v != lead && v.next < need {
 					v.dropped = true
 					go v.kick()
 				}

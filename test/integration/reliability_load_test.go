@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -68,6 +67,23 @@ func counterCommand() []string {
 // server, which the share listener's metrics are part of.
 func (s *system) metric(t *testing.T, name string) float64 {
 	t.Helper()
+	for line := range strings.Lines(s.metricsText(t)) {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// metricsText returns the aggregated API server's /metrics, which the
+// share listener's metrics are part of.
+func (s *system) metricsText(t *testing.T) string {
+	t.Helper()
 	cfg := s.cp.Config()
 	cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", s.apiPort)
 	cfg.CAData, cfg.Insecure = nil, true
@@ -80,19 +96,11 @@ func (s *system) metric(t *testing.T, name string) float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return string(body)
 }
 
 // forwardedFor returns the header a trusted proxy adds for a client.

@@ -170,33 +170,7 @@ func (s *system) waitFor(t *testing.T, what string, cond func(context.Context) (
 // shareCall calls the agents/share subresource as the user.
 func (s *system) shareCall(t *testing.T, method string, agent types.NamespacedName, body string) *subresourcesv1alpha1.AgentShare {
 	t.Helper()
-	httpClient, err := rest.HTTPClientFor(s.user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, s.user.Host+apiSharePath(agent.Namespace, agent.Name), rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		t.Fatalf("%s share: %d %s", method, resp.StatusCode, b)
-	}
-	out := &subresourcesv1alpha1.AgentShare{}
-	if err := json.Unmarshal(b, out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return s.shareLink(t, method, agent, "", body)
 }
 
 func (s *system) enable(t *testing.T, agent types.NamespacedName, body string) string {
@@ -758,19 +732,7 @@ func TestShareLink(t *testing.T) {
 	t.Run("two browsers on one link share the terminal, and the second sees what came before it", s.testTwoBrowsers)
 
 	t.Run("the API server's metrics count sessions, refusals and bytes", func(t *testing.T) {
-		cfg := shared.cp.Config()
-		cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", s.apiPort)
-		cfg.CAData, cfg.Insecure = nil, true
-		httpClient, err := rest.HTTPClientFor(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := httpClient.Get(cfg.Host + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
+		body := s.metricsText(t)
 		for _, want := range []string{
 			`kubeopencode_share_active_sessions`,
 			`kubeopencode_share_sessions_total{outcome="Exited"}`,
@@ -778,7 +740,7 @@ func TestShareLink(t *testing.T) {
 			`kubeopencode_share_refusals_total{reason="IPNotAllowed"}`,
 			`kubeopencode_share_bytes_total{direction="out"}`,
 		} {
-			if !strings.Contains(string(body), want) {
+			if !strings.Contains(body, want) {
 				t.Errorf("/metrics has no %s", want)
 			}
 		}
