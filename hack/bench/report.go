@@ -19,8 +19,11 @@ type row struct {
 	baseline string
 	ours     string
 	ratio    string
-	goal     string
-	met      string
+	// spread is the min–max of the baseline and of ours over the
+	// figure's repetitions, so that a margin can be told from noise.
+	spread string
+	goal   string
+	met    string
 }
 
 // report collects the rows and notes of a run.
@@ -40,8 +43,11 @@ func (r *report) add(x row) {
 	if x.goal == "" {
 		x.goal = "—"
 	}
+	if x.spread == "" {
+		x.spread = "—"
+	}
 	r.rows = append(r.rows, x)
-	fmt.Fprintf(os.Stderr, "    %s | %s | %s | %s | %s | %s | %s\n", x.fig, x.measure, x.baseline, x.ours, x.ratio, x.goal, x.met)
+	fmt.Fprintf(os.Stderr, "    %s | %s | %s | %s | %s | %s | %s | %s\n", x.fig, x.measure, x.baseline, x.ours, x.ratio, x.spread, x.goal, x.met)
 }
 
 // note records something the reader of the table must know, such as a
@@ -62,10 +68,10 @@ func (r *report) markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	r.sortRows()
-	fmt.Fprintln(w, "| # | measure | baseline | ours | ratio | goal | met? |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| # | measure | baseline | ours | ratio | min–max (baseline; ours) | goal | met? |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	for _, x := range r.rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", x.fig, x.measure, x.baseline, x.ours, x.ratio, x.goal, x.met)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", x.fig, x.measure, x.baseline, x.ours, x.ratio, x.spread, x.goal, x.met)
 	}
 	if len(r.micro) > 0 {
 		fmt.Fprintln(w)
@@ -95,11 +101,11 @@ func (r *report) sortRows() {
 // plain renders the table for a terminal.
 func (r *report) plain(w io.Writer) {
 	r.sortRows()
-	widths := make([]int, 7)
+	widths := make([]int, 8)
 	cells := func(x row) []string {
-		return []string{x.fig, x.measure, x.baseline, x.ours, x.ratio, x.goal, strings.Trim(x.met, "*")}
+		return []string{x.fig, x.measure, x.baseline, x.ours, x.ratio, x.spread, x.goal, strings.Trim(x.met, "*")}
 	}
-	all := append([]row{{fig: "#", measure: "measure", baseline: "baseline", ours: "ours", ratio: "ratio", goal: "goal", met: "met?"}}, r.rows...)
+	all := append([]row{{fig: "#", measure: "measure", baseline: "baseline", ours: "ours", ratio: "ratio", spread: "min–max", goal: "goal", met: "met?"}}, r.rows...)
 	for _, x := range all {
 		for i, c := range cells(x) {
 			widths[i] = max(widths[i], len([]rune(c)))

@@ -95,3 +95,18 @@ func fmtDelta(ms float64) string {
 	}
 	return "+" + fmtMs(ms) + " ms"
 }
+
+// fmtRange formats the smallest and largest of xs with f, as "a–b", or
+// "n/a" when there are none.
+func fmtRange(xs []float64, f func(float64) string) string {
+	if len(xs) == 0 {
+		return "n/a"
+	}
+	return f(slices.Min(xs)) + "–" + f(slices.Max(xs))
+}
+
+// fmtSpread is the spread cell of a row: the range of the baseline's
+// repetitions and of ours, each formatted with f.
+func fmtSpread(baseline, ours []float64, f func(float64) string) string {
+	return fmtRange(baseline, f) + "; " + fmtRange(ours, f)
+}
