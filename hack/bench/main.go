@@ -124,7 +124,7 @@ func run() error {
 	flag.StringVar(&agents, "agents", "1000,10000", "Agent counts of figure 6, ascending; the first also gets the shipped controller and the write floor.")
 	flag.DurationVar(&o.controllerCap, "controller-cap", 40*time.Second, "How long the shipped controller of figure 6 may run before its time is extrapolated.")
 	flag.StringVar(&o.micro, "micro", "", "Output of the go test micro benchmarks, included in the page.")
-	flag.StringVar(&o.profiles, "profiles", "", "Folder to save the server's goroutine and heap profiles in, taken while figure 3's sessions are open.")
+	flag.StringVar(&o.profiles, "profiles", "", "Folder to save profiles in: the server's goroutines and heap while figure 3's sessions are open, and CPU profiles of the first throughput run of each path.")
 	var t0 int64
 	flag.Int64Var(&t0, "t0", 0, "Unix time the run began, for -budget; 0 means now.")
 	flag.StringVar(&o.only, "only", "", "Comma-separated figures to run (terminal,sessions,tokens,enable,controller); empty runs all.")
@@ -158,6 +158,11 @@ func run() error {
 	o.logDir = filepath.Join(o.work, "logs")
 	if err := os.MkdirAll(o.logDir, 0o755); err != nil {
 		return err
+	}
+	if o.profiles != "" {
+		if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+			return err
+		}
 	}
 	o.payload = filepath.Join(o.work, "payload.txt")
 	if err := writePayload(o.payload, o.payloadSize); err != nil {

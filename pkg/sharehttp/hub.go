@@ -41,7 +41,21 @@ const (
 	hubInputBytes = 64 << 10
 	// feedChunk is the most output a page is sent in one write.
 	feedChunk = 32 << 10
+	// A page that has not acknowledged coalesceBehind of the output it was
+	// sent is still taking it in: its next output waits up to
+	// coalesceDelay for coalesceBytes to gather, and goes in one message
+	// instead of in the 2–4 KiB chunks a PTY delivers. Fewer, larger
+	// messages cost the listener and the page less per byte, and the page
+	// would have queued the output behind what it has not rendered anyway.
+	// A page that has taken its output, as one waiting for a keystroke's
+	// echo has, gets output at once.
+	coalesceBehind = 16 << 10
+	coalesceBytes  = 16 << 10
 )
+
+// coalesceDelay is a variable for tests, which make it long enough that
+// only gathered output or the command's end can release held output.
+var coalesceDelay = time.Millisecond
 
 // ResumePoint is where a page that lost its connection asks to pick its
 // session up again: the session's ID and the output offset it had reached.
@@ -366,6 +380,10 @@ func (h *hub) feed(v *viewer) {
 		h.detach(v)
 		return
 	}
+	// hold is made when the page first falls behind, so that pages that
+	// keep up hold no timer.
+	var hold *time.Timer
+	held := false
 	for {
 		h.mu.Lock()
 		if v.dropped || v.next < h.log.start {
@@ -386,6 +404,20 @@ func (h *hub) feed(v *viewer) {
 			}
 			continue
 		}
+		if !held && !h.finished && h.log.end-v.next < coalesceBytes && v.term.Unacknowledged() >= coalesceBehind {
+			h.mu.Unlock()
+			if hold == nil {
+				hold = time.NewTimer(coalesceDelay)
+			} else {
+				hold.Reset(coalesceDelay)
+			}
+			held = true
+			if !h.gather(v, hold) {
+				return
+			}
+			continue
+		}
+		held = false
 		buf := feedBuffers.Get().(*[]byte)
 		n := h.log.read(v.next, *buf)
 		v.next += int64(n)
@@ -396,6 +428,27 @@ func (h *hub) feed(v *viewer) {
 		if err != nil {
 			h.detach(v)
 			return
+		}
+	}
+}
+
+// gather waits until coalesceBytes of output wait for v, the command ends
+// or hold fires, and stops hold. It returns false when the page has gone.
+func (h *hub) gather(v *viewer, hold *time.Timer) bool {
+	defer hold.Stop()
+	for {
+		select {
+		case <-v.wake:
+			h.mu.Lock()
+			enough := h.finished || h.log.end-v.next >= coalesceBytes
+			h.mu.Unlock()
+			if enough {
+				return true
+			}
+		case <-hold.C:
+			return true
+		case <-v.gone:
+			return false
 		}
 	}
 }
