@@ -121,4 +121,3 @@ func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
 		t.Fatalf("the session ended with %+v, want Exited", status)
 	}
 }
-
