@@ -88,16 +88,17 @@ func closeAll(ts []terminal) {
 const memorySamples = 3
 
 // memory is a process's memory at one point: the medians of its resident
-// set and of its live memory (heap in use and stacks right after a garbage
-// collection) over memorySamples samples, and the live samples.
+// set, of its live memory (heap in use and stacks right after a garbage
+// collection) and of the stacks alone over memorySamples samples, and the
+// live samples.
 type memory struct {
-	rss, live float64
-	lives     []float64
+	rss, live, stack float64
+	lives            []float64
 }
 
 // minus is what m holds beyond o, each of m's samples less o's median.
 func (m memory) minus(o memory) memory {
-	d := memory{rss: m.rss - o.rss, live: m.live - o.live}
+	d := memory{rss: m.rss - o.rss, live: m.live - o.live, stack: m.stack - o.stack}
 	for _, l := range m.lives {
 		d.lives = append(d.lives, l-o.live)
 	}
@@ -105,28 +106,31 @@ func (m memory) minus(o memory) memory {
 }
 
 func (m memory) per(n int) memory {
-	d := memory{rss: m.rss / float64(n), live: m.live / float64(n)}
+	d := memory{rss: m.rss / float64(n), live: m.live / float64(n), stack: m.stack / float64(n)}
 	for _, l := range m.lives {
 		d.lives = append(d.lives, l/float64(n))
 	}
 	return d
 }
 
-func (m memory) String() string { return "RSS " + fmtKiB(m.rss) + ", live " + fmtKiB(m.live) }
+func (m memory) String() string {
+	return "RSS " + fmtKiB(m.rss) + ", live " + fmtKiB(m.live) + " (stacks " + fmtKiB(m.stack) + ")"
+}
 
 // sampleMemory takes memorySamples samples of a process's live memory
 // (with live) and of its resident set, a second apart, once the process has
 // settled for a second.
-func sampleMemory(pid int, live func() (float64, error)) (memory, error) {
+func sampleMemory(pid int, live func() (heap, stack float64, err error)) (memory, error) {
 	var m memory
-	var rss []float64
+	var rss, stacks []float64
 	for i := range memorySamples {
 		time.Sleep(time.Second)
-		l, err := live()
+		heap, stack, err := live()
 		if err != nil {
 			return m, err
 		}
-		m.lives = append(m.lives, l)
+		m.lives = append(m.lives, heap+stack)
+		stacks = append(stacks, stack)
 		// The resident set right after the collection, and once the
 		// scavenger may have returned what it freed.
 		for j := range 2 {
@@ -140,26 +144,30 @@ func sampleMemory(pid int, live func() (float64, error)) (memory, error) {
 			rss = append(rss, float64(r))
 		}
 	}
-	m.live, m.rss = median(m.lives), median(rss)
+	m.live, m.rss, m.stack = median(m.lives), median(rss), median(stacks)
 	return m, nil
 }
 
 // serverMemory samples the listener process.
 func (s *system) serverMemory(ctx context.Context) (memory, error) {
-	return sampleMemory(s.server.pid(), func() (float64, error) { return s.serverLive(ctx) })
+	return sampleMemory(s.server.pid(), func() (float64, float64, error) { return s.serverLive(ctx) })
 }
 
 // holderMemory samples the exec holder.
 func holderMemory(h *child) (memory, error) {
-	return sampleMemory(h.pid(), func() (float64, error) {
+	return sampleMemory(h.pid(), func() (float64, float64, error) {
 		if err := h.send("mem"); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		line, err := h.readLine("mem ", time.Minute)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		return strconv.ParseFloat(strings.TrimPrefix(line, "mem "), 64)
+		var heap, stack float64
+		if _, err := fmt.Sscan(strings.TrimPrefix(line, "mem "), &heap, &stack); err != nil {
+			return 0, 0, fmt.Errorf("exec holder: %q: %w", line, err)
+		}
+		return heap, stack, nil
 	})
 }
 
@@ -420,7 +428,7 @@ func runExecHolder(args []string) error {
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			fmt.Println("mem", ms.HeapInuse+ms.StackInuse)
+			fmt.Println("mem", ms.HeapInuse, ms.StackInuse)
 		case len(f) == 2 && f[0] == "goroutines":
 			result := "ok"
 			if err := writeGoroutines(f[1]); err != nil {
