@@ -23,7 +23,7 @@ import (
 // memory or waits: the runtime, the standard library's plumbing and
 // gorilla/websocket, used both by our page connections and by client-go's
 // exec stream. A stack is named after its first other frame.
-var genericFrame = regexp.MustCompile(`^(runtime|internal/.*|sync|bufio|bytes|io|strings|slices|maps|reflect|time|context|net|crypto/.*|github\.com/gorilla/websocket)\.`)
+var genericFrame = regexp.MustCompile(`^(runtime|internal/.*|sync|bufio|bytes|io|strings|slices|maps|reflect|time|context|net|net/http|crypto/.*|github\.com/gorilla/websocket)\.`)
 
 // siteName shortens a function name for the table's notes.
 func siteName(fn string) string {
