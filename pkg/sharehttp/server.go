@@ -113,13 +113,12 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// No buffer sizes and no write pool: the connection reads and
-		// writes through the 4 KiB buffers of the HTTP server's connection,
-		// which stay allocated for as long as the handler runs anyway,
-		// rather than through buffers of its own beside them. A data
-		// message bigger than the write buffer still goes out in one
-		// system call: gorilla writes the rest from the message itself.
-		CheckOrigin: s.checkOrigin,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  16384,
+		// Write buffers go back to the pool between messages: most
+		// sessions are idle most of the time.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.checkOrigin,
 	}
 	RegisterMetrics()
 	return s
