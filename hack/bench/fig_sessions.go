@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,12 +39,17 @@ func (r *readySink) sink(p []byte) {
 
 // openIdle opens n sessions with open, in parallel, and waits until each has
 // printed the ready marker: every one is a live terminal, then left idle.
+// The terminals get ctx, not the group's context, which ends when openIdle
+// returns: a direct exec stream lives as long as the context it is given.
 func openIdle(ctx context.Context, n, parallel int, open opener) ([]terminal, error) {
 	out := make([]terminal, n)
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
 	for i := range n {
 		g.Go(func() error {
+			if gctx.Err() != nil {
+				return gctx.Err()
+			}
 			r := newReadySink()
 			t, err := open(ctx, r.sink)
 			if err != nil {
@@ -55,6 +61,8 @@ func openIdle(ctx context.Context, n, parallel int, open opener) ([]terminal, er
 				return nil
 			case <-t.done():
 				return errors.New("a session ended before it was ready")
+			case <-gctx.Done():
+				return gctx.Err()
 			case <-time.After(2 * time.Minute):
 				return errors.New("a session was not ready within 2 minutes")
 			}
@@ -75,41 +83,98 @@ func closeAll(ts []terminal) {
 	}
 }
 
-// memory is a process's memory at one point: its resident set and its live
-// memory (heap in use and stacks right after a garbage collection).
-type memory struct{ rss, live float64 }
+// memorySamples is how many times a process's memory is taken at each
+// point, a second apart, for the table's min–max.
+const memorySamples = 3
 
-func (m memory) minus(o memory) memory { return memory{m.rss - o.rss, m.live - o.live} }
+// memory is a process's memory at one point: the medians of its resident
+// set, of its live memory (heap in use and stacks right after a garbage
+// collection) and of the stacks alone over memorySamples samples, and the
+// live samples.
+type memory struct {
+	rss, live, stack float64
+	lives            []float64
+}
 
-func (m memory) per(n int) memory { return memory{m.rss / float64(n), m.live / float64(n)} }
+// minus is what m holds beyond o, each of m's samples less o's median.
+func (m memory) minus(o memory) memory {
+	d := memory{rss: m.rss - o.rss, live: m.live - o.live, stack: m.stack - o.stack}
+	for _, l := range m.lives {
+		d.lives = append(d.lives, l-o.live)
+	}
+	return d
+}
 
-func (m memory) String() string { return "RSS " + fmtKiB(m.rss) + ", live " + fmtKiB(m.live) }
+func (m memory) per(n int) memory {
+	d := memory{rss: m.rss / float64(n), live: m.live / float64(n), stack: m.stack / float64(n)}
+	for _, l := range m.lives {
+		d.lives = append(d.lives, l/float64(n))
+	}
+	return d
+}
+
+func (m memory) String() string {
+	return "RSS " + fmtKiB(m.rss) + ", live " + fmtKiB(m.live) + " (stacks " + fmtKiB(m.stack) + ")"
+}
+
+// sampleMemory takes memorySamples samples of a process's live memory
+// (with live) and of its resident set, a second apart, once the process has
+// settled for a second.
+func sampleMemory(pid int, live func() (heap, stack float64, err error)) (memory, error) {
+	var m memory
+	var rss, stacks []float64
+	for i := range memorySamples {
+		time.Sleep(time.Second)
+		heap, stack, err := live()
+		if err != nil {
+			return m, err
+		}
+		m.lives = append(m.lives, heap+stack)
+		stacks = append(stacks, stack)
+		// The resident set right after the collection, and once the
+		// scavenger may have returned what it freed.
+		for j := range 2 {
+			if j > 0 || i > 0 {
+				time.Sleep(200 * time.Millisecond)
+			}
+			r, err := rssBytes(pid)
+			if err != nil {
+				return m, err
+			}
+			rss = append(rss, float64(r))
+		}
+	}
+	m.live, m.rss, m.stack = median(m.lives), median(rss), median(stacks)
+	return m, nil
+}
 
 // serverMemory samples the listener process.
 func (s *system) serverMemory(ctx context.Context) (memory, error) {
-	live, err := s.serverLive(ctx)
-	if err != nil {
-		return memory{}, err
-	}
-	rss, err := settledRSS(s.server.pid(), time.Second)
-	return memory{rss: float64(rss), live: live}, err
+	return sampleMemory(s.server.pid(), func() (float64, float64, error) { return s.serverLive(ctx) })
 }
 
 // holderMemory samples the exec holder.
 func holderMemory(h *child) (memory, error) {
-	if err := h.send("mem"); err != nil {
-		return memory{}, err
-	}
-	line, err := h.readLine("mem ", time.Minute)
-	if err != nil {
-		return memory{}, err
-	}
-	live, err := strconv.ParseFloat(strings.TrimPrefix(line, "mem "), 64)
-	if err != nil {
-		return memory{}, err
-	}
-	rss, err := settledRSS(h.pid(), time.Second)
-	return memory{rss: float64(rss), live: live}, err
+	return sampleMemory(h.pid(), func() (float64, float64, error) {
+		if err := h.send("mem"); err != nil {
+			return 0, 0, err
+		}
+		line, err := h.readLine("mem ", time.Minute)
+		if err != nil {
+			return 0, 0, err
+		}
+		var heap, stack float64
+		if _, err := fmt.Sscan(strings.TrimPrefix(line, "mem "), &heap, &stack); err != nil {
+			return 0, 0, fmt.Errorf("exec holder: %q: %w", line, err)
+		}
+		return heap, stack, nil
+	})
+}
+
+// liveSpread is the min–max cell of a memory row: live memory, the measure
+// the goals are judged on.
+func liveSpread(baseline, ours memory) string {
+	return "live " + fmtSpread(baseline.lives, ours.lives, fmtKiB)
 }
 
 // sessionFigures measures figure 3. Everyone who opens a link joins the one
@@ -144,7 +209,16 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	hg0, err := holderGoroutines(holder, o.logDir)
+	if err != nil {
+		return err
+	}
+	if o.profiles != "" {
+		_ = holder.send("profile " + filepath.Join(o.profiles, "holder-before"))
+		_, _ = holder.readLine("profile ", time.Minute)
+	}
 	execPer := map[int]memory{}
+	var holderSites []siteDelta
 	have := 0
 	for _, n := range holderCounts {
 		if err := holder.send(fmt.Sprintf("open %d", n-have)); err != nil {
@@ -160,18 +234,34 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		}
 		execPer[n] = m.minus(h0).per(n)
 		step("  %d exec streams: %s per stream", n, execPer[n])
+		if n == o.separateSessions {
+			hg, err := holderGoroutines(holder, o.logDir)
+			if err != nil {
+				return err
+			}
+			holderSites = perSession(hg0, hg, n, 0.5)
+			if o.profiles != "" {
+				_ = holder.send("profile " + filepath.Join(o.profiles, "holder"))
+				_, _ = holder.readLine("profile ", time.Minute)
+			}
+		}
 	}
 	_ = holder.send("close")
 	_ = holder.expect("closed", 2*time.Minute)
 	holder.stop()
 
-	g0, err := s.serverMetric(ctx, "go_goroutines")
+	g0s, err := s.metricSamples(ctx, "go_goroutines")
 	if err != nil {
 		return err
 	}
+	g0 := slices.Max(g0s)
 	m0, err := s.serverMemory(ctx)
 	if err != nil {
 		return err
+	}
+	goroutines0, heap0 := s.serverProfiles(ctx, o.profiles != "")
+	if o.profiles != "" {
+		s.saveProfiles(ctx, o.profiles, "sessions-before")
 	}
 	waitClosed := func() {
 		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -196,6 +286,7 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 			return fmt.Errorf("opening separate sessions: %w", err)
 		}
 		m, err := s.serverMemory(ctx)
+		goroutines1, heap1 := s.serverProfiles(ctx, o.profiles != "")
 		if o.profiles != "" {
 			s.saveProfiles(ctx, o.profiles, "sessions")
 		}
@@ -208,8 +299,16 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		step("  %d sessions: %s per session (exec stream alone %s)", n, per, base)
 		b.r.add(row{fig: "3", measure: fmt.Sprintf("listener memory per idle session, %d sessions (each its own link and exec stream)", n),
 			baseline: "exec stream alone: " + base.String(), ours: per.String(),
-			ratio: fmtRatio(per.live/base.live) + " (" + signedKiB(per.live-base.live) + " live)",
-			goal:  "< 64 KiB beyond the exec stream", met: yesNo(per.live-base.live < 64*1024)})
+			ratio:  fmtRatio(per.live/base.live) + " (" + signedKiB(per.live-base.live) + " live)",
+			spread: liveSpread(base, per),
+			goal:   "< 64 KiB beyond the exec stream", met: yesNo(per.live-base.live < 64*1024)})
+		count := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+		b.r.note("figure 3, goroutines per separate session: listener %s; exec stream alone %s",
+			fmtSites(perSession(goroutines0, goroutines1, n, 0.5), 16, count), fmtSites(holderSites, 16, count))
+		if heap0 != nil && heap1 != nil {
+			b.r.note("figure 3, listener heap per separate session by allocation site (run with -profiles, at memprofilerate %d): %s",
+				profileRate, fmtSites(perSession(heap0, heap1, n, 512), 12, fmtKiB))
+		}
 		waitClosed()
 		// A page that goes leaves its session waiting for it to come back;
 		// wait until the listener has let them go.
@@ -258,16 +357,22 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		g1, _ = s.serverMetric(ctx, "go_goroutines")
 		return g1 <= g0, nil
 	})
+	// A few more samples once back: nothing must come back later.
+	g1s, _ := s.metricSamples(ctx, "go_goroutines")
+	g1s = append(g1s, g1)
+	g1 = slices.Max(g1s)
 	step("  goroutines: %.0f before, %.0f with %d viewers, %.0f after", g0, gOpen, counts[len(counts)-1], g1)
 	for _, n := range counts {
 		per, base := viewerPer[n], execPer[n]
 		b.r.add(row{fig: "3", measure: fmt.Sprintf("listener memory per idle viewer, %d viewers of one session", n),
 			baseline: "exec stream alone: " + base.String(), ours: per.String(),
-			ratio: fmtRatio(per.live / base.live), goal: "< 64 KiB (a viewer has no exec stream)", met: yesNo(per.live < 64*1024)})
+			ratio: fmtRatio(per.live / base.live), spread: liveSpread(base, per),
+			goal: "< 64 KiB (a viewer has no exec stream)", met: yesNo(per.live < 64*1024)})
 	}
 	b.r.add(row{fig: "3", measure: "listener goroutines after every session and viewer closed",
 		baseline: fmt.Sprintf("before %.0f", g0), ours: fmt.Sprintf("after %.0f (%.0f with %d viewers)", g1, gOpen, counts[len(counts)-1]),
-		ratio: fmtRatio(g1 / g0), goal: "no growth", met: yesNo(g1 <= g0)})
+		ratio: fmtRatio(g1 / g0), spread: fmtSpread(g0s, g1s, func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) }),
+		goal: "no growth", met: yesNo(g1 <= g0)})
 	b.r.note("figure 3: \"live\" is heap in use plus goroutine stacks right after a forced garbage collection (the listener's /debug/pprof/heap?gc=1 and /metrics; the holder's runtime.MemStats); the goals are judged on it, the resident set moving with the collector's timing by ±20 KiB per session at 100")
 	return nil
 }
@@ -323,7 +428,17 @@ func runExecHolder(args []string) error {
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			fmt.Println("mem", ms.HeapInuse+ms.StackInuse)
+			fmt.Println("mem", ms.HeapInuse, ms.StackInuse)
+		case len(f) == 2 && f[0] == "goroutines":
+			result := "ok"
+			if err := writeGoroutines(f[1]); err != nil {
+				result = err.Error()
+			}
+			fmt.Println("goroutines", result)
+		case len(f) == 2 && f[0] == "profile":
+			// Heap and goroutine profiles of the streams held, to set
+			// beside the listener's (bench -profiles).
+			fmt.Println("profile", writeProfiles(f[1]))
 		case len(f) == 1 && f[0] == "close":
 			closeAll(held)
 			for _, t := range held {
@@ -335,6 +450,97 @@ func runExecHolder(args []string) error {
 	}
 	closeAll(held)
 	return nil
+}
+
+// profileRate is the runtime.MemProfileRate of the listener and the exec
+// holder when -profiles is given: every allocation of 4 KiB or more is
+// recorded, so that the heap of 100 sessions can be attributed to sites.
+// Left at the default (512 KiB) otherwise, as its cost would show in the
+// throughput of figure 1.
+const profileRate = 4096
+
+// metricSamples reads a metric of the listener memorySamples times, half a
+// second apart.
+func (s *system) metricSamples(ctx context.Context, name string) ([]float64, error) {
+	var out []float64
+	for i := range memorySamples {
+		if i > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		v, err := s.serverMetric(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// serverProfiles returns the listener's goroutines and, when heap is true,
+// its heap in use, by site. A profile that cannot be read is nil.
+func (s *system) serverProfiles(ctx context.Context, heap bool) (goroutines, heapInUse map[string]float64) {
+	if b, err := s.serverGet(ctx, "/debug/pprof/goroutine?debug=1"); err == nil {
+		goroutines = goroutineSites(b)
+	}
+	if heap {
+		if b, err := s.serverGet(ctx, "/debug/pprof/heap?gc=1&debug=1"); err == nil {
+			heapInUse = heapSites(b)
+		}
+	}
+	return goroutines, heapInUse
+}
+
+// holderGoroutines returns the exec holder's goroutines by site.
+func holderGoroutines(h *child, dir string) (map[string]float64, error) {
+	file := filepath.Join(dir, "exec-holder-goroutines.txt")
+	if err := h.send("goroutines " + file); err != nil {
+		return nil, err
+	}
+	if _, err := h.readLine("goroutines ", time.Minute); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return goroutineSites(b), nil
+}
+
+// writeProfiles writes this process's heap profile, after a collection,
+// and its goroutines to prefix-heap.pprof and prefix-goroutines.txt, and
+// returns "ok" or what failed.
+func writeProfiles(prefix string) string {
+	runtime.GC()
+	for suffix, name := range map[string]string{"-heap.pprof": "heap", "-goroutines.txt": "goroutine"} {
+		f, err := os.Create(prefix + suffix)
+		if err != nil {
+			return err.Error()
+		}
+		debug := 0
+		if name == "goroutine" {
+			debug = 1
+		}
+		err = pprof.Lookup(name).WriteTo(f, debug)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err.Error()
+		}
+	}
+	return "ok"
+}
+
+func writeGoroutines(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("goroutine").WriteTo(f, 1)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func signedKiB(b float64) string {

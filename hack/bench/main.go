@@ -124,7 +124,7 @@ func run() error {
 	flag.StringVar(&agents, "agents", "1000,10000", "Agent counts of figure 6, ascending; the first also gets the shipped controller and the write floor.")
 	flag.DurationVar(&o.controllerCap, "controller-cap", 40*time.Second, "How long the shipped controller of figure 6 may run before its time is extrapolated.")
 	flag.StringVar(&o.micro, "micro", "", "Output of the go test micro benchmarks, included in the page.")
-	flag.StringVar(&o.profiles, "profiles", "", "Folder to save profiles in: the server's goroutines and heap while figure 3's sessions are open, and CPU profiles of the first throughput run of each path.")
+	flag.StringVar(&o.profiles, "profiles", "", "Folder to save profiles in: the server's goroutine and heap profiles while figure 3's sessions are open (the listener and the exec holder then sample their heaps finely, and the table's notes attribute a session's heap to allocation sites), and CPU profiles of the first throughput run of each path.")
 	var t0 int64
 	flag.Int64Var(&t0, "t0", 0, "Unix time the run began, for -budget; 0 means now.")
 	flag.StringVar(&o.only, "only", "", "Comma-separated figures to run (terminal,sessions,tokens,enable,controller); empty runs all.")
@@ -153,6 +153,20 @@ func run() error {
 	}
 	if o.self, err = os.Executable(); err != nil {
 		return err
+	}
+	if o.profiles != "" {
+		if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+			return err
+		}
+		// The children (the listener, the exec holder) inherit it: their
+		// heap profiles record enough allocations to attribute figure 3.
+		godebug := fmt.Sprintf("memprofilerate=%d", profileRate)
+		if v := os.Getenv("GODEBUG"); v != "" {
+			godebug = v + "," + godebug
+		}
+		if err := os.Setenv("GODEBUG", godebug); err != nil {
+			return err
+		}
 	}
 	_ = os.RemoveAll(o.work)
 	o.logDir = filepath.Join(o.work, "logs")

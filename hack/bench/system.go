@@ -534,23 +534,19 @@ func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
 	return b, nil
 }
 
-// serverLive returns the listener process's live memory, heap in use plus
+// serverLive returns the listener process's live memory, heap in use and
 // goroutine stacks, right after a garbage collection (which fetching a heap
 // profile with gc=1 runs): memory the process holds for what is alive, without
 // the collector's timing.
-func (s *system) serverLive(ctx context.Context) (float64, error) {
+func (s *system) serverLive(ctx context.Context) (heap, stack float64, err error) {
 	if _, err := s.serverGet(ctx, "/debug/pprof/heap?gc=1"); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	heap, err := s.serverMetric(ctx, "go_memstats_heap_inuse_bytes")
-	if err != nil {
-		return 0, err
+	if heap, err = s.serverMetric(ctx, "go_memstats_heap_inuse_bytes"); err != nil {
+		return 0, 0, err
 	}
-	stack, err := s.serverMetric(ctx, "go_memstats_stack_inuse_bytes")
-	if err != nil {
-		return 0, err
-	}
-	return heap + stack, nil
+	stack, err = s.serverMetric(ctx, "go_memstats_stack_inuse_bytes")
+	return heap, stack, err
 }
 
 // serverMetric reads one unlabelled sample of the aggregated API server's

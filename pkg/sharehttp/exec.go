@@ -5,11 +5,11 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // AgentContainer is the name of an Agent pod's main container.
@@ -53,13 +53,36 @@ func (e *PodExecutor) Exec(ctx context.Context, namespace, pod, container string
 	if err != nil {
 		return fmt.Errorf("websocket executor: %w", err)
 	}
-	spdy, err := remotecommand.NewSPDYExecutor(e.config, "POST", u)
-	if err != nil {
-		return fmt.Errorf("spdy executor: %w", err)
-	}
+	// The SPDY executor is made only when it is needed: making one builds
+	// a TLS configuration (the CA bundle parsed into a pool of its own),
+	// which the stream would hold for its whole life for nothing.
+	spdy := lazyExecutor(func() (remotecommand.Executor, error) {
+		exec, err := remotecommand.NewSPDYExecutor(e.config, "POST", u)
+		if err != nil {
+			return nil, fmt.Errorf("spdy executor: %w", err)
+		}
+		return exec, nil
+	})
 	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	})
+	if err != nil {
+		return err
+	}
+	return exec.StreamWithContext(ctx, opts)
+}
+
+// lazyExecutor is an executor made on first use.
+type lazyExecutor func() (remotecommand.Executor, error)
+
+// Stream implements remotecommand.Executor.
+func (f lazyExecutor) Stream(opts remotecommand.StreamOptions) error {
+	return f.StreamWithContext(context.Background(), opts)
+}
+
+// StreamWithContext implements remotecommand.Executor.
+func (f lazyExecutor) StreamWithContext(ctx context.Context, opts remotecommand.StreamOptions) error {
+	exec, err := f()
 	if err != nil {
 		return err
 	}

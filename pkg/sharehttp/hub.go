@@ -51,6 +51,15 @@ const (
 	// echo has, gets output at once.
 	coalesceBehind = 16 << 10
 	coalesceBytes  = 16 << 10
+	// idleReadBytes is the buffer the command's output is read into while
+	// it comes in small pieces (keystrokes echoed, a prompt), as it does
+	// when a session is idle: a session blocked waiting for output holds
+	// this much rather than a full copy buffer.
+	idleReadBytes = 2 << 10
+	// busyReadBytes is the buffer, from a pool, the output is read into
+	// while it comes in pieces bigger than idleReadBytes: io.Copy's size,
+	// so that a busy stream is read in as few calls as before.
+	busyReadBytes = 32 << 10
 )
 
 // coalesceDelay is a variable for tests, which make it long enough that
@@ -165,6 +174,10 @@ func signal(c chan struct{}) {
 // feedBuffers hold output on its way from the log to a page, so that idle
 // pages hold no buffer.
 var feedBuffers = sync.Pool{New: func() any { b := make([]byte, feedChunk); return &b }}
+
+// readBuffers hold the command's output on its way from the exec stream to
+// the log while the output is busy; see hub.ReadFrom.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, busyReadBytes); return &b }}
 
 // join adds a page to the shared session of its Agent, making the session
 // when it is the first. start is true for the page whose arrival starts the
@@ -305,6 +318,50 @@ func (h *hub) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// ReadFrom copies the command's output from r into the log until r ends.
+// The exec stream's io.Copy uses it instead of allocating a 32 KiB buffer
+// that every session would hold while it waits for output, which is most
+// of the time: a read that waits holds idleReadBytes; a pooled
+// busyReadBytes buffer is taken once a read fills the small one, and given
+// back once a read would have fitted in it again.
+func (h *hub) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	small := make([]byte, idleReadBytes)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			readBuffers.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			written, werr := h.Write(buf[:n])
+			total += int64(written)
+			if werr != nil {
+				return total, werr
+			}
+			switch {
+			case big == nil && n == len(small):
+				big = readBuffers.Get().(*[]byte)
+			case big != nil && n <= len(small):
+				readBuffers.Put(big)
+				big = nil
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 func (h *hub) append(p []byte) error {
