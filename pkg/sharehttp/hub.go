@@ -60,6 +60,11 @@ const (
 	// while it comes in pieces bigger than idleReadBytes: io.Copy's size,
 	// so that a busy stream is read in as few calls as before.
 	busyReadBytes = 32 << 10
+	// quietReadBytes is a read small enough to say the output has quieted
+	// down — a keystroke's echo, a prompt — and the busy buffer can go
+	// back. A busy PTY's output comes in pieces of 1–4 KiB, which must
+	// not send it back: the next piece would need it again.
+	quietReadBytes = 512
 )
 
 // coalesceDelay is a variable for tests, which make it long enough that
@@ -325,7 +330,7 @@ func (h *hub) Write(p []byte) (int, error) {
 // that every session would hold while it waits for output, which is most
 // of the time: a read that waits holds idleReadBytes; a pooled
 // busyReadBytes buffer is taken once a read fills the small one, and given
-// back once a read would have fitted in it again.
+// back once a read brings less than quietReadBytes.
 func (h *hub) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	small := make([]byte, idleReadBytes)
@@ -350,7 +355,7 @@ func (h *hub) ReadFrom(r io.Reader) (int64, error) {
 			switch {
 			case big == nil && n == len(small):
 				big = readBuffers.Get().(*[]byte)
-			case big != nil && n <= len(small):
+			case big != nil && n < quietReadBytes:
 				readBuffers.Put(big)
 				big = nil
 			}

@@ -173,13 +173,15 @@ func TestHubReadFrom(t *testing.T) {
 		// wantBufs is the size of the buffer each Read is given: small
 		// while the output comes in small pieces, the big pooled one
 		// once a piece fills the small one, small again after a piece
-		// that would have fitted in it.
+		// smaller than quietReadBytes.
 		wantBufs []int
 	}{
 		{name: "idle: small pieces are read into the small buffer", chunks: []int{1, 100, idleReadBytes - 1},
 			err: io.EOF, wantBufs: []int{idleReadBytes, idleReadBytes, idleReadBytes, idleReadBytes}},
 		{name: "busy: a full small buffer brings in the big one, a short read sends it back", chunks: []int{3 * idleReadBytes, busyReadBytes + 10, 5},
 			err: io.EOF, wantBufs: []int{idleReadBytes, busyReadBytes, busyReadBytes, busyReadBytes, idleReadBytes, idleReadBytes}},
+		{name: "busy: pieces of a PTY's size keep the big one", chunks: []int{3 * idleReadBytes / 2, 3 * idleReadBytes / 2, 3 * idleReadBytes / 2, idleReadBytes, 20},
+			err: io.EOF, wantBufs: []int{idleReadBytes, busyReadBytes, busyReadBytes, busyReadBytes, busyReadBytes, busyReadBytes, idleReadBytes}},
 		{name: "the reader's error is returned after its output", chunks: []int{10, 4 * idleReadBytes},
 			err: boom, wantErr: boom, wantBufs: []int{idleReadBytes, idleReadBytes, busyReadBytes, busyReadBytes}},
 	}
