@@ -145,6 +145,9 @@ func run() error {
 	if o.agentCounts, err = intList(agents); err != nil {
 		return fmt.Errorf("-agents: %w", err)
 	}
+	if o.controllerReps < 1 {
+		return fmt.Errorf("-controller-reps must be at least 1")
+	}
 	if o.root, err = framework.RepoRoot(); err != nil {
 		return err
 	}
