@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -181,11 +182,16 @@ func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 		// The controller writes the status itself; only spec changes (and
 		// creation and deletion) need a reconcile.
 		For(&v1alpha1.Agent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&appsv1.Deployment{}).
+		// Only the controller creates the Deployments it owns, in a reconcile
+		// that goes on to report them: their creation is no news. Without
+		// this, each new Agent was reconciled a second time right after the
+		// first, before the cache held the status just written, and that
+		// status was patched again.
+		Owns(&appsv1.Deployment{}, builder.WithPredicates(notCreated)).
 		// Share Secrets map to their Agent by label rather than by owner
 		// reference, so that the deletion of a stale Secret left by a deleted
 		// Agent of the same name wakes the new Agent.
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToAgent))
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToAgent), builder.WithPredicates(notCreatedByController))
 	b = b.WithOptions(crcontroller.Options{
 		MaxConcurrentReconciles: max(cfg.Workers, 1),
 		SkipNameValidation:      ptr.To(cfg.SkipNameValidation),
@@ -195,6 +201,22 @@ func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 	}
 	return nil
 }
+
+// notCreated lets every event but creation through. Creations seen when the
+// informer lists at start are covered too: each Agent's own creation event
+// brings its reconcile then.
+var notCreated = predicate.Funcs{CreateFunc: func(crevent.CreateEvent) bool { return false }}
+
+// notCreatedByController lets through every event of a share Secret but the
+// creation of one the controller made: a Secret born with the token
+// fingerprint, which only the controller writes (ensureSecret), was created
+// by a reconcile that reported it. A Secret made by the aggregated API (an
+// enable) has no fingerprint yet, and its creation must bring the reconcile
+// that announces it.
+var notCreatedByController = predicate.Funcs{CreateFunc: func(e crevent.CreateEvent) bool {
+	_, announced := e.Object.GetAnnotations()[AnnotationTokenFingerprint]
+	return !announced
+}}
 
 // secretToAgent maps a share Secret to the Agent it is named for.
 func secretToAgent(_ context.Context, obj client.Object) []reconcile.Request {

@@ -120,7 +120,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			})
 		}
 	} else {
-		secret, token, err := s.ensureSecret(ctx, agent, "")
+		secret, token, created, err := s.ensureSecret(ctx, agent, "")
 		switch {
 		case errors.Is(err, errStale):
 			sc.stale = true
@@ -133,7 +133,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			return reconcile.Result{}, err
 		default:
 			owned = secret
-			if err := s.announceToken(ctx, agent, "", secret, token); err != nil {
+			if err := s.announceToken(ctx, agent, "", secret, token, created); err != nil {
 				return reconcile.Result{}, err
 			}
 		}
@@ -205,30 +205,55 @@ func (s *shareReconciler) current(ctx context.Context, agent *v1alpha1.Agent) (b
 }
 
 // ensureSecret returns the Agent's share Secret and token, creating them if
-// there are none. The cache answers in the steady state; a Secret that the
-// cache does not show as the Agent's, with a valid token, is decided on
-// with the API server, so a token is minted only when the API server has no
-// Secret (see share.EnsureSecret). It returns errStale when the Agent on the
-// API server is no longer the one read.
-func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
+// there are none, and reports whether it created the Secret. The cache
+// answers in the steady state; a Secret that the cache does not show as the
+// Agent's, with a valid token, is decided on with the API server, so a token
+// is stored only when the API server has no Secret. It returns errStale when
+// the Agent on the API server is no longer the one read.
+func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, bool, error) {
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
 	cached := &corev1.Secret{}
-	err := s.client.Get(ctx, key, cached)
-	if err == nil {
+	cacheErr := s.client.Get(ctx, key, cached)
+	if cacheErr == nil {
 		if token, tokenErr := share.TokenFrom(cached, agent.UID); tokenErr == nil {
-			return cached, token, nil
+			return cached, token, false, nil
 		}
-	} else if !apierrors.IsNotFound(err) {
-		return nil, "", fmt.Errorf("reading share Secret %s: %w", key, err)
+	} else if !apierrors.IsNotFound(cacheErr) {
+		return nil, "", false, fmt.Errorf("reading share Secret %s: %w", key, cacheErr)
 	}
 	current, err := s.current(ctx, agent)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	if !current {
-		return nil, "", errStale
+		return nil, "", false, errStale
 	}
-	return share.EnsureLinkSecret(ctx, s.apiReader, s.client, agent, link)
+	if apierrors.IsNotFound(cacheErr) {
+		// Neither the cache nor, most likely, the API server has a Secret:
+		// the Agent is new or was just enabled. Creating it at once rather
+		// than reading first saves a request per Agent; the create is
+		// atomic, so a Secret the cache does not show yet makes it fail
+		// with AlreadyExists and is decided on below, exactly as
+		// share.EnsureLinkSecret decides. The fingerprint goes in with the
+		// token: creating the Secret is the write that records the
+		// announcement, so no second write (and no conflict with the
+		// watch event of the first) is needed.
+		token, err := share.NewToken()
+		if err != nil {
+			return nil, "", false, err
+		}
+		secret := share.NewLinkSecret(agent, link, token)
+		secret.Annotations[AnnotationTokenFingerprint] = fingerprint(token)
+		err = s.client.Create(ctx, secret)
+		if err == nil {
+			return secret, token, true, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, "", false, fmt.Errorf("creating share Secret %s: %w", key, err)
+		}
+	}
+	secret, token, err := share.EnsureLinkSecret(ctx, s.apiReader, s.client, agent, link)
+	return secret, token, false, err
 }
 
 // deleteSecret deletes the Agent's share Secret if there is one that belongs
@@ -260,29 +285,34 @@ func (s *shareReconciler) deleteSecret(ctx context.Context, agent *v1alpha1.Agen
 // announceToken emits ShareEnabled for a token not announced before and
 // ShareRotated for a token that replaced an announced one, and records the
 // token's fingerprint on the Secret. The Event follows the write that records
-// it, so a retry after a failed write announces once.
-func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Agent, link string, secret *corev1.Secret, token string) error {
-	fp := fingerprint(token)
-	announced, ok := secret.Annotations[AnnotationTokenFingerprint]
-	if ok && announced == fp {
-		return nil
-	}
-	patched := secret.DeepCopy()
-	if patched.Annotations == nil {
-		patched.Annotations = map[string]string{}
-	}
-	patched.Annotations[AnnotationTokenFingerprint] = fp
-	// The optimistic lock makes sure the fingerprint is of the token the
-	// Secret holds at the time of the write.
-	if err := s.client.Patch(ctx, patched, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("recording the token fingerprint on share Secret %s: %w", klog.KObj(secret), err)
-	}
+// it, so a retry after a failed write announces once. A Secret the
+// controller has just created (created) holds the fingerprint already: its
+// creation was that write.
+func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Agent, link string, secret *corev1.Secret, token string, created bool) error {
 	reason, action, note := EventShareEnabled, "Enable", linkWords(link)+" enabled with a new token"
-	if ok {
-		reason, action, note = EventShareRotated, "Rotate", linkWords(link)+" token rotated; the previous token no longer works"
+	if !created {
+		fp := fingerprint(token)
+		announced, ok := secret.Annotations[AnnotationTokenFingerprint]
+		if ok && announced == fp {
+			return nil
+		}
+		patched := secret.DeepCopy()
+		if patched.Annotations == nil {
+			patched.Annotations = map[string]string{}
+		}
+		patched.Annotations[AnnotationTokenFingerprint] = fp
+		// The optimistic lock makes sure the fingerprint is of the token the
+		// Secret holds at the time of the write.
+		if err := s.client.Patch(ctx, patched, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
+			return fmt.Errorf("recording the token fingerprint on share Secret %s: %w", klog.KObj(secret), err)
+		}
+		secret = patched
+		if ok {
+			reason, action, note = EventShareRotated, "Rotate", linkWords(link)+" token rotated; the previous token no longer works"
+		}
 	}
 	klog.FromContext(ctx).Info("Announced share token", "agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "secret", klog.KObj(secret), "event", reason)
-	s.recorder.Eventf(agent, patched, corev1.EventTypeNormal, reason, action, "%s", note)
+	s.recorder.Eventf(agent, secret, corev1.EventTypeNormal, reason, action, "%s", note)
 	return nil
 }
 
@@ -340,7 +370,7 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 	for _, l := range share.NamedLinks(agent) {
 		listed[l.Name] = true
 		st := v1alpha1.LinkStatus{Name: l.Name, Mode: l.ModeOrDefault(), ExpiresAt: l.ExpiresAt.DeepCopy()}
-		secret, token, err := s.ensureSecret(ctx, agent, l.Name)
+		secret, token, created, err := s.ensureSecret(ctx, agent, l.Name)
 		switch {
 		case errors.Is(err, share.ErrForeignSecret):
 			st.Reason = share.ReasonSecretConflict
@@ -352,7 +382,7 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		case err != nil:
 			return nil, reconcile.Result{}, err
 		}
-		if err := s.announceToken(ctx, agent, l.Name, secret, token); err != nil {
+		if err := s.announceToken(ctx, agent, l.Name, secret, token, created); err != nil {
 			return nil, reconcile.Result{}, err
 		}
 		d := share.EvaluateLink(agent, l, sc.now)

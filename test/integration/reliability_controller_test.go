@@ -258,33 +258,62 @@ func (s *system) testControllerKilledMidway(t *testing.T) {
 	secretWrite := func(key types.NamespacedName) *regexp.Regexp {
 		return regexp.MustCompile("^/api/v1/namespaces/" + key.Namespace + "/secrets/" + share.SecretName(key.Name) + "$")
 	}
+	secretCreate := func(key types.NamespacedName) *regexp.Regexp {
+		return regexp.MustCompile("^/api/v1/namespaces/" + key.Namespace + "/secrets$")
+	}
 	for _, tc := range []struct {
 		name string
 		// held is the write the controller is killed waiting for.
 		held func(types.NamespacedName) *regexp.Regexp
+		// method is the method of the held write.
+		method string
+		// madeByAPI: the share Secret is stored as an enable through the
+		// aggregated API stores it, while the controller is down, so the
+		// controller finds a token it has not announced. A Secret the
+		// controller creates holds the fingerprint from the start: its
+		// creation is the write that records the announcement.
+		madeByAPI bool
 		// announcedBeforeKill: the ShareEnabled Event may have been sent
 		// before the kill, and then not again.
 		announcedBeforeKill bool
 	}{
-		{name: "after the token was announced, before the status", held: statusWrite, announcedBeforeKill: true},
-		{name: "after the Secret was created, before the token was announced", held: secretWrite},
+		{name: "after the token was announced, before the status", held: statusWrite, method: http.MethodPatch, announcedBeforeKill: true},
+		{name: "while the Secret is created", held: secretCreate, method: http.MethodPost},
+		{name: "after the Secret was created, before the token was announced", held: secretWrite, method: http.MethodPatch, madeByAPI: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			key := types.NamespacedName{Namespace: s.newNamespace(t), Name: "midway"}
-			ctl, px := s.proxiedController(t)
+			ctl, _ := s.proxiedController(t)
 			s.createAgent(t, key, nil)
 			s.waitAgent(t, key, 2*time.Minute, "Ready", isReady)
+			// The controller is started again behind a proxy that holds
+			// the write.
+			ctl.stop(t)
+			if tc.madeByAPI {
+				// The aggregated API writes the Agent, then the Secret.
+				s.setShareEnabled(t, key, true)
+				if _, _, err := share.EnsureSecret(ctx, s.admin, s.admin, s.getAgent(ctx, t, key)); err != nil {
+					t.Fatal(err)
+				}
+			}
 
 			held := tc.held(key)
+			px := newAPIProxy(t, s.cp, controllerUser, controllerGroups...)
 			px.setHold(func(r *http.Request) bool {
-				if r.Method != http.MethodPatch || !held.MatchString(r.URL.Path) {
+				if r.Method != tc.method || !held.MatchString(r.URL.Path) {
 					return false
+				}
+				if tc.method == http.MethodPost {
+					return true
 				}
 				secret, _ := s.secretToken(context.Background(), t, key)
 				return secret != nil
 			})
-			s.setShareEnabled(t, key, true)
+			ctl = startController(t, px.kubeconfig(t, s.cp))
+			if !tc.madeByAPI {
+				s.setShareEnabled(t, key, true)
+			}
 			select {
 			case what := <-px.held:
 				t.Logf("killing the controller while it waits for %s", what)
@@ -292,7 +321,11 @@ func (s *system) testControllerKilledMidway(t *testing.T) {
 				t.Fatal("the controller did not get to the write")
 			}
 			secret, token := s.secretToken(ctx, t, key)
-			if secret == nil || !share.ValidToken(token) {
+			if tc.method == http.MethodPost {
+				if secret != nil {
+					t.Fatalf("a share Secret exists while its creation is held: %v", secret)
+				}
+			} else if secret == nil || !share.ValidToken(token) {
 				t.Fatalf("no share Secret with a token at the kill: %v", secret)
 			}
 			px.cutOff()
@@ -310,6 +343,10 @@ func (s *system) testControllerKilledMidway(t *testing.T) {
 				t.Fatalf("%d share Secrets, want 1", len(secrets))
 			}
 			got := secrets[0]
+			if secret == nil {
+				// The killed controller stored no token; the replacement did.
+				secret, token = &got, string(got.Data[share.SecretTokenKey])
+			}
 			if got.UID != secret.UID || string(got.Data[share.SecretTokenKey]) != token {
 				t.Fatalf("the restarted controller replaced the Secret or its token")
 			}

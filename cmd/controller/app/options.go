@@ -51,10 +51,15 @@ type Options struct {
 	// PublicURL is the base URL of the share listener, reported in each
 	// Agent's status.share.url.
 	PublicURL string
-	// KubeAPIQPS and KubeAPIBurst limit the requests to the kube-apiserver.
-	// client-go's defaults (5 and 10) make a cold start with thousands of
-	// Agents take minutes; the API server's priority and fairness is the
-	// real guard.
+	// KubeAPIQPS and KubeAPIBurst limit the requests to the kube-apiserver
+	// on the client side, per resource type: controller-runtime gives each
+	// type its own limiter. They are a backstop against a controller gone
+	// wrong (a reconcile looping without backoff), not the server's
+	// protection, which is API Priority and Fairness. A new Agent costs one
+	// request of each type (see docs/controller.md), so a cold start of
+	// N Agents sends about N requests per type; the defaults let 1,000 new
+	// Agents through at the speed of the API server and hold 10,000 to
+	// about 200 per second of each type.
 	KubeAPIQPS   float32
 	KubeAPIBurst int
 	// Workers is how many Agents are reconciled at once.
@@ -78,8 +83,8 @@ func NewOptions() *Options {
 		MetricsBindAddress:     ":8443",
 		MetricsSecure:          true,
 		HealthProbeBindAddress: ":8081",
-		KubeAPIQPS:             100,
-		KubeAPIBurst:           200,
+		KubeAPIQPS:             200,
+		KubeAPIBurst:           400,
 		Workers:                4,
 		Logs:                   logsapi.NewLoggingConfiguration(),
 	}
@@ -93,8 +98,8 @@ func (o *Options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the metrics endpoint, such as :8443. \"0\" turns it off.")
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "Serve metrics over HTTPS to clients authorized to get /metrics, checked with TokenReviews and SubjectAccessReviews. False serves plain HTTP to anyone who can reach the address.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints, such as :8081. \"0\" turns them off.")
-	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Requests per second to the kube-apiserver.")
-	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Burst of requests to the kube-apiserver.")
+	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Requests per second to the kube-apiserver, per resource type; API Priority and Fairness is the server's guard.")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Burst of requests to the kube-apiserver, per resource type.")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "Agents reconciled at once.")
 
 	le := fss.FlagSet("leader election")
