@@ -249,7 +249,7 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 
 	// What the client-side limit costs: the same controller without it,
 	// when the budget holds it besides the larger counts, which come first.
-	per := med.perAgent()*3/2 + createPer
+	per := med.perAgent()*5/4 + createPer
 	reserve := time.Duration(0)
 	for _, n := range o.agentCounts[1:] {
 		reserve += per * time.Duration(n)
@@ -273,9 +273,9 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 
 	for k, n := range o.agentCounts[1:] {
 		// Keep the whole run within its budget: at the rate of the first
-		// count, with half as much again for larger caches (10,000 Agents
-		// took 1.1–1.4 times as long per Agent as 1,000), scale the count
-		// down to what fits, and say so.
+		// count, with a quarter as much again for larger caches (10,000
+		// Agents took 1.1–1.2 times as long per Agent as 1,000), scale the
+		// count down to what fits, and say so.
 		remaining := o.budget - time.Since(o.t0)
 		measure := fmt.Sprintf("cold start, %d new Agents with share enabled: shipped controller", n)
 		if fits := int(remaining/per) / 1000 * 1000; fits < n {

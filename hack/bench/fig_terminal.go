@@ -143,14 +143,16 @@ func (b *bench) compareThroughput(ctx context.Context, paths []path, size int64,
 				cpu[p.name] = map[string][]float64{}
 			}
 			total := 0.0
-			for role, pid := range p.procs {
-				after, _ := cpuSeconds(pid)
+			var parts []string
+			for _, role := range slices.Sorted(maps.Keys(p.procs)) {
+				after, _ := cpuSeconds(p.procs[role])
 				ms := (after - before[role]) * 1000 / (float64(n) / (1 << 20))
 				cpu[p.name][role] = append(cpu[p.name][role], ms)
 				total += ms
+				parts = append(parts, fmt.Sprintf("%s %.0f", role, ms))
 			}
 			totals[p.name] = append(totals[p.name], total)
-			step("  %s: %.1f MiB/s, %.0f ms CPU per MiB", p.name, r/(1<<20), total)
+			step("  %s: %.1f MiB/s, %.0f ms CPU per MiB (%s)", p.name, r/(1<<20), total, strings.Join(parts, ", "))
 			rates[p.name] = append(rates[p.name], r)
 			if n != size {
 				lost[p.name] = append(lost[p.name], size-n)

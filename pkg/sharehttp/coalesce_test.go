@@ -109,8 +109,10 @@ func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
 	if m := readData(t, conn, 10*time.Second); !bytes.Equal(m, bytes.Join(small, nil)) {
 		t.Fatalf("a page behind got a message of %d bytes, want the %d chunks of %d bytes in one", len(m), len(small), len(small[0]))
 	}
-	// The page caught up: output goes at once, held by nothing. The resize
-	// after the ack starts the command's last output.
+	// The page caught up and the output paused: output goes at once, held
+	// by nothing. The resize after the ack starts the command's last
+	// output.
+	time.Sleep(10 * streamGap)
 	send(wire.EncodeAck(uint32(2*coalesceBehind + coalesceBytes)))
 	send(wire.EncodeResize(wire.Size{Cols: exec.lastWidth, Rows: 24}))
 	if m := readData(t, conn, 10*time.Second); string(m) != string(chunk('c', 10)) {

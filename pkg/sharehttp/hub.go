@@ -41,16 +41,19 @@ const (
 	hubInputBytes = 64 << 10
 	// feedChunk is the most output a page is sent in one write.
 	feedChunk = 32 << 10
-	// A page that has not acknowledged coalesceBehind of the output it was
-	// sent is still taking it in: its next output waits up to
-	// coalesceDelay for coalesceBytes to gather, and goes in one message
-	// instead of in the 2–4 KiB chunks a PTY delivers. Fewer, larger
-	// messages cost the listener and the page less per byte, and the page
-	// would have queued the output behind what it has not rendered anyway.
-	// A page that has taken its output, as one waiting for a keystroke's
-	// echo has, gets output at once.
+	// Output streams to a page while the page has not acknowledged
+	// coalesceBehind of what it was sent (it is still taking it in), or
+	// while the output keeps filling messages: the last message of
+	// coalesceBytes went less than streamGap ago. While it streams, output
+	// waits up to coalesceDelay for coalesceBytes to gather and goes in one
+	// message, instead of in the 1–4 KiB pieces a PTY delivers: fewer,
+	// larger messages cost the listener and the page less per byte, and
+	// the page would queue the output behind what it is parsing anyway.
+	// Output that does not stream — a keystroke's echo, a prompt after a
+	// pause — goes at once.
 	coalesceBehind = 16 << 10
-	coalesceBytes  = 16 << 10
+	coalesceBytes  = feedChunk
+	streamGap      = time.Millisecond
 	// idleReadBytes is the buffer the command's output is read into while
 	// it comes in small pieces (keystrokes echoed, a prompt), as it does
 	// when a session is idle: a session blocked waiting for output holds
@@ -442,10 +445,11 @@ func (h *hub) feed(v *viewer) {
 		h.detach(v)
 		return
 	}
-	// hold is made when the page first falls behind, so that pages that
-	// keep up hold no timer.
+	// hold is made when output first streams, so that pages that only
+	// ever see a prompt hold no timer.
 	var hold *time.Timer
 	held := false
+	var lastFull time.Time
 	for {
 		h.mu.Lock()
 		if v.dropped || v.next < h.log.start {
@@ -466,7 +470,7 @@ func (h *hub) feed(v *viewer) {
 			}
 			continue
 		}
-		if !held && !h.finished && h.log.end-v.next < coalesceBytes && v.term.Unacknowledged() >= coalesceBehind {
+		if !held && !h.finished && h.log.end-v.next < coalesceBytes && (time.Since(lastFull) < streamGap || v.term.Unacknowledged() >= coalesceBehind) {
 			h.mu.Unlock()
 			if hold == nil {
 				hold = time.NewTimer(coalesceDelay)
@@ -490,6 +494,9 @@ func (h *hub) feed(v *viewer) {
 		if err != nil {
 			h.detach(v)
 			return
+		}
+		if n >= coalesceBytes {
+			lastFull = time.Now()
 		}
 	}
 }
