@@ -112,7 +112,7 @@ func run() error {
 	flag.StringVar(&o.binDir, "bin-dir", "_output/bench/bin", "Folder of the built aggregated-apiserver and controller.")
 	flag.StringVar(&o.work, "work-dir", "_output/bench/run", "Folder for the run's state and logs; emptied first.")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Page whose generated part gets the table; empty writes none.")
-	flag.DurationVar(&o.budget, "budget", 9*time.Minute+30*time.Second, "Time the whole run should fit in; figure 6 scales its largest Agent count down to fit, and says so.")
+	flag.DurationVar(&o.budget, "budget", 9*time.Minute+45*time.Second, "Time the whole run should fit in; figure 6 scales its largest Agent count down to fit, and says so.")
 	flag.StringVar(&o.wettyMain, "wetty", "", "WeTTY's build/main.js, to measure it as the peer of figure 7; empty skips it.")
 	flag.IntVar(&payloadMiB, "payload-mib", 64, "MiB that figure 1 cats through each path.")
 	flag.IntVar(&o.reps, "reps", 5, "Runs of each throughput figure; the median counts.")
