@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -97,6 +98,54 @@ type AgentReconciler struct {
 	recorder recorder.EventRecorder
 	clock    clock.PassiveClock
 	phases   []phase
+	written  writtenStatuses
+}
+
+// writtenStatuses holds the status this controller last wrote of each
+// Agent until its cache holds it too. Nothing else writes an Agent's
+// status, so the API server holds what was written: a reconcile that reads
+// an older status from the cache must start from the written one, or it
+// would skip a write the API server needs (the status it computes equals
+// the cache's, not the server's) and announce transitions twice.
+type writtenStatuses struct {
+	mu     sync.Mutex
+	byName map[types.NamespacedName]writtenStatus
+}
+
+type writtenStatus struct {
+	uid    types.UID
+	status *v1alpha1.AgentStatus
+}
+
+// current returns the status the API server holds of agent, as far as this
+// controller knows: the one it last wrote, until the cache has caught up.
+func (w *writtenStatuses) current(key types.NamespacedName, agent *v1alpha1.Agent) v1alpha1.AgentStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ws, ok := w.byName[key]
+	switch {
+	case !ok:
+		return agent.Status
+	case ws.uid != agent.UID || equality.Semantic.DeepEqual(*ws.status, agent.Status):
+		delete(w.byName, key)
+		return agent.Status
+	}
+	return *ws.status.DeepCopy()
+}
+
+func (w *writtenStatuses) record(key types.NamespacedName, agent *v1alpha1.Agent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byName == nil {
+		w.byName = map[types.NamespacedName]writtenStatus{}
+	}
+	w.byName[key] = writtenStatus{uid: agent.UID, status: agent.Status.DeepCopy()}
+}
+
+func (w *writtenStatuses) forget(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.byName, key)
 }
 
 // phase reconciles one concern of an Agent. It changes sc.agent.Status in
@@ -236,12 +285,17 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	logger := klog.FromContext(ctx)
 	agent := &v1alpha1.Agent{}
 	if err := r.client.Get(ctx, req.NamespacedName, agent); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.forget(req.NamespacedName)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !agent.DeletionTimestamp.IsZero() {
 		// The garbage collector deletes the Deployment and the Secret.
+		r.written.forget(req.NamespacedName)
 		return reconcile.Result{}, nil
 	}
+	agent.Status = r.written.current(req.NamespacedName, agent)
 
 	original := agent.DeepCopy()
 	sc := &scope{agent: agent, prev: &original.Status, now: r.clock.Now()}
@@ -274,6 +328,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 			written = false
 			errs = append(errs, fmt.Errorf("writing the status of Agent %s: %w", req.NamespacedName, err))
 		default:
+			r.written.record(req.NamespacedName, agent)
 			logger.V(2).Info("Updated Agent status", "agent", klog.KObj(agent), "generation", agent.Generation)
 		}
 	}

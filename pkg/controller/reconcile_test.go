@@ -569,3 +569,75 @@ func TestReconcileAnnouncesADisableOnce(t *testing.T) {
 		})
 	}
 }
+
+// staleAgentCache is a client whose cache has not yet seen the Agent's
+// latest writes: Get returns the Agent as it was when stale was set.
+type staleAgentCache struct {
+	client.Client
+	stale *v1alpha1.Agent
+}
+
+func (c *staleAgentCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if a, ok := obj.(*v1alpha1.Agent); ok && c.stale != nil {
+		c.stale.DeepCopyInto(a)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestReconcileWritesPastAStaleCache checks that a status the cache has not
+// caught up with is not taken for the API server's: the Deployment goes
+// unavailable and back while the cache still holds the Agent from before,
+// and the Agent must end up Ready on the API server, with the transitions
+// announced once each.
+func TestReconcileWritesPastAStaleCache(t *testing.T) {
+	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	h := newHarness(t, start, testAgent())
+	cache := &staleAgentCache{Client: h.client}
+	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com"})
+	setAvailable := func(available bool) {
+		d := &appsv1.Deployment{}
+		if err := h.client.Get(context.Background(), h.key, d); err != nil {
+			t.Fatal(err)
+		}
+		d.Status.AvailableReplicas = 0
+		d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionFalse}}
+		if available {
+			d.Status.AvailableReplicas = 1
+			d.Status.Conditions[0].Status = corev1.ConditionTrue
+		}
+		if err := h.client.Status().Update(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h.reconcile() // creates the Deployment
+	setAvailable(true)
+	h.clock.SetTime(h.clock.Now().Add(time.Minute))
+	_, agent, _ := h.reconcile()
+	if got := conditionReason(agent, v1alpha1.ConditionReady); got != "True/DeploymentAvailable" {
+		t.Fatalf("Ready is %s after the Deployment became available", got)
+	}
+	// From here on the cache holds the Agent as it is now, Ready.
+	cache.stale = agent.DeepCopy()
+
+	setAvailable(false)
+	h.clock.SetTime(h.clock.Now().Add(time.Minute))
+	_, agent, _ = h.reconcile()
+	if got := conditionReason(agent, v1alpha1.ConditionReady); got != "False/DeploymentUnavailable" {
+		t.Fatalf("Ready is %s on the API server after the Deployment became unavailable", got)
+	}
+	setAvailable(true)
+	h.clock.SetTime(h.clock.Now().Add(time.Minute))
+	_, agent, _ = h.reconcile()
+	if got := conditionReason(agent, v1alpha1.ConditionReady); got != "True/DeploymentAvailable" {
+		t.Fatalf("Ready is %s on the API server after the Deployment came back, with the cache still at the first Ready", got)
+	}
+	// Nothing changed since: with the cache still behind, the reconcile
+	// writes nothing and the status stays.
+	h.clock.SetTime(h.clock.Now().Add(time.Minute))
+	_, again, _ := h.reconcile()
+	if again.ResourceVersion != agent.ResourceVersion {
+		t.Errorf("a reconcile with nothing to change wrote the status (resourceVersion %s → %s)", agent.ResourceVersion, again.ResourceVersion)
+	}
+}
