@@ -57,7 +57,12 @@ type viewerCounts struct {
 	mu      sync.Mutex
 	counts  map[linkRef]int32
 	pending map[linkRef]int // scheduled writes, by the attempt they are
-	wg      sync.WaitGroup
+	// inflight counts the writes scheduled or running, and idle is closed
+	// when it drops to zero, for wait. Not a sync.WaitGroup: pages still
+	// leave, and schedule writes, while the server waits at shutdown, and a
+	// WaitGroup may not grow from zero while it is waited on.
+	inflight int
+	idle     chan struct{}
 }
 
 func newViewerCounts(record func(ctx context.Context, ref linkRef, n int32) error) *viewerCounts {
@@ -110,11 +115,21 @@ func (v *viewerCounts) scheduleLocked(ref linkRef, attempt int) {
 		return
 	}
 	v.pending[ref] = attempt
-	v.wg.Add(1)
+	v.inflight++
 	time.AfterFunc(v.delay<<attempt, func() {
-		defer v.wg.Done()
+		defer v.done()
 		v.flush(ref)
 	})
+}
+
+// done ends a scheduled write.
+func (v *viewerCounts) done() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.inflight--; v.inflight == 0 && v.idle != nil {
+		close(v.idle)
+		v.idle = nil
+	}
 }
 
 func (v *viewerCounts) flush(ref linkRef) {
@@ -137,13 +152,25 @@ func (v *viewerCounts) flush(ref linkRef) {
 	}
 }
 
-// wait waits for the writes on their way, at shutdown.
+// wait waits for the writes on their way, at shutdown, including those
+// that pages leaving meanwhile schedule.
 func (v *viewerCounts) wait(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { v.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	for {
+		v.mu.Lock()
+		if v.inflight == 0 {
+			v.mu.Unlock()
+			return
+		}
+		if v.idle == nil {
+			v.idle = make(chan struct{})
+		}
+		idle := v.idle
+		v.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
