@@ -196,18 +196,14 @@ func compareEcho(ctx context.Context, paths []path, n, rounds int) (map[string]l
 }
 
 // p50s and p99s pick one percentile of each round.
-func p50s(ls []latency) []float64 {
-	out := make([]float64, len(ls))
-	for i, l := range ls {
-		out[i] = l.p50
-	}
-	return out
-}
+func p50s(ls []latency) []float64 { return pick(ls, func(l latency) float64 { return l.p50 }) }
 
-func p99s(ls []latency) []float64 {
+func p99s(ls []latency) []float64 { return pick(ls, func(l latency) float64 { return l.p99 }) }
+
+func pick(ls []latency, f func(latency) float64) []float64 {
 	out := make([]float64, len(ls))
 	for i, l := range ls {
-		out[i] = l.p99
+		out[i] = f(l)
 	}
 	return out
 }
