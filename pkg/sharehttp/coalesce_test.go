@@ -123,3 +123,56 @@ func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
 		t.Fatalf("the session ended with %+v, want Exited", status)
 	}
 }
+
+// TestOutputGathersWhileItStreams checks that output which keeps coming in
+// bulk gathers into full messages even for a page that acknowledges every
+// message at once: the first piece goes alone, the ones after it wait for
+// a message's worth.
+func TestOutputGathersWhileItStreams(t *testing.T) {
+	defer func(d, g time.Duration) { coalesceDelay, streamGap = d, g }(coalesceDelay, streamGap)
+	// Only gathered output or the command's end release what is held, and
+	// the output streams however slowly the test machine runs it.
+	coalesceDelay, streamGap = time.Hour, time.Hour
+
+	const pieces, pieceBytes = coalesceBytes/(2<<10) + 1, 2 << 10
+	var output [][]byte
+	for i := range pieces {
+		output = append(output, bytes.Repeat([]byte{'a' + byte(i)}, pieceBytes))
+	}
+	exec := &steppedExecutor{
+		lastWidth: 100,
+		pause:     200 * time.Microsecond, // a PTY's pace: each piece would go alone
+		steps:     [][][]byte{output},
+	}
+	f := newLinkFixture(t, nil)
+	f.server.exec = exec
+	addr, _ := f.serve(t)
+	conn := dialSession(t, addr, f.token)
+	if err := conn.WriteMessage(websocket.BinaryMessage, wire.EncodeResize(wire.Size{Cols: exec.lastWidth, Rows: 24})); err != nil {
+		t.Fatal(err)
+	}
+
+	var got []byte
+	var sizes []int
+	for len(got) < pieces*pieceBytes {
+		m := readData(t, conn, 10*time.Second)
+		got = append(got, m...)
+		sizes = append(sizes, len(m))
+		// The page keeps up: it acknowledges each message as it comes.
+		if err := conn.WriteMessage(websocket.BinaryMessage, wire.EncodeAck(uint32(len(m)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, bytes.Join(output, nil)) {
+		t.Fatalf("the page got %d bytes of output, not the %d the command wrote, in order", len(got), pieces*pieceBytes)
+	}
+	// The first piece alone, a message's worth, and what was left when
+	// the command ended.
+	if len(sizes) > 3 {
+		t.Fatalf("output streaming to a page that keeps up came in %d messages of %v bytes, want the %d pieces gathered into at most 3", len(sizes), sizes, pieces)
+	}
+	status, _ := readUntilClosed(t, conn, 10*time.Second)
+	if status == nil || status.Reason != "Exited" {
+		t.Fatalf("the session ended with %+v, want Exited", status)
+	}
+}

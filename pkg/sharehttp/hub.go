@@ -43,8 +43,9 @@ const (
 	feedChunk = 32 << 10
 	// Output streams to a page while the page has not acknowledged
 	// coalesceBehind of what it was sent (it is still taking it in), or
-	// while the output keeps filling messages: the last message of
-	// coalesceBytes went less than streamGap ago. While it streams, output
+	// while the output keeps coming in bulk: the last message carried at
+	// least streamBytes — more than a keystroke's echo or a prompt — and
+	// went less than streamGap ago. While it streams, output
 	// waits up to coalesceDelay for coalesceBytes to gather and goes in one
 	// message, instead of in the 1–4 KiB pieces a PTY delivers: fewer,
 	// larger messages cost the listener and the page less per byte, and
@@ -53,7 +54,7 @@ const (
 	// pause — goes at once.
 	coalesceBehind = 16 << 10
 	coalesceBytes  = feedChunk
-	streamGap      = time.Millisecond
+	streamBytes    = 1 << 10
 	// idleReadBytes is the buffer the command's output is read into while
 	// it comes in small pieces (keystrokes echoed, a prompt), as it does
 	// when a session is idle: a session blocked waiting for output holds
@@ -70,9 +71,13 @@ const (
 	quietReadBytes = 512
 )
 
-// coalesceDelay is a variable for tests, which make it long enough that
-// only gathered output or the command's end can release held output.
-var coalesceDelay = time.Millisecond
+// coalesceDelay and streamGap are variables for tests, which make them
+// long enough that only gathered output or the command's end can release
+// held output, and that output streams however slowly the test runs.
+var (
+	coalesceDelay = time.Millisecond
+	streamGap     = time.Millisecond
+)
 
 // ResumePoint is where a page that lost its connection asks to pick its
 // session up again: the session's ID and the output offset it had reached.
@@ -449,7 +454,8 @@ func (h *hub) feed(v *viewer) {
 	// ever see a prompt hold no timer.
 	var hold *time.Timer
 	held := false
-	var lastFull time.Time
+	// lastBulk is when the last message of streamBytes or more went.
+	var lastBulk time.Time
 	for {
 		h.mu.Lock()
 		if v.dropped || v.next < h.log.start {
@@ -470,7 +476,7 @@ func (h *hub) feed(v *viewer) {
 			}
 			continue
 		}
-		if !held && !h.finished && h.log.end-v.next < coalesceBytes && (time.Since(lastFull) < streamGap || v.term.Unacknowledged() >= coalesceBehind) {
+		if !held && !h.finished && h.log.end-v.next < coalesceBytes && (time.Since(lastBulk) < streamGap || v.term.Unacknowledged() >= coalesceBehind) {
 			h.mu.Unlock()
 			if hold == nil {
 				hold = time.NewTimer(coalesceDelay)
@@ -495,8 +501,8 @@ func (h *hub) feed(v *viewer) {
 			h.detach(v)
 			return
 		}
-		if n >= coalesceBytes {
-			lastFull = time.Now()
+		if n >= streamBytes {
+			lastBulk = time.Now()
 		}
 	}
 }
