@@ -55,12 +55,15 @@ type Server struct {
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 
-	// sessions are the live terminal sessions, so that shutdown can end them;
-	// once closing, a session that starts is ended at once.
+	// sessions are the live terminal sessions, so that shutdown can end them
+	// and wait for them; once closing, a session that starts is ended at
+	// once. ended is closed when the last one leaves, for waitSessions. Not
+	// a sync.WaitGroup: a session let in as shutdown begins still joins,
+	// and a WaitGroup may not grow from zero while it is waited on.
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closing  bool
-	wg       sync.WaitGroup
+	ended    chan struct{}
 }
 
 // NewServer returns a share listener. config is the server's own identity:
@@ -325,7 +328,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
 	s.closeSessions()
-	s.wg.Wait()
+	s.waitSessions()
 	// The pages are gone: record it on the links' Secrets before leaving.
 	s.viewers.wait(shutdownCtx)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -340,7 +343,6 @@ const shutdownMessage = "The share server is restarting. Reconnect in a moment."
 func (s *Server) track(sess *session) (untrack func()) {
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
-	s.wg.Add(1)
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
@@ -350,9 +352,28 @@ func (s *Server) track(sess *session) (untrack func()) {
 	return func() {
 		s.mu.Lock()
 		delete(s.sessions, sess)
+		if len(s.sessions) == 0 && s.ended != nil {
+			close(s.ended)
+			s.ended = nil
+		}
 		s.mu.Unlock()
-		s.wg.Done()
 	}
+}
+
+// waitSessions waits until no session is live, including those let in while
+// it waits.
+func (s *Server) waitSessions() {
+	s.mu.Lock()
+	if len(s.sessions) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.ended == nil {
+		s.ended = make(chan struct{})
+	}
+	ended := s.ended
+	s.mu.Unlock()
+	<-ended
 }
 
 // closeSessions ends every live session, and every one that starts from now
