@@ -87,6 +87,12 @@ func closeAll(ts []terminal) {
 // point, a second apart, for the table's min–max.
 const memorySamples = 3
 
+// execHeartbeatLinger is how long the heartbeat goroutine of client-go's
+// WebSocket exec client can outlive a stream that was cancelled rather
+// than closed by the server: it ends at its next ping, sent every 5
+// seconds, which fails on the closed connection.
+const execHeartbeatLinger = 6 * time.Second
+
 // memory is a process's memory at one point: the medians of its resident
 // set, of its live memory (heap in use and stacks right after a garbage
 // collection) and of the stacks alone over memorySamples samples, and the
@@ -363,10 +369,12 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		g1, _ = s.serverMetric(ctx, "go_goroutines")
 		return g1 <= g0, nil
 	})
-	// A few more samples once back: nothing must come back later. Their
+	// A few more samples once back, after the exec streams' last
+	// goroutines had time to go: nothing must come back later. Their
 	// median is judged, so that a goroutine that comes and goes (a
 	// connection of the listener's own clients) is not taken for a leak;
 	// a leak stays in every sample.
+	time.Sleep(execHeartbeatLinger)
 	g1s, _ := s.metricSamples(ctx, "go_goroutines")
 	g1s = append(g1s, g1)
 	g1 = median(g1s)

@@ -37,8 +37,9 @@ const (
 	// connection keeps its command running for the page to come back.
 	resumeGrace = 30 * time.Second
 	// hubInputBytes bounds the input of a session's pages that the command
-	// has not read yet; past it, the pages' own input buffers fill.
-	hubInputBytes = 64 << 10
+	// has not read yet; past it, the pages' connections are not read until
+	// it has. It is allocated as input comes.
+	hubInputBytes = 1 << 20
 	// feedChunk is the most output a page is sent in one write.
 	feedChunk = 32 << 10
 	// Output streams to a page while the page has not acknowledged
@@ -231,7 +232,6 @@ func (hs *hubs) join(grant *Grant, term *terminal.Session, size remotecommand.Te
 	hs.mu.Unlock()
 
 	go h.feed(v)
-	go h.typeFrom(v)
 	term.OnResize(func(size remotecommand.TerminalSize) { h.resized(v, size) })
 	h.announce(n)
 	return h, v, start
@@ -538,14 +538,40 @@ func (h *hub) detach(v *viewer) {
 	signal(h.room)
 }
 
-// typeFrom copies a viewer's input into the command. A read-only viewer's
-// input is read, so that its acknowledgements keep coming, and dropped.
-func (h *hub) typeFrom(v *viewer) {
+// inputOf is where a viewer's input goes: into the command, unless the
+// viewer may only watch; then it is dropped as it comes, so that the
+// page's acknowledgements behind it keep coming.
+func (h *hub) inputOf(v *viewer) io.Writer {
 	if v.readOnly {
-		_, _ = io.Copy(io.Discard, v.term.Stdin())
-		return
+		return io.Discard
 	}
-	_, _ = io.Copy(h.stdin, v.term.Stdin())
+	return h.stdin
+}
+
+// pageInput is where a page's typed input goes: it waits for the page to
+// join its session, then goes where the session says (hub.inputOf). The
+// page's connection is not read while it waits, nor while the command's
+// input is full.
+type pageInput struct {
+	once      sync.Once
+	connected chan struct{}
+	to        io.Writer
+}
+
+func newPageInput() *pageInput { return &pageInput{connected: make(chan struct{})} }
+
+func (p *pageInput) Write(b []byte) (int, error) {
+	<-p.connected
+	return p.to.Write(b)
+}
+
+// connect sends the input to w from now on. Only the first call counts: a
+// page that never joins is connected to io.Discard when its session ends.
+func (p *pageInput) connect(w io.Writer) {
+	p.once.Do(func() {
+		p.to = w
+		close(p.connected)
+	})
 }
 
 // resized follows a viewer's terminal size.

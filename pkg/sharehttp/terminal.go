@@ -145,6 +145,10 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	// The page's input goes straight into the command, from the read loop
+	// of its connection, once the page has joined its session.
+	input := newPageInput()
+	defer input.connect(io.Discard)
 	// The session outlives ctx, which end() cancels to stop the exec
 	// before the status goes out.
 	term := terminal.New(parent, terminal.NewWebSocketConn(conn, terminal.WebSocketOptions{
@@ -154,6 +158,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	}), terminal.Options{
 		FlowWindow:  s.opts.FlowWindow,
 		IdleTimeout: s.opts.IdleTimeout,
+		Input:       input,
 	})
 	sess := &session{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
 	defer s.track(sess)()
@@ -177,6 +182,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	// arrive starts it, later ones join and are shown the recent output
 	// first.
 	h, v, first := s.hubs.join(grant, term, size, resume, grant.ReadOnly, func() { sess.endWith(closeServerError, slowViewerStatus) })
+	input.connect(h.inputOf(v))
 	// A page whose connection dropped, rather than one the server ended,
 	// may come back to resume: the command waits for it a while.
 	linger := false

@@ -59,6 +59,12 @@ type Options struct {
 	// InputBuffer bounds typed input the command has not read yet; past it
 	// the session stops reading the connection. Default 1 MiB.
 	InputBuffer int
+	// Input, when set, is given the page's typed input as it comes, in
+	// place of Stdin, which then has none: no goroutine has to copy Stdin
+	// to where the input goes. While its Write blocks, the session does not
+	// read the connection, as while InputBuffer is full; its errors are
+	// ignored, the input it could not take dropped.
+	Input io.Writer
 	// IdleTimeout ends a session with neither input nor output for this
 	// long, with the status wire.ReasonIdle. Zero disables it.
 	IdleTimeout time.Duration
@@ -144,6 +150,10 @@ func New(ctx context.Context, conn Conn, opts Options) *Session {
 		done:      make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	if opts.Input != nil {
+		s.input = NewInputBuffer(0)
+		s.input.Close()
+	}
 	s.touch()
 	s.stopCtx = context.AfterFunc(ctx, func() {
 		s.Close(CloseGoingAway, wire.Status{Reason: wire.ReasonClosed, Message: "The server ended the session."})
@@ -203,6 +213,10 @@ func (s *Session) readLoop() {
 			}
 			s.touch()
 			s.bytesIn.Add(int64(len(m.Data)))
+			if s.opts.Input != nil {
+				_, _ = s.opts.Input.Write(m.Data)
+				continue
+			}
 			// Blocks while the input buffer is full; returns at once once
 			// the session is closed.
 			_, _ = s.input.Write(m.Data)
@@ -318,8 +332,8 @@ func (s *Session) Next() *remotecommand.TerminalSize {
 	}
 }
 
-// Stdin returns what the page types. Reads end with io.EOF once the session
-// is closed and the buffered input is read.
+// Stdin returns what the page types, unless Options.Input takes it. Reads
+// end with io.EOF once the session is closed and the buffered input is read.
 func (s *Session) Stdin() io.Reader { return s.input }
 
 // Stdout returns the writer of terminal output to the page. Its Write

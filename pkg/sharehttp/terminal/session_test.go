@@ -1,6 +1,7 @@
 package terminal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -282,6 +283,51 @@ func TestDataBothWays(t *testing.T) {
 	if s.BytesIn() != 9 || s.BytesOut() != 4 {
 		t.Errorf("bytes in %d, out %d; want 9, 4", s.BytesIn(), s.BytesOut())
 	}
+}
+
+// TestInputToAWriter checks that with Options.Input the page's input goes
+// to the writer, in order and from the read loop, that Stdin has none, and
+// that the connection is not read while the writer blocks.
+func TestInputToAWriter(t *testing.T) {
+	input := &gatedWriter{open: make(chan struct{})}
+	s, c := started(t, Options{Input: input})
+	c.toServer <- wire.EncodeData([]byte("echo hi\r"))
+	c.toServer <- wire.EncodeData([]byte{0x03})
+	// The writer holds the first input: the ack behind it is not read.
+	c.toServer <- wire.EncodeAck(1)
+	c.noMessage(t)
+	if s.isClosed() {
+		t.Fatal("the session ended while its input waited")
+	}
+	close(input.open)
+	// The ack of output never sent is read now, and ends the session.
+	assertEnded(t, s, c, wire.ReasonProtocolError, ClosePolicy)
+	if got := input.String(); got != "echo hi\r\x03" {
+		t.Errorf("the writer got %q, want the input in order", got)
+	}
+	if s.BytesIn() != 9 {
+		t.Errorf("bytes in %d, want 9", s.BytesIn())
+	}
+}
+
+// gatedWriter takes writes once open is closed.
+type gatedWriter struct {
+	open chan struct{}
+	mu   sync.Mutex
+	bytes.Buffer
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	<-w.open
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.Buffer.Write(p)
+}
+
+func (w *gatedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.Buffer.String()
 }
 
 func TestResizeQueueKeepsTheLatest(t *testing.T) {
