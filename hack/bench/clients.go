@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/kubeopencode/share/pkg/sharehttp"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
@@ -221,8 +223,47 @@ func (t *wsTerminal) close() {
 
 func (t *wsTerminal) done() <-chan struct{} { return t.ended }
 
-// execTerminal is a direct client-go exec through the kube-apiserver, with
-// the share listener's own executor (WebSocket, SPDY fallback) and a TTY.
+// kubectlExecutor execs as kubectl exec does: client-go's WebSocket
+// executor, falling back to its SPDY executor when the upgrade fails. It is
+// the direct path of figures 1 and 2, what a user with credentials gets; the
+// share listener has an exec client of its own (sharehttp.PodExecutor), whose
+// URLs it uses.
+type kubectlExecutor struct {
+	config *rest.Config
+	urls   *sharehttp.PodExecutor
+}
+
+func newKubectlExecutor(config *rest.Config) (*kubectlExecutor, error) {
+	urls, err := sharehttp.NewPodExecutor(config)
+	if err != nil {
+		return nil, err
+	}
+	return &kubectlExecutor{config: config, urls: urls}, nil
+}
+
+// Exec implements sharehttp.Executor.
+func (e *kubectlExecutor) Exec(ctx context.Context, namespace, pod, container string, command []string, opts remotecommand.StreamOptions) error {
+	u := e.urls.URL(namespace, pod, container, command, opts)
+	ws, err := remotecommand.NewWebSocketExecutor(e.config, "GET", u.String())
+	if err != nil {
+		return err
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(e.config, "POST", u)
+	if err != nil {
+		return err
+	}
+	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return err
+	}
+	return exec.StreamWithContext(ctx, opts)
+}
+
+// execTerminal is an exec through the kube-apiserver with a TTY: the direct
+// path with kubectlExecutor, or the exec-holder's stream with the share
+// listener's own executor.
 type execTerminal struct {
 	cancel context.CancelFunc
 	stdin  *io.PipeWriter
@@ -249,7 +290,7 @@ type sinkWriter sink
 
 func (w sinkWriter) Write(p []byte) (int, error) { w(p); return len(p), nil }
 
-func startExec(ctx context.Context, ex *sharehttp.PodExecutor, namespace, pod string, command []string, out sink) *execTerminal {
+func startExec(ctx context.Context, ex sharehttp.Executor, namespace, pod string, command []string, out sink) *execTerminal {
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	t := &execTerminal{cancel: cancel, stdin: pw, ended: make(chan struct{})}

@@ -29,7 +29,6 @@ import (
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
-	"github.com/kubeopencode/share/pkg/sharehttp"
 	"github.com/kubeopencode/share/test/integration/framework"
 )
 
@@ -56,7 +55,7 @@ type system struct {
 	userHTTP   *http.Client
 	serverCfg  *rest.Config
 	serverKC   string
-	executor   *sharehttp.PodExecutor
+	executor   *kubectlExecutor
 	controller *child
 	server     *child
 	shareAddr  string
@@ -138,7 +137,7 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	if err := s.startAPIServer(ctx); err != nil {
 		return nil, err
 	}
-	if s.executor, err = sharehttp.NewPodExecutor(s.serverCfg); err != nil {
+	if s.executor, err = newKubectlExecutor(s.serverCfg); err != nil {
 		return nil, err
 	}
 

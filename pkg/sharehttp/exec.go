@@ -3,6 +3,7 @@ package sharehttp
 import (
 	"context"
 	"fmt"
+	"net/url"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -36,11 +37,30 @@ func NewPodExecutor(config *rest.Config) (*PodExecutor, error) {
 	return &PodExecutor{config: config, client: cs.CoreV1().RESTClient()}, nil
 }
 
-// Exec streams a TTY session. It tries the WebSocket exec protocol first and
-// falls back to SPDY when the API server or a proxy cannot upgrade to it, as
+// Exec streams a TTY session. It tries the WebSocket exec protocol first,
+// with a client of its own (streamWebSocket), and falls back to client-go's
+// SPDY executor when the API server or a proxy cannot upgrade to it, as
 // kubectl exec does.
 func (e *PodExecutor) Exec(ctx context.Context, namespace, pod, container string, command []string, opts remotecommand.StreamOptions) error {
-	u := e.client.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
+	u := e.URL(namespace, pod, container, command, opts)
+	err := streamWebSocket(ctx, e.config, u.String(), opts)
+	if !httpstream.IsUpgradeFailure(err) && !httpstream.IsHTTPSProxyError(err) {
+		return err
+	}
+	// The SPDY executor is made only when it is needed: making one builds
+	// a TLS configuration (the CA bundle parsed into a pool of its own),
+	// which the stream would hold for its whole life for nothing.
+	spdy, err := remotecommand.NewSPDYExecutor(e.config, "POST", u)
+	if err != nil {
+		return fmt.Errorf("spdy executor: %w", err)
+	}
+	return spdy.StreamWithContext(ctx, opts)
+}
+
+// URL is the pods/exec URL that runs command in a pod's container, asking
+// for the streams that opts has.
+func (e *PodExecutor) URL(namespace, pod, container string, command []string, opts remotecommand.StreamOptions) *url.URL {
+	return e.client.Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{
 			Container: container,
 			Command:   command,
@@ -49,42 +69,4 @@ func (e *PodExecutor) Exec(ctx context.Context, namespace, pod, container string
 			Stderr:    opts.Stderr != nil,
 			TTY:       opts.Tty,
 		}, scheme.ParameterCodec).URL()
-	ws, err := remotecommand.NewWebSocketExecutor(e.config, "GET", u.String())
-	if err != nil {
-		return fmt.Errorf("websocket executor: %w", err)
-	}
-	// The SPDY executor is made only when it is needed: making one builds
-	// a TLS configuration (the CA bundle parsed into a pool of its own),
-	// which the stream would hold for its whole life for nothing.
-	spdy := lazyExecutor(func() (remotecommand.Executor, error) {
-		exec, err := remotecommand.NewSPDYExecutor(e.config, "POST", u)
-		if err != nil {
-			return nil, fmt.Errorf("spdy executor: %w", err)
-		}
-		return exec, nil
-	})
-	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
-	if err != nil {
-		return err
-	}
-	return exec.StreamWithContext(ctx, opts)
-}
-
-// lazyExecutor is an executor made on first use.
-type lazyExecutor func() (remotecommand.Executor, error)
-
-// Stream implements remotecommand.Executor.
-func (f lazyExecutor) Stream(opts remotecommand.StreamOptions) error {
-	return f.StreamWithContext(context.Background(), opts)
-}
-
-// StreamWithContext implements remotecommand.Executor.
-func (f lazyExecutor) StreamWithContext(ctx context.Context, opts remotecommand.StreamOptions) error {
-	exec, err := f()
-	if err != nil {
-		return err
-	}
-	return exec.StreamWithContext(ctx, opts)
 }

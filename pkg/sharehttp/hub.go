@@ -173,7 +173,11 @@ type viewer struct {
 	// Guarded by the hub's mu.
 	next    int64 // offset of the next output to send
 	dropped bool  // no longer paces the command
-	size    remotecommand.TerminalSize
+	// wakeAt is the log's end from which new output wakes the page's
+	// feeder: while it gathers a message it is not woken for every piece
+	// of output, each wake-up a goroutine switch, often a thread's.
+	wakeAt int64
+	size   remotecommand.TerminalSize
 }
 
 func (v *viewer) leave() { v.once.Do(func() { close(v.gone) }) }
@@ -409,7 +413,9 @@ func (h *hub) append(p []byte) error {
 			// signal does not block: the feeders are woken under the
 			// lock, with no list of them made on every write.
 			for v := range h.viewers {
-				signal(v.wake)
+				if h.log.end >= v.wakeAt {
+					signal(v.wake)
+				}
 			}
 			h.mu.Unlock()
 			return nil
@@ -510,7 +516,15 @@ func (h *hub) feed(v *viewer) {
 // gather waits until coalesceBytes of output wait for v, the command ends
 // or hold fires, and stops hold. It returns false when the page has gone.
 func (h *hub) gather(v *viewer, hold *time.Timer) bool {
-	defer hold.Stop()
+	h.mu.Lock()
+	v.wakeAt = v.next + coalesceBytes
+	h.mu.Unlock()
+	defer func() {
+		hold.Stop()
+		h.mu.Lock()
+		v.wakeAt = 0
+		h.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-v.wake:

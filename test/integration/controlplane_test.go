@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +29,8 @@ import (
 	"k8s.io/streaming/pkg/httpstream"
 	utilexec "k8s.io/utils/exec"
 	"k8s.io/utils/ptr"
+
+	"github.com/kubeopencode/share/pkg/sharehttp"
 )
 
 // pollInterval and pollTimeout bound every wait on the cluster.
@@ -285,11 +291,31 @@ func TestKubectlExecOnStandinNode(t *testing.T) {
 	}
 }
 
+// The share listener's own executor, alone and behind a proxy that refuses
+// WebSocket upgrades, for newExecutor.
+const (
+	listenerProtocol                 = "share listener"
+	listenerWithoutWebSocketProtocol = "share listener, WebSocket refused"
+)
+
 // newExecutor returns an executor for pod exec that speaks protocol:
 // "fallback" is WebSocket first and SPDY when the upgrade fails, as kubectl
-// does; "spdy" is SPDY alone.
+// does; "spdy" is SPDY alone; listenerProtocol is the share listener's own
+// executor, and listenerWithoutWebSocketProtocol the same through a proxy
+// that refuses WebSocket upgrades, so that it falls back to SPDY.
 func newExecutor(t *testing.T, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, protocol string, opts *corev1.PodExecOptions) remotecommand.Executor {
 	t.Helper()
+	switch protocol {
+	case listenerWithoutWebSocketProtocol:
+		cfg = webSocketRefusingProxy(t, cfg)
+		fallthrough
+	case listenerProtocol:
+		ex, err := sharehttp.NewPodExecutor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return listenerExecutor{ex: ex, pod: pod, opts: opts}
+	}
 	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("exec").
 		VersionedParams(opts, scheme.ParameterCodec)
 	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
@@ -310,6 +336,52 @@ func newExecutor(t *testing.T, cfg *rest.Config, cs kubernetes.Interface, pod *c
 		t.Fatal(err)
 	}
 	return exec
+}
+
+// listenerExecutor runs one command with the share listener's executor, which
+// takes the streams to open from the options it streams with.
+type listenerExecutor struct {
+	ex   *sharehttp.PodExecutor
+	pod  *corev1.Pod
+	opts *corev1.PodExecOptions
+}
+
+func (e listenerExecutor) Stream(o remotecommand.StreamOptions) error {
+	return e.StreamWithContext(context.Background(), o)
+}
+
+func (e listenerExecutor) StreamWithContext(ctx context.Context, o remotecommand.StreamOptions) error {
+	return e.ex.Exec(ctx, e.pod.Namespace, e.pod.Name, e.opts.Container, e.opts.Command, o)
+}
+
+// webSocketRefusingProxy fronts the API server with a proxy that answers
+// WebSocket upgrades with 400 and passes everything else on, SPDY upgrades
+// included, as proxies that predate WebSocket exec do. It returns a config
+// for the API server through the proxy, which holds cfg's credentials.
+func webSocketRefusingProxy(t *testing.T, cfg *rest.Config) *rest.Config {
+	t.Helper()
+	target, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// HTTP/2 carries no upgrades: the proxy's side must speak HTTP/1.1.
+	backend := rest.CopyConfig(cfg)
+	backend.NextProtos = []string{"http/1.1"}
+	rt, err := rest.TransportFor(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = rt
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "this proxy does not pass WebSocket upgrades", http.StatusBadRequest)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return &rest.Config{Host: srv.URL}
 }
 
 // sizeQueue hands remotecommand the terminal sizes a test sends.
@@ -357,7 +429,7 @@ func TestRemoteCommandOnStandinNode(t *testing.T) {
 	pod := runDeployment(t, cs, ns, "shell")
 	cfg := shared.cp.Config()
 
-	for _, protocol := range []string{"fallback", "spdy"} {
+	for _, protocol := range []string{"fallback", "spdy", listenerProtocol, listenerWithoutWebSocketProtocol} {
 		t.Run(protocol+"/tty and resize", func(t *testing.T) {
 			exec := newExecutor(t, cfg, cs, pod, protocol, &corev1.PodExecOptions{Container: "main", Command: []string{"sh"}, Stdin: true, Stdout: true, TTY: true})
 			stdinR, stdinW := io.Pipe()
@@ -368,9 +440,13 @@ func TestRemoteCommandOnStandinNode(t *testing.T) {
 			sizes <- &remotecommand.TerminalSize{Width: 100, Height: 30}
 			done := make(chan error, 1)
 			go func() {
-				done <- exec.StreamWithContext(t.Context(), remotecommand.StreamOptions{
+				err := exec.StreamWithContext(t.Context(), remotecommand.StreamOptions{
 					Stdin: stdinR, Stdout: out, Tty: true, TerminalSizeQueue: sizes,
 				})
+				// A stream that fails fails the test's writes rather than
+				// leaving them blocked.
+				stdinR.CloseWithError(fmt.Errorf("the stream ended: %v", err))
+				done <- err
 			}()
 			send := func(s string) {
 				if _, err := io.WriteString(stdinW, s); err != nil {
