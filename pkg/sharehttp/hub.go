@@ -173,11 +173,12 @@ type viewer struct {
 	// Guarded by the hub's mu.
 	next    int64 // offset of the next output to send
 	dropped bool  // no longer paces the command
-	// wakeAt is the log's end from which new output wakes the page's
-	// feeder: while it gathers a message it is not woken for every piece
-	// of output, each wake-up a goroutine switch, often a thread's.
-	wakeAt int64
-	size   remotecommand.TerminalSize
+	// gathering is set while the page's feeder gathers output for one
+	// message: new output wakes it only once there is a message's worth,
+	// not for every piece, each wake-up a goroutine switch, often a
+	// thread's.
+	gathering bool
+	size      remotecommand.TerminalSize
 }
 
 func (v *viewer) leave() { v.once.Do(func() { close(v.gone) }) }
@@ -413,7 +414,7 @@ func (h *hub) append(p []byte) error {
 			// signal does not block: the feeders are woken under the
 			// lock, with no list of them made on every write.
 			for v := range h.viewers {
-				if h.log.end >= v.wakeAt {
+				if !v.gathering || h.log.end-v.next >= coalesceBytes {
 					signal(v.wake)
 				}
 			}
@@ -464,6 +465,7 @@ func (h *hub) feed(v *viewer) {
 	var lastBulk time.Time
 	for {
 		h.mu.Lock()
+		v.gathering = false
 		if v.dropped || v.next < h.log.start {
 			h.mu.Unlock()
 			return
@@ -483,6 +485,7 @@ func (h *hub) feed(v *viewer) {
 			continue
 		}
 		if !held && !h.finished && h.log.end-v.next < coalesceBytes && (time.Since(lastBulk) < streamGap || v.term.Unacknowledged() >= coalesceBehind) {
+			v.gathering = true
 			h.mu.Unlock()
 			if hold == nil {
 				hold = time.NewTimer(coalesceDelay)
@@ -516,15 +519,7 @@ func (h *hub) feed(v *viewer) {
 // gather waits until coalesceBytes of output wait for v, the command ends
 // or hold fires, and stops hold. It returns false when the page has gone.
 func (h *hub) gather(v *viewer, hold *time.Timer) bool {
-	h.mu.Lock()
-	v.wakeAt = v.next + coalesceBytes
-	h.mu.Unlock()
-	defer func() {
-		hold.Stop()
-		h.mu.Lock()
-		v.wakeAt = 0
-		h.mu.Unlock()
-	}()
+	defer hold.Stop()
 	for {
 		select {
 		case <-v.wake:

@@ -35,12 +35,6 @@ const (
 	// wsExecReadBytes is the buffer a stream's messages are read into: a
 	// PTY's pieces are at most 4 KiB, and an idle stream holds no more.
 	wsExecReadBytes = 4 << 10
-
-	streamStdin  = 0
-	streamStdout = 1
-	streamStderr = 2
-	streamError  = 3
-	streamResize = 4
 )
 
 // wsExec is one exec stream over a negotiated WebSocket connection.
@@ -118,11 +112,11 @@ func (e *wsExec) read(stdout, stderr io.Writer) error {
 		}
 		var w io.Writer
 		switch buf[0] {
-		case streamStdout:
+		case remotecommand.StreamStdOut:
 			w = stdout
-		case streamStderr:
+		case remotecommand.StreamStdErr:
 			w = stderr
-		case streamError:
+		case remotecommand.StreamErr:
 			w = (*statusBuffer)(&status)
 		}
 		if w == nil {
@@ -218,7 +212,7 @@ func (e *wsExec) send(stream byte, p []byte) error {
 type stdinWriter struct{ e *wsExec }
 
 func (w stdinWriter) Write(p []byte) (int, error) {
-	if err := w.e.send(streamStdin, p); err != nil {
+	if err := w.e.send(remotecommand.StreamStdIn, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -233,7 +227,7 @@ func (e *wsExec) copyStdin(stdin io.Reader) {
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
 	_ = e.conn.SetWriteDeadline(time.Now().Add(wsExecWriteTimeout))
-	_ = e.conn.WriteMessage(gwebsocket.BinaryMessage, []byte{remotecommand.StreamClose, streamStdin})
+	_ = e.conn.WriteMessage(gwebsocket.BinaryMessage, []byte{remotecommand.StreamClose, remotecommand.StreamStdIn})
 }
 
 // sendSizes sends each terminal size of queue until it ends.
@@ -247,7 +241,7 @@ func (e *wsExec) sendSizes(queue clientremotecommand.TerminalSizeQueue) {
 		if err != nil {
 			return
 		}
-		if err := e.send(streamResize, b); err != nil {
+		if err := e.send(remotecommand.StreamResize, b); err != nil {
 			return
 		}
 	}
