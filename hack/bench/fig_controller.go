@@ -38,6 +38,7 @@ import (
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 	"github.com/kubeopencode/share/test/integration/framework"
 )
 
@@ -469,7 +470,8 @@ func writeFloor(ctx context.Context, c client.Client, ns string, n int) (time.Du
 		if err != nil {
 			return 0, err
 		}
-		if err := c.Create(ctx, share.NewSecret(a, token)); err != nil {
+		// The floor measures the writes, not the proof: a fixed key signs.
+		if err := c.Create(ctx, sharetest.Secret(a, "", token)); err != nil {
 			return 0, err
 		}
 		orig := a.DeepCopy()

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/util/compatibility"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -53,6 +54,11 @@ type ExtraConfig struct {
 	MaxShareDuration time.Duration
 	// Clock tells the time; nil means the real clock.
 	Clock clock.PassiveClock
+	// Keys are the share signing keys, which mint and prove tokens.
+	Keys share.Keys
+	// Recorder records Warning Events about rejected share Secrets; nil
+	// records none.
+	Recorder record.EventRecorder
 }
 
 type completedConfig struct {
@@ -118,6 +124,9 @@ func (c CompletedConfig) New() (*Server, error) {
 	if c.extra.Client == nil {
 		return nil, errors.New("the server needs a client for Agents and Secrets")
 	}
+	if c.extra.Keys == nil {
+		return nil, errors.New("the server needs the share signing keys")
+	}
 	if c.extra.PublicURL != "" {
 		if err := share.ValidateBaseURL(c.extra.PublicURL); err != nil {
 			return nil, err
@@ -136,6 +145,8 @@ func (c CompletedConfig) New() (*Server, error) {
 			PublicURL:   c.extra.PublicURL,
 			MaxDuration: c.extra.MaxShareDuration,
 			Clock:       c.extra.Clock,
+			Keys:        c.extra.Keys,
+			Recorder:    c.extra.Recorder,
 		}),
 	}
 	if err := generic.InstallAPIGroup(&group); err != nil {

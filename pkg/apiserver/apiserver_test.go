@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 const sharePath = "/apis/subresources.kubeopencode.io/v1alpha1/namespaces/default/agents/team-agent/share"
@@ -60,6 +61,7 @@ func newTestHandler(t *testing.T) http.Handler {
 			PublicURL:        "https://share.example.com",
 			MaxShareDuration: 48 * time.Hour,
 			Clock:            clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)),
+			Keys:             sharetest.Keys(),
 		},
 	}
 	s, err := c.Complete().New()

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
@@ -58,6 +59,17 @@ type Config struct {
 	// SkipNameValidation lets one process register the controller more than
 	// once, as tests that restart the manager do.
 	SkipNameValidation bool
+	// Keys are the system's share signing keys, which mint and prove
+	// tokens. Required.
+	Keys SigningKeys
+}
+
+// SigningKeys are share.Keys that tell when they change, so that every
+// Agent's Secrets are looked at again: signed again after a rotation, or
+// replaced after the keys were lost.
+type SigningKeys interface {
+	share.Keys
+	OnChange(func())
 }
 
 // NewScheme returns a scheme with the built-in types and the Agent types.
@@ -207,6 +219,9 @@ func (sc *scope) eventOnTransition(conditionType, reason string, e event) {
 // the API server, so that a share Secret is only created when the API server
 // has none.
 func NewAgentReconciler(c client.Client, apiReader client.Reader, rec recorder.EventRecorder, cfg Config) *AgentReconciler {
+	if cfg.Keys == nil {
+		panic("controller: Config.Keys is required")
+	}
 	clk := cfg.Clock
 	if clk == nil {
 		clk = clock.RealClock{}
@@ -217,7 +232,7 @@ func NewAgentReconciler(c client.Client, apiReader client.Reader, rec recorder.E
 		clock:    clk,
 		phases: []phase{
 			&workloadReconciler{client: c, apiReader: apiReader},
-			&shareReconciler{client: c, apiReader: apiReader, recorder: rec, publicURL: cfg.PublicURL},
+			&shareReconciler{client: c, apiReader: apiReader, recorder: rec, keys: cfg.Keys, publicURL: cfg.PublicURL},
 		},
 	}
 }
@@ -240,7 +255,9 @@ func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 		// Share Secrets map to their Agent by label rather than by owner
 		// reference, so that the deletion of a stale Secret left by a deleted
 		// Agent of the same name wakes the new Agent.
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToAgent), builder.WithPredicates(notCreatedByController))
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToAgent), builder.WithPredicates(notCreatedByController)).
+		// A change of the signing keys concerns every Agent with a link.
+		WatchesRawSource(source.Channel(keyChanges(cfg.Keys), handler.EnqueueRequestsFromMapFunc(allAgents(mgr.GetClient()))))
 	b = b.WithOptions(crcontroller.Options{
 		MaxConcurrentReconciles: max(cfg.Workers, 1),
 		SkipNameValidation:      ptr.To(cfg.SkipNameValidation),
@@ -249,6 +266,37 @@ func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 		return fmt.Errorf("setting up the Agent controller: %w", err)
 	}
 	return nil
+}
+
+// keyChanges returns a channel that carries an event each time the keys
+// change. An event still waiting covers the changes after it.
+func keyChanges(keys SigningKeys) <-chan crevent.GenericEvent {
+	ch := make(chan crevent.GenericEvent, 1)
+	keys.OnChange(func() {
+		select {
+		case ch <- crevent.GenericEvent{Object: &v1alpha1.Agent{}}:
+		default:
+		}
+	})
+	return ch
+}
+
+// allAgents maps any event to every Agent that has a share link.
+func allAgents(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, _ client.Object) []reconcile.Request {
+		agents := &v1alpha1.AgentList{}
+		if err := c.List(ctx, agents); err != nil {
+			klog.FromContext(ctx).Error(err, "Listing Agents after the share signing keys changed")
+			return nil
+		}
+		var out []reconcile.Request
+		for i := range agents.Items {
+			if agents.Items[i].Spec.Share != nil {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&agents.Items[i])})
+			}
+		}
+		return out
+	}
 }
 
 // notCreated lets every event but creation through. Creations seen when the

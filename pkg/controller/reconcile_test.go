@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 // harness runs the reconciler of one Agent over the fake client, with a fake
@@ -50,7 +51,7 @@ func newHarness(t *testing.T, start time.Time, objs ...client.Object) *harness {
 		events: events.NewFakeRecorder(16),
 		key:    types.NamespacedName{Namespace: "default", Name: "team-agent"},
 	}
-	h.r = NewAgentReconciler(c, c, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com"})
+	h.r = NewAgentReconciler(c, c, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: testKeys{}})
 	return h
 }
 
@@ -95,6 +96,23 @@ func (h *harness) secret() *corev1.Secret {
 	}
 	return s
 }
+
+func (h *harness) agent() *v1alpha1.Agent {
+	h.t.Helper()
+	a := &v1alpha1.Agent{}
+	if err := h.client.Get(context.Background(), h.key, a); err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+// testKeys are the fixed signing keys of sharetest, which tell of no
+// change.
+type testKeys struct{}
+
+func (testKeys) KeyRing() *share.KeyRing                         { return sharetest.Ring() }
+func (testKeys) Refresh(context.Context) (*share.KeyRing, error) { return sharetest.Ring(), nil }
+func (testKeys) OnChange(func())                                 {}
 
 func conditionReason(agent *v1alpha1.Agent, conditionType string) string {
 	if c := meta.FindStatusCondition(agent.Status.Conditions, conditionType); c != nil {
@@ -160,7 +178,7 @@ func TestReconcileShareLifecycle(t *testing.T) {
 		{
 			name: "token rotated",
 			before: func() {
-				if _, _, err := share.RotateSecret(context.Background(), h.client, h.secret()); err != nil {
+				if _, _, err := share.RotateSecret(context.Background(), h.client, sharetest.Keys(), h.agent(), "", h.secret()); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -366,7 +384,7 @@ func TestReconcileEventsFollowTheStatus(t *testing.T) {
 					},
 				}).Build()
 			rec := events.NewFakeRecorder(16)
-			r := NewAgentReconciler(c, c, rec, Config{})
+			r := NewAgentReconciler(c, c, rec, Config{Keys: testKeys{}})
 			for i, want := range tc.wantEvents {
 				_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)})
 				if wantErr := tc.failDeployment || (tc.failStatus && i == 0); (err != nil) != wantErr {
@@ -438,7 +456,7 @@ func TestReconcileInvalidSpec(t *testing.T) {
 			},
 		}).Build()
 	rec := events.NewFakeRecorder(16)
-	r := NewAgentReconciler(c, c, rec, Config{})
+	r := NewAgentReconciler(c, c, rec, Config{Keys: testKeys{}})
 	key := client.ObjectKeyFromObject(agent)
 	run := func() (reconcile.Result, *v1alpha1.Agent, []string) {
 		t.Helper()
@@ -555,7 +573,7 @@ func TestReconcileAnnouncesADisableOnce(t *testing.T) {
 			cache := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached).WithStatusSubresource(&v1alpha1.Agent{}).Build()
 			apiServer := fake.NewClientBuilder().WithScheme(scheme).WithObjects(live).Build()
 			rec := events.NewFakeRecorder(16)
-			r := NewAgentReconciler(cache, apiServer, rec, Config{})
+			r := NewAgentReconciler(cache, apiServer, rec, Config{Keys: testKeys{}})
 			if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 				t.Fatal(err)
 			}
@@ -594,7 +612,7 @@ func TestReconcileWritesPastAStaleCache(t *testing.T) {
 	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	h := newHarness(t, start, testAgent())
 	cache := &staleAgentCache{Client: h.client}
-	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com"})
+	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: testKeys{}})
 	setAvailable := func(available bool) {
 		d := &appsv1.Deployment{}
 		if err := h.client.Get(context.Background(), h.key, d); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 // requestLog records the requests a reconcile makes, as "verb kind".
@@ -82,7 +83,7 @@ func TestReconcileNewAgentRequests(t *testing.T) {
 	funcs.Get = nil
 	cached := interceptor.NewClient(store.(client.WithWatch), funcs)
 	rec := events.NewFakeRecorder(16)
-	r := NewAgentReconciler(cached, apiReader, rec, Config{})
+	r := NewAgentReconciler(cached, apiReader, rec, Config{Keys: testKeys{}})
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestReconcileNewAgentRequests(t *testing.T) {
 	if err := store.Get(context.Background(), client.ObjectKey{Namespace: agent.Namespace, Name: share.SecretName(agent.Name)}, secret); err != nil {
 		t.Fatal(err)
 	}
-	token, err := share.TokenFrom(secret, agent.UID)
+	token, _, err := share.VerifySecret(sharetest.Ring(), secret, agent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestReconcileSecretNotInCacheYet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	existing := share.NewSecret(agent, token)
+	existing := sharetest.Secret(agent, "", token)
 	scheme, err := NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +144,7 @@ func TestReconcileSecretNotInCacheYet(t *testing.T) {
 		},
 	})
 	rec := events.NewFakeRecorder(16)
-	r := NewAgentReconciler(cached, store, rec, Config{})
+	r := NewAgentReconciler(cached, store, rec, Config{Keys: testKeys{}})
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 		t.Fatal(err)
 	}
@@ -164,9 +165,9 @@ func TestReconcileSecretNotInCacheYet(t *testing.T) {
 
 func TestWatchPredicates(t *testing.T) {
 	agent := testAgent()
-	made := share.NewSecret(agent, "t")
+	made := sharetest.Secret(agent, "", "t")
 	made.Annotations[AnnotationTokenFingerprint] = "0123456789abcdef"
-	enabled := share.NewSecret(agent, "t")
+	enabled := sharetest.Secret(agent, "", "t")
 	for _, tc := range []struct {
 		name string
 		got  bool

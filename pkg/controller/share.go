@@ -38,6 +38,11 @@ const (
 	// EventShareUsedUp: a link limited by maxUses opened its last terminal
 	// connection.
 	EventShareUsedUp = "ShareUsedUp"
+	// EventShareSecretRejected (a Warning) reports a Secret that claimed to
+	// be a link's share Secret without proof that this system minted its
+	// token: planted or edited by someone who may write Secrets. It was
+	// replaced by a Secret with a newly minted token.
+	EventShareSecretRejected = share.ReasonShareSecretRejected
 )
 
 // AnnotationTokenFingerprint is kept by the controller on a share Secret: the
@@ -71,6 +76,7 @@ type shareReconciler struct {
 	client    client.Client
 	apiReader client.Reader
 	recorder  recorder.EventRecorder
+	keys      share.Keys
 	publicURL string
 }
 
@@ -120,7 +126,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 			})
 		}
 	} else {
-		secret, token, created, err := s.ensureSecret(ctx, agent, "")
+		secret, token, created, err := s.ensureSecret(ctx, sc, "")
 		switch {
 		case errors.Is(err, errStale):
 			sc.stale = true
@@ -204,19 +210,24 @@ func (s *shareReconciler) current(ctx context.Context, agent *v1alpha1.Agent) (b
 	return true, nil
 }
 
-// ensureSecret returns the Agent's share Secret and token, creating them if
+// ensureSecret returns the Agent's share Secret and token, minting them if
 // there are none, and reports whether it created the Secret. The cache
 // answers in the steady state; a Secret that the cache does not show as the
-// Agent's, with a valid token, is decided on with the API server, so a token
-// is stored only when the API server has no Secret. It returns errStale when
-// the Agent on the API server is no longer the one read.
-func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, bool, error) {
+// Agent's, with a token this system minted, is decided on with the API
+// server, so a token is stored only when the API server has no Secret or an
+// unproven one, which is replaced and reported with a Warning Event. A
+// Secret proven by a key other than the one that signs now is signed again,
+// so that the old key can be retired. It returns errStale when the Agent on
+// the API server is no longer the one read.
+func (s *shareReconciler) ensureSecret(ctx context.Context, sc *scope, link string) (*corev1.Secret, string, bool, error) {
+	agent := sc.agent
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
 	cached := &corev1.Secret{}
 	cacheErr := s.client.Get(ctx, key, cached)
 	if cacheErr == nil {
-		if token, tokenErr := share.TokenFrom(cached, agent.UID); tokenErr == nil {
-			return cached, token, false, nil
+		if token, keyID, err := share.VerifySecret(s.keys.KeyRing(), cached, agent); err == nil {
+			secret, err := s.resign(ctx, agent, link, cached, token, keyID)
+			return secret, token, false, err
 		}
 	} else if !apierrors.IsNotFound(cacheErr) {
 		return nil, "", false, fmt.Errorf("reading share Secret %s: %w", key, cacheErr)
@@ -238,22 +249,78 @@ func (s *shareReconciler) ensureSecret(ctx context.Context, agent *v1alpha1.Agen
 		// token: creating the Secret is the write that records the
 		// announcement, so no second write (and no conflict with the
 		// watch event of the first) is needed.
-		token, err := share.NewToken()
-		if err != nil {
-			return nil, "", false, err
-		}
-		secret := share.NewLinkSecret(agent, link, token)
-		secret.Annotations[AnnotationTokenFingerprint] = fingerprint(token)
-		err = s.client.Create(ctx, secret)
+		secret, token, err := s.mint(ctx, agent, link)
 		if err == nil {
 			return secret, token, true, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return nil, "", false, fmt.Errorf("creating share Secret %s: %w", key, err)
+			return nil, "", false, err
 		}
 	}
-	secret, token, err := share.EnsureLinkSecret(ctx, s.apiReader, s.client, agent, link)
+	secret, token, rejected, err := share.EnsureLinkSecret(ctx, s.apiReader, s.client, s.keys, agent, link)
+	if rejected {
+		// The planted token is never echoed: the Event names the Secret only.
+		klog.FromContext(ctx).Info("Rejected a share Secret whose token this system did not mint", "agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "secret", klog.KRef(key.Namespace, key.Name), "replaced", err == nil)
+		s.recorder.Eventf(agent, nil, corev1.EventTypeWarning, EventShareSecretRejected, "Reject",
+			"Secret %s was rejected: its token carries no proof that this system minted it (planted or edited by hand). %s",
+			key.Name, rejectedOutcome(err))
+	}
 	return secret, token, false, err
+}
+
+// rejectedOutcome says what became of the link after its Secret was rejected.
+func rejectedOutcome(err error) string {
+	if err != nil {
+		return "It could not be replaced yet; the link stays closed until it is."
+	}
+	return "A new token was minted; the rejected one never opened the link."
+}
+
+// mint creates the Secret of a link with a newly minted token and its
+// announcement fingerprint.
+func (s *shareReconciler) mint(ctx context.Context, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
+	ring := s.keys.KeyRing()
+	if ring.Empty() {
+		var err error
+		if ring, err = s.keys.Refresh(ctx); err != nil {
+			return nil, "", fmt.Errorf("reading the share signing keys: %w", err)
+		}
+	}
+	secret, token, err := share.MintSecret(ring, agent, link)
+	if err != nil {
+		return nil, "", err
+	}
+	secret.Annotations[AnnotationTokenFingerprint] = fingerprint(token)
+	if err := s.client.Create(ctx, secret); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil, "", err
+		}
+		return nil, "", fmt.Errorf("creating share Secret %s: %w", client.ObjectKeyFromObject(secret), err)
+	}
+	return secret, token, nil
+}
+
+// resign signs a proven Secret's token again with the key that signs now,
+// when another key proved it, so that an operator can retire the old key once
+// every Secret is signed by the new one.
+func (s *shareReconciler) resign(ctx context.Context, agent *v1alpha1.Agent, link string, secret *corev1.Secret, token, keyID string) (*corev1.Secret, error) {
+	ring := s.keys.KeyRing()
+	if keyID == ring.SignerID() {
+		return secret, nil
+	}
+	proof, err := ring.Prove(agent.Namespace, agent.UID, link, token)
+	if err != nil {
+		return nil, err
+	}
+	patched := secret.DeepCopy()
+	patched.Annotations[share.AnnotationTokenProof] = proof
+	// The optimistic lock makes sure the proof is of the token the Secret
+	// holds at the time of the write.
+	if err := s.client.Patch(ctx, patched, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
+		return nil, fmt.Errorf("signing share Secret %s with the current key: %w", klog.KObj(secret), err)
+	}
+	klog.FromContext(ctx).V(2).Info("Signed a share Secret with the current key", "secret", klog.KObj(secret), "previousKey", keyID, "key", ring.SignerID())
+	return patched, nil
 }
 
 // deleteSecret deletes the Agent's share Secret if there is one that belongs
@@ -370,7 +437,7 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 	for _, l := range share.NamedLinks(agent) {
 		listed[l.Name] = true
 		st := v1alpha1.LinkStatus{Name: l.Name, Mode: l.ModeOrDefault(), ExpiresAt: l.ExpiresAt.DeepCopy()}
-		secret, token, created, err := s.ensureSecret(ctx, agent, l.Name)
+		secret, token, created, err := s.ensureSecret(ctx, sc, l.Name)
 		switch {
 		case errors.Is(err, share.ErrForeignSecret):
 			st.Reason = share.ReasonSecretConflict

@@ -21,6 +21,10 @@ const (
 	// ReasonSecretConflict means a Secret with the share Secret's name exists
 	// but does not belong to the Agent, so it is not used.
 	ReasonSecretConflict = "SecretConflict"
+	// ReasonShareSecretRejected is the reason of the Warning Event about a
+	// Secret that claimed to be a link's share Secret without proof that
+	// this system minted its token.
+	ReasonShareSecretRejected = "ShareSecretRejected"
 )
 
 // Decision says whether an Agent's share link gives access, and why.

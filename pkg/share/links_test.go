@@ -103,10 +103,10 @@ func TestFindLinkAndEvaluateLink(t *testing.T) {
 	if got := LinkNames(agent); strings.Join(got, ",") != "qa,old,demo" {
 		t.Errorf("LinkNames = %v", got)
 	}
-	if s := NewLinkSecret(agent, "qa", "tok"); s.Name != "team-agent-share-qa" || s.Labels[LabelShareLink] != "qa" {
+	if s := provenSecret(t, agent, "qa", "tok"); s.Name != "team-agent-share-qa" || s.Labels[LabelShareLink] != "qa" {
 		t.Errorf("NewLinkSecret: %s %v", s.Name, s.Labels)
 	}
-	if s := NewSecret(agent, "tok"); s.Labels[LabelShareLink] != "" {
+	if s := provenSecret(t, agent, "", "tok"); s.Labels[LabelShareLink] != "" {
 		t.Errorf("the default link's Secret has a link label: %v", s.Labels)
 	}
 }
@@ -119,34 +119,34 @@ func TestConsumeLinkUse(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
 	tokens := map[string]string{}
 	for _, link := range []string{"once", "many"} {
-		secret, token, err := EnsureLinkSecret(ctx, c, c, agent, link)
+		secret, token, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, link)
 		if err != nil || secret.Name != "team-agent-share-"+link {
 			t.Fatalf("EnsureLinkSecret(%s): %v, %v", link, secret, err)
 		}
 		tokens[link] = token
 	}
-	if n, err := ConsumeLinkUse(ctx, c, c, agent, "once", tokens["once"]); err != nil || n != 1 {
+	if n, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "once", tokens["once"]); err != nil || n != 1 {
 		t.Fatalf("first use of once: %d, %v", n, err)
 	}
-	if _, err := ConsumeLinkUse(ctx, c, c, agent, "once", tokens["once"]); !errors.Is(err, ErrUsedUp) {
+	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "once", tokens["once"]); !errors.Is(err, ErrUsedUp) {
 		t.Fatalf("second use of once: %v, want ErrUsedUp", err)
 	}
 	// Another link's count is its own, and a token of one link is no use for another.
 	for range 3 {
-		if _, err := ConsumeLinkUse(ctx, c, c, agent, "many", tokens["many"]); err != nil {
+		if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "many", tokens["many"]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := ConsumeLinkUse(ctx, c, c, agent, "many", tokens["once"]); !errors.Is(err, ErrForeignSecret) {
+	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "many", tokens["once"]); !errors.Is(err, ErrForeignSecret) {
 		t.Fatalf("a use of many with once's token: %v", err)
 	}
-	if _, err := ConsumeLinkUse(ctx, c, c, agent, "gone", tokens["once"]); !errors.Is(err, ErrForeignSecret) {
+	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "gone", tokens["once"]); !errors.Is(err, ErrForeignSecret) {
 		t.Fatalf("a use of an unknown link: %v", err)
 	}
 	if deleted, err := DeleteLinkSecret(ctx, c, c, agent, "once"); err != nil || !deleted {
 		t.Fatalf("DeleteLinkSecret: %v %v", deleted, err)
 	}
-	if _, err := ConsumeLinkUse(ctx, c, c, agent, "many", tokens["many"]); err != nil {
+	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "many", tokens["many"]); err != nil {
 		t.Fatalf("deleting once touched many: %v", err)
 	}
 }

@@ -29,9 +29,19 @@ const (
 	AnnotationAgentUID = "kubeopencode.io/agent-uid"
 )
 
+// maxEnsureAttempts bounds how often EnsureLinkSecret starts over when the
+// Secret changes under it before it answers with a conflict.
+const maxEnsureAttempts = 5
+
 // ErrForeignSecret means a Secret with the share Secret's name exists but is
 // not controlled by the Agent. It is never adopted.
 var ErrForeignSecret = errors.New("a Secret with the share Secret's name exists and does not belong to the Agent")
+
+// ErrUnproven means a Secret claims to be an Agent's share Secret but its
+// token carries no valid proof that this system minted it (see
+// AnnotationTokenProof): someone who may write Secrets planted or edited it.
+// It is never honoured; the system replaces it with a token it mints.
+var ErrUnproven = errors.New("the share Secret's token carries no proof that this system minted it")
 
 // SecretName returns the name of an Agent's share Secret.
 func SecretName(agentName string) string {
@@ -43,15 +53,26 @@ func SecretSelector() map[string]string {
 	return map[string]string{LabelShareSecret: "true"}
 }
 
-// NewSecret returns the share Secret of an Agent's default link holding the
-// token.
-func NewSecret(agent *v1alpha1.Agent, token string) *corev1.Secret {
-	return NewLinkSecret(agent, "", token)
+// MintSecret returns a new Secret for the Agent's link holding a new token and
+// the proof that this system minted it. The Secret of a named link carries
+// the link's name in a label.
+func MintSecret(ring *KeyRing, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
+	token, err := NewToken()
+	if err != nil {
+		return nil, "", err
+	}
+	secret, err := NewLinkSecret(ring, agent, link, token)
+	return secret, token, err
 }
 
-// NewLinkSecret returns the Secret of an Agent's link holding the token. The
-// Secret of a named link carries the link's name in a label.
-func NewLinkSecret(agent *v1alpha1.Agent, link, token string) *corev1.Secret {
+// NewLinkSecret returns the Secret of the Agent's link holding token and the
+// proof, under ring's signing key, that this system minted it. Only the parts
+// that mint tokens (MintSecret) and tests call it.
+func NewLinkSecret(ring *KeyRing, agent *v1alpha1.Agent, link, token string) (*corev1.Secret, error) {
+	proof, err := ring.Prove(agent.Namespace, agent.UID, link, token)
+	if err != nil {
+		return nil, err
+	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      LinkSecretName(agent.Name, link),
@@ -60,7 +81,10 @@ func NewLinkSecret(agent *v1alpha1.Agent, link, token string) *corev1.Secret {
 				LabelShareSecret: "true",
 				LabelAgent:       agent.Name,
 			},
-			Annotations: map[string]string{AnnotationAgentUID: string(agent.UID)},
+			Annotations: map[string]string{
+				AnnotationAgentUID:   string(agent.UID),
+				AnnotationTokenProof: proof,
+			},
 			OwnerReferences: []metav1.OwnerReference{
 				*metav1.NewControllerRef(agent, v1alpha1.SchemeGroupVersion.WithKind("Agent")),
 			},
@@ -71,11 +95,14 @@ func NewLinkSecret(agent *v1alpha1.Agent, link, token string) *corev1.Secret {
 	if link != "" {
 		secret.Labels[LabelShareLink] = link
 	}
-	return secret
+	return secret, nil
 }
 
-// OwnedBy reports whether the Secret is the share Secret of this very Agent:
-// controlled by it and made for its UID.
+// OwnedBy reports whether the Secret claims to be a share Secret of this very
+// Agent: controlled by it and made for its UID. A claim is not trust: anyone
+// who may write Secrets can make it. Only VerifySecret decides whether a
+// token is honoured; OwnedBy decides whether a Secret is the Agent's to
+// delete or replace rather than someone else's to leave alone.
 func OwnedBy(secret *corev1.Secret, agentUID types.UID) bool {
 	if agentUID == "" || secret.Annotations[AnnotationAgentUID] != string(agentUID) {
 		return false
@@ -85,68 +112,156 @@ func OwnedBy(secret *corev1.Secret, agentUID types.UID) bool {
 		ref.APIVersion == v1alpha1.SchemeGroupVersion.String()
 }
 
-// TokenFrom returns the token held by a share Secret of the Agent with the
-// given UID.
-func TokenFrom(secret *corev1.Secret, agentUID types.UID) (string, error) {
-	if !OwnedBy(secret, agentUID) {
-		return "", ErrForeignSecret
-	}
-	token := string(secret.Data[SecretTokenKey])
-	if !ValidToken(token) {
-		return "", fmt.Errorf("share Secret %s/%s holds no valid token", secret.Namespace, secret.Name)
-	}
-	return token, nil
-}
-
-// EnsureSecret returns the Agent's share Secret and its token, creating the
-// Secret with a new token when there is none. Enabling is idempotent: an
-// existing Secret keeps its token, and when two writers race, the one that
-// loses the create reads the winner's Secret. Reader should read through to
-// the API server (not a cache) so that a lost race is seen at once. A Secret
-// of the Agent with a damaged token gets a new one.
-func EnsureSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent) (*corev1.Secret, string, error) {
-	return EnsureLinkSecret(ctx, r, w, agent, "")
-}
-
-// EnsureLinkSecret is EnsureSecret for the link called link, "" being the
-// default link.
-func EnsureLinkSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
-	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) {
-		token, tokenErr := NewToken()
-		if tokenErr != nil {
-			return nil, "", tokenErr
-		}
-		secret = NewLinkSecret(agent, link, token)
-		createErr := w.Create(ctx, secret)
-		if createErr == nil {
-			return secret, token, nil
-		}
-		if !apierrors.IsAlreadyExists(createErr) {
-			return nil, "", fmt.Errorf("creating share Secret %s: %w", key, createErr)
-		}
-		secret = &corev1.Secret{}
-		err = r.Get(ctx, key, secret)
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("reading share Secret %s: %w", key, err)
-	}
+// VerifySecret returns the token of the Agent's share Secret and the id of
+// the key that proves it. It returns ErrForeignSecret for a Secret that does
+// not claim to be the Agent's, and ErrUnproven for one that claims to be but
+// whose token this system did not mint for that Agent and link.
+func VerifySecret(ring *KeyRing, secret *corev1.Secret, agent *v1alpha1.Agent) (string, string, error) {
 	if !OwnedBy(secret, agent.UID) {
-		return nil, "", fmt.Errorf("share Secret %s: %w", key, ErrForeignSecret)
+		return "", "", ErrForeignSecret
 	}
-	if token, err := TokenFrom(secret, agent.UID); err == nil {
-		return secret, token, nil
+	link := secret.Labels[LabelShareLink]
+	token := string(secret.Data[SecretTokenKey])
+	if secret.Namespace != agent.Namespace || secret.Name != LinkSecretName(agent.Name, link) || !ValidToken(token) {
+		return "", "", ErrUnproven
 	}
-	return RotateSecret(ctx, w, secret)
+	keyID, ok := ring.Verify(agent.Namespace, agent.UID, link, token, secret.Annotations[AnnotationTokenProof])
+	if !ok {
+		return "", "", ErrUnproven
+	}
+	return token, keyID, nil
 }
 
-// RotateSecret replaces the token in a share Secret. The update carries the
-// Secret's resourceVersion, so of two concurrent rotations one fails with a
-// conflict instead of both minting tokens.
-func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (*corev1.Secret, string, error) {
+// VerifySecretFresh is VerifySecret that reads the keys from the API server
+// before it calls a Secret unproven, so that a key added moments ago on
+// another replica does not get a good Secret rejected.
+func VerifySecretFresh(ctx context.Context, keys Keys, secret *corev1.Secret, agent *v1alpha1.Agent) (string, string, error) {
+	token, keyID, err := VerifySecret(keys.KeyRing(), secret, agent)
+	if !errors.Is(err, ErrUnproven) {
+		return token, keyID, err
+	}
+	ring, refreshErr := keys.Refresh(ctx)
+	if refreshErr != nil {
+		return "", "", fmt.Errorf("reading the share signing keys: %w", refreshErr)
+	}
+	return VerifySecret(ring, secret, agent)
+}
+
+// signingRing returns keys that can sign, reading them from the API server
+// (and so making the first key) when none is known yet.
+func signingRing(ctx context.Context, keys Keys) (*KeyRing, error) {
+	if ring := keys.KeyRing(); !ring.Empty() {
+		return ring, nil
+	}
+	ring, err := keys.Refresh(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the share signing keys: %w", err)
+	}
+	return ring, nil
+}
+
+// EnsureLinkSecret returns the Secret of the Agent's link ("" being the
+// default link) and its token, minting them when there is none. Enabling is
+// idempotent: a Secret whose token this system minted keeps it, and when two
+// writers race, the one that loses the create takes the winner's Secret once
+// it is proven. A Secret that claims to be the link's but is unproven is
+// replaced, in one update guarded by its resourceVersion, by a Secret with a
+// newly minted token; rejected reports that this happened. Reader should read
+// through to the API server, not a cache.
+//
+// The token returned is always one this system minted: either written by
+// this call or carrying a valid proof. Nothing a namespace user planted is
+// ever handed back.
+func EnsureLinkSecret(ctx context.Context, r client.Reader, w client.Writer, keys Keys, agent *v1alpha1.Agent, link string) (secret *corev1.Secret, token string, rejected bool, err error) {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
+	for range maxEnsureAttempts {
+		existing := &corev1.Secret{}
+		err := r.Get(ctx, key, existing)
+		if apierrors.IsNotFound(err) {
+			secret, token, err := CreateSecret(ctx, w, keys, agent, link)
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			return secret, token, rejected, err
+		}
+		if err != nil {
+			return nil, "", rejected, fmt.Errorf("reading share Secret %s: %w", key, err)
+		}
+		token, _, err := VerifySecretFresh(ctx, keys, existing, agent)
+		if err == nil {
+			return existing, token, rejected, nil
+		}
+		if !errors.Is(err, ErrUnproven) {
+			return nil, "", rejected, fmt.Errorf("share Secret %s: %w", key, err)
+		}
+		rejected = true
+		secret, token, err = ReplaceSecret(ctx, w, keys, agent, link, existing)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			continue
+		}
+		return secret, token, rejected, err
+	}
+	return nil, "", rejected, apierrors.NewConflict(corev1.Resource("secrets"), key.Name,
+		errors.New("the share Secret kept changing while a token was being minted for it"))
+}
+
+// CreateSecret mints a token for the Agent's link and creates its Secret. An
+// AlreadyExists error is returned as it is, for the caller to decide on the
+// Secret that is there.
+func CreateSecret(ctx context.Context, w client.Writer, keys Keys, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
+	ring, err := signingRing(ctx, keys)
+	if err != nil {
+		return nil, "", err
+	}
+	secret, token, err := MintSecret(ring, agent, link)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := w.Create(ctx, secret); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil, "", err
+		}
+		return nil, "", fmt.Errorf("creating share Secret %s: %w", client.ObjectKeyFromObject(secret), err)
+	}
+	return secret, token, nil
+}
+
+// ReplaceSecret overwrites an unproven Secret of the Agent's link with a
+// newly minted one: labels, annotations, owner references, finalizers and
+// data are all the system's again. The update carries the resourceVersion
+// read, so a Secret changed meanwhile makes it fail with a conflict, to be
+// looked at again.
+func ReplaceSecret(ctx context.Context, w client.Writer, keys Keys, agent *v1alpha1.Agent, link string, existing *corev1.Secret) (*corev1.Secret, string, error) {
+	ring, err := signingRing(ctx, keys)
+	if err != nil {
+		return nil, "", err
+	}
+	secret, token, err := MintSecret(ring, agent, link)
+	if err != nil {
+		return nil, "", err
+	}
+	secret.ResourceVersion = existing.ResourceVersion
+	secret.UID = existing.UID
+	if err := w.Update(ctx, secret); err != nil {
+		return nil, "", fmt.Errorf("replacing the unproven share Secret %s: %w", client.ObjectKeyFromObject(secret), err)
+	}
+	return secret, token, nil
+}
+
+// RotateSecret replaces the token in a proven share Secret of the Agent's
+// link with a newly minted one. The update carries the Secret's
+// resourceVersion, so of two concurrent rotations one fails with a conflict
+// instead of both minting tokens.
+func RotateSecret(ctx context.Context, w client.Writer, keys Keys, agent *v1alpha1.Agent, link string, secret *corev1.Secret) (*corev1.Secret, string, error) {
+	ring, err := signingRing(ctx, keys)
+	if err != nil {
+		return nil, "", err
+	}
 	token, err := NewToken()
+	if err != nil {
+		return nil, "", err
+	}
+	proof, err := ring.Prove(agent.Namespace, agent.UID, link, token)
 	if err != nil {
 		return nil, "", err
 	}
@@ -154,7 +269,11 @@ func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (
 	if updated.Data == nil {
 		updated.Data = map[string][]byte{}
 	}
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
 	updated.Data[SecretTokenKey] = []byte(token)
+	updated.Annotations[AnnotationTokenProof] = proof
 	// A new token has opened nothing yet, and has no viewers.
 	delete(updated.Annotations, AnnotationUses)
 	ClearViewers(updated.Annotations)
@@ -164,15 +283,10 @@ func RotateSecret(ctx context.Context, w client.Writer, secret *corev1.Secret) (
 	return updated, token, nil
 }
 
-// DeleteSecret deletes the Agent's share Secret if it belongs to the Agent. A
-// foreign Secret of the same name is left alone. It reports whether a Secret
-// was deleted.
-func DeleteSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent) (bool, error) {
-	return DeleteLinkSecret(ctx, r, w, agent, "")
-}
-
-// DeleteLinkSecret is DeleteSecret for the link called link, "" being the
-// default link.
+// DeleteLinkSecret deletes the Secret of the Agent's link ("" being the
+// default link) if it claims to belong to the Agent, proven or not: either
+// way it must not outlive the link. A foreign Secret of the same name is left
+// alone. It reports whether a Secret was deleted.
 func DeleteLinkSecret(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, link string) (bool, error) {
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
 	secret := &corev1.Secret{}

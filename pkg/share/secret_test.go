@@ -1,6 +1,7 @@
 package share
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -25,6 +26,23 @@ func testAgent(uid types.UID) *v1alpha1.Agent {
 	}
 }
 
+// testRing holds one fixed key; testKeys serve it.
+func testRing() *KeyRing {
+	return NewKeyRing(map[string][]byte{"k1": bytes.Repeat([]byte{1}, MinSigningKeyBytes)})
+}
+
+func testKeys() Keys { return StaticKeys{Ring: testRing()} }
+
+// provenSecret is the Secret of the link holding token, proven by testRing.
+func provenSecret(t *testing.T, agent *v1alpha1.Agent, link, token string) *corev1.Secret {
+	t.Helper()
+	s, err := NewLinkSecret(testRing(), agent, link, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func testScheme(t *testing.T) *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
@@ -41,9 +59,9 @@ func TestEnsureSecret(t *testing.T) {
 	agent := testAgent("uid-1")
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
 
-	secret, token, err := EnsureSecret(ctx, c, c, agent)
-	if err != nil {
-		t.Fatal(err)
+	secret, token, rejected, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, "")
+	if err != nil || rejected {
+		t.Fatal(rejected, err)
 	}
 	if secret.Name != "team-agent-share" || len(token) != TokenLength || !OwnedBy(secret, agent.UID) {
 		t.Fatalf("secret %s, token %q, owned %v", secret.Name, token, OwnedBy(secret, agent.UID))
@@ -52,32 +70,32 @@ func TestEnsureSecret(t *testing.T) {
 		t.Errorf("labels = %v", secret.Labels)
 	}
 
-	_, again, err := EnsureSecret(ctx, c, c, agent)
+	_, again, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, "")
 	if err != nil || again != token {
 		t.Fatalf("second EnsureSecret: token %q, err %v; want the same token", again, err)
 	}
 
 	// Another Agent of the same name (deleted and recreated) must not get it.
-	if _, _, err := EnsureSecret(ctx, c, c, testAgent("uid-2")); !errors.Is(err, ErrForeignSecret) {
+	if _, _, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), testAgent("uid-2"), ""); !errors.Is(err, ErrForeignSecret) {
 		t.Fatalf("EnsureSecret for a recreated Agent: err %v, want ErrForeignSecret", err)
 	}
-	if deleted, err := DeleteSecret(ctx, c, c, testAgent("uid-2")); err != nil || deleted {
+	if deleted, err := DeleteLinkSecret(ctx, c, c, testAgent("uid-2"), ""); err != nil || deleted {
 		t.Fatalf("DeleteSecret of a foreign Secret: deleted %v, err %v", deleted, err)
 	}
 
-	_, rotated, err := RotateSecret(ctx, c, secret)
+	_, rotated, err := RotateSecret(ctx, c, testKeys(), agent, "", secret)
 	if err != nil || rotated == token || !ValidToken(rotated) {
 		t.Fatalf("RotateSecret: %q, %v", rotated, err)
 	}
 	// A rotation from a stale read loses instead of minting a second token.
-	if _, _, err := RotateSecret(ctx, c, secret); !apierrors.IsConflict(err) {
+	if _, _, err := RotateSecret(ctx, c, testKeys(), agent, "", secret); !apierrors.IsConflict(err) {
 		t.Fatalf("stale RotateSecret: err %v, want a conflict", err)
 	}
 
-	if deleted, err := DeleteSecret(ctx, c, c, agent); err != nil || !deleted {
+	if deleted, err := DeleteLinkSecret(ctx, c, c, agent, ""); err != nil || !deleted {
 		t.Fatalf("DeleteSecret: deleted %v, err %v", deleted, err)
 	}
-	if deleted, err := DeleteSecret(ctx, c, c, agent); err != nil || deleted {
+	if deleted, err := DeleteLinkSecret(ctx, c, c, agent, ""); err != nil || deleted {
 		t.Fatalf("DeleteSecret twice: deleted %v, err %v", deleted, err)
 	}
 }
@@ -85,9 +103,10 @@ func TestEnsureSecret(t *testing.T) {
 func TestEnsureSecretRepairsDamagedToken(t *testing.T) {
 	ctx := context.Background()
 	agent := testAgent("uid-1")
-	damaged := NewSecret(agent, "not-a-token")
+	damaged := provenSecret(t, agent, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE")
+	damaged.Data[SecretTokenKey] = []byte("not-a-token")
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(damaged).Build()
-	_, token, err := EnsureSecret(ctx, c, c, agent)
+	_, token, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, "")
 	if err != nil || !ValidToken(token) {
 		t.Fatalf("EnsureSecret: token %q, err %v", token, err)
 	}
@@ -96,7 +115,7 @@ func TestEnsureSecretRepairsDamagedToken(t *testing.T) {
 func TestEnsureSecretLosesCreateRace(t *testing.T) {
 	ctx := context.Background()
 	agent := testAgent("uid-1")
-	winner := NewSecret(agent, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE")
+	winner := provenSecret(t, agent, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE")
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).WithInterceptorFuncs(interceptor.Funcs{
 		// Another writer creates the Secret between our read and our create.
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
@@ -106,7 +125,7 @@ func TestEnsureSecretLosesCreateRace(t *testing.T) {
 			return c.Create(ctx, obj, opts...)
 		},
 	}).Build()
-	_, token, err := EnsureSecret(ctx, c, c, agent)
+	_, token, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, "")
 	if err != nil || token != string(winner.Data[SecretTokenKey]) {
 		t.Fatalf("EnsureSecret after a lost race: token %q, err %v; want the winner's token", token, err)
 	}
@@ -122,19 +141,19 @@ func TestConsumeUse(t *testing.T) {
 	one := int32(2)
 	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, MaxUses: &one}
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
-	secret, token, err := EnsureSecret(ctx, c, c, agent)
+	secret, token, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for want := int32(1); want <= 2; want++ {
-		if n, err := ConsumeUse(ctx, c, c, agent, token); err != nil || n != want {
+		if n, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "", token); err != nil || n != want {
 			t.Fatalf("use %d: %d, %v", want, n, err)
 		}
 	}
-	if _, err := ConsumeUse(ctx, c, c, agent, token); !errors.Is(err, ErrUsedUp) {
+	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "", token); !errors.Is(err, ErrUsedUp) {
 		t.Fatalf("third use: %v, want ErrUsedUp", err)
 	}
-	if _, err := ConsumeUse(ctx, c, c, agent, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"); !errors.Is(err, ErrForeignSecret) {
+	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"); !errors.Is(err, ErrForeignSecret) {
 		t.Fatalf("a use with another token: %v", err)
 	}
 	// Rotating starts the count again.
@@ -142,11 +161,11 @@ func TestConsumeUse(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(secret), current); err != nil {
 		t.Fatal(err)
 	}
-	_, rotated, err := RotateSecret(ctx, c, current)
+	_, rotated, err := RotateSecret(ctx, c, testKeys(), agent, "", current)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := ConsumeUse(ctx, c, c, agent, rotated); err != nil || n != 1 {
+	if n, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "", rotated); err != nil || n != 1 {
 		t.Fatalf("first use after rotation: %d, %v", n, err)
 	}
 }

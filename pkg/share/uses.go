@@ -90,18 +90,13 @@ func ClearViewers(annotations map[string]string) {
 	}
 }
 
-// ConsumeUse counts one terminal connection of the Agent's link, which holds
-// token, and returns the count. The Secret is updated with its
-// resourceVersion, so of two connections racing for a one-time link exactly
-// one gets it; the other gets ErrUsedUp. Reader should read through to the
-// API server.
-func ConsumeUse(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, token string) (int32, error) {
-	return ConsumeLinkUse(ctx, r, w, agent, "", token)
-}
-
-// ConsumeLinkUse is ConsumeUse for the link called link, "" being the
-// default link.
-func ConsumeLinkUse(ctx context.Context, r client.Reader, w client.Writer, agent *v1alpha1.Agent, link, token string) (int32, error) {
+// ConsumeLinkUse counts one terminal connection of the Agent's link ("" being
+// the default link), which holds token, and returns the count. The Secret is
+// updated with its resourceVersion, so of two connections racing for a
+// one-time link exactly one gets it; the other gets ErrUsedUp. Reader should
+// read through to the API server. Only a Secret whose token this system
+// minted counts.
+func ConsumeLinkUse(ctx context.Context, r client.Reader, w client.Writer, ring *KeyRing, agent *v1alpha1.Agent, link, token string) (int32, error) {
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
 	l, ok := FindLink(agent, link)
 	if !ok {
@@ -112,7 +107,7 @@ func ConsumeLinkUse(ctx context.Context, r client.Reader, w client.Writer, agent
 		if err := r.Get(ctx, key, secret); err != nil {
 			return 0, fmt.Errorf("reading share Secret %s: %w", key, err)
 		}
-		if !OwnedBy(secret, agent.UID) || !TokensEqual(string(secret.Data[SecretTokenKey]), token) {
+		if held, _, err := VerifySecret(ring, secret, agent); err != nil || !TokensEqual(held, token) {
 			return 0, fmt.Errorf("share Secret %s: %w", key, ErrForeignSecret)
 		}
 		if LinkUsedUp(l, secret) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
@@ -61,7 +62,7 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := share.NewSecret(agent, token)
+	secret := sharetest.Secret(agent, "", token)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "agent-pod", Labels: map[string]string{share.LabelAgent: "agent"}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{
@@ -82,7 +83,7 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 		t.Fatal(errs)
 	}
 	exec := &blockingExecutor{started: make(chan struct{}, 16)}
-	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, clock.RealClock{})
+	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, sharetest.Keys(), clock.RealClock{})
 	return &linkFixture{server: newServer(opts, links, exec, nil, clock.RealClock{}), client: c, token: token, agent: agent, exec: exec}
 }
 

@@ -83,7 +83,7 @@ func (l *Links) Use(ctx context.Context, grant *Grant, token string) *Refusal {
 	if !grant.Limited {
 		return nil
 	}
-	_, err := share.ConsumeLinkUse(ctx, l.live, l.liveWriter, grant.agent, grant.Link, token)
+	_, err := share.ConsumeLinkUse(ctx, l.live, l.liveWriter, l.keys.KeyRing(), grant.agent, grant.Link, token)
 	switch {
 	case err == nil:
 		return nil
@@ -128,6 +128,8 @@ type Links struct {
 	live       client.Reader
 	liveWriter client.Writer
 	clock      clock.Clock
+	// keys prove that this system minted a Secret's token.
+	keys share.Keys
 	// watches tells whether the cache follows the cluster; nil means it
 	// always does.
 	watches *watchHealth
@@ -146,7 +148,7 @@ func NewScheme() *runtime.Scheme {
 
 // NewLinks returns Links reading the cluster through config. Only share
 // Secrets and Agent pods are cached.
-func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
+func NewLinks(config *rest.Config, keys share.Keys, clk clock.Clock) (*Links, error) {
 	agentPods, err := labels.NewRequirement(share.LabelAgent, selection.Exists, nil)
 	if err != nil {
 		return nil, err
@@ -177,14 +179,14 @@ func NewLinks(config *rest.Config, clk clock.Clock) (*Links, error) {
 	if err != nil {
 		return nil, err
 	}
-	links := newLinks(c, live, clk)
+	links := newLinks(c, live, keys, clk)
 	links.liveWriter = live
 	links.watches = watches
 	return links, nil
 }
 
-func newLinks(c crcache.Cache, live client.Reader, clk clock.Clock) *Links {
-	return &Links{cache: c, live: live, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+func newLinks(c crcache.Cache, live client.Reader, keys share.Keys, clk clock.Clock) *Links {
+	return &Links{cache: c, live: live, keys: keys, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
 }
 
 // Healthy reports whether the caches follow the cluster: the watch of every
@@ -346,22 +348,32 @@ func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*
 	if err := l.cache.List(ctx, secrets, clientMatchingHash(token)); err != nil {
 		return nil, refuseUnavailable
 	}
-	var secret *corev1.Secret
+	// Anyone who knows a token and may write Secrets can plant more Secrets
+	// holding it; only the one this system minted counts.
 	for i := range secrets.Items {
-		if share.TokensEqual(string(secrets.Items[i].Data[share.SecretTokenKey]), token) {
-			secret = &secrets.Items[i]
-			break
+		secret := &secrets.Items[i]
+		if !share.TokensEqual(string(secret.Data[share.SecretTokenKey]), token) {
+			continue
 		}
+		agent := &v1alpha1.Agent{}
+		if err := l.cache.Get(ctx, types.NamespacedName{Namespace: secret.Namespace, Name: secret.Labels[share.LabelAgent]}, agent); err != nil {
+			continue
+		}
+		if !l.proven(secret, agent, token) {
+			continue
+		}
+		return l.decide(secret, agent, token, client)
 	}
-	if secret == nil {
-		return nil, refuseNotFound
-	}
-	key := types.NamespacedName{Namespace: secret.Namespace, Name: secret.Labels[share.LabelAgent]}
-	agent := &v1alpha1.Agent{}
-	if err := l.cache.Get(ctx, key, agent); err != nil {
-		return nil, refuseNotFound
-	}
-	return l.decide(secret, agent, token, client)
+	return nil, refuseNotFound
+}
+
+// proven reports whether secret is the share Secret of agent holding token,
+// and this system minted that token for it. Owner references, labels and
+// annotations alone prove nothing: whoever may write Secrets in the namespace
+// can set them.
+func (l *Links) proven(secret *corev1.Secret, agent *v1alpha1.Agent, token string) bool {
+	held, _, err := share.VerifySecret(l.keys.KeyRing(), secret, agent)
+	return err == nil && share.TokensEqual(held, token)
 }
 
 // Confirm checks a token against the API server itself rather than the
@@ -396,10 +408,9 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}
 	linkName := secret.Labels[share.LabelShareLink]
 	// A Secret left over from a deleted Agent of the same name, one that
-	// someone else made with the right labels, or the Secret of a link the
-	// Agent no longer has, opens nothing.
-	if secret.Namespace != agent.Namespace || secret.Name != share.LinkSecretName(agent.Name, linkName) || !share.OwnedBy(secret, agent.UID) ||
-		!share.TokensEqual(string(secret.Data[share.SecretTokenKey]), token) {
+	// someone else made or edited, however well it imitates the real one,
+	// or the Secret of a link the Agent no longer has, opens nothing.
+	if !l.proven(secret, agent, token) {
 		return nil, refuseNotFound
 	}
 	link, ok := share.FindLink(agent, linkName)

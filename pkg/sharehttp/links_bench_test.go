@@ -17,6 +17,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 // indexedCache is a cache for benchmarks: share Secrets in a client-go
@@ -85,7 +86,7 @@ func (c *indexedCache) addLink(b *testing.B, ns, name string) string {
 		}},
 	}
 	c.agents[types.NamespacedName{Namespace: ns, Name: name}] = agent
-	if err := c.secrets.Add(share.NewSecret(agent, token)); err != nil {
+	if err := c.secrets.Add(sharetest.Secret(agent, "", token)); err != nil {
 		b.Fatal(err)
 	}
 	return token
@@ -101,7 +102,7 @@ func BenchmarkResolve(b *testing.B) {
 		for i := range n {
 			valid = c.addLink(b, fmt.Sprintf("ns-%d", i%100), fmt.Sprintf("agent-%d", i))
 		}
-		links := newLinks(c, nil, clock.RealClock{})
+		links := newLinks(c, nil, sharetest.Keys(), clock.RealClock{})
 		unknown, _ := share.NewToken()
 		b.Run(fmt.Sprintf("links=%d/valid", n), func(b *testing.B) {
 			b.ReportAllocs()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 func TestResolveNamedLinks(t *testing.T) {
@@ -40,7 +41,7 @@ func TestResolveNamedLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 		tokens[link] = tok
-		secret := share.NewLinkSecret(agent, link, tok)
+		secret := sharetest.Secret(agent, link, tok)
 		if link == "demo" {
 			// Another replica has two pages on it.
 			secret.Annotations[share.ViewersAnnotation("other-replica")] = "2"
@@ -49,14 +50,14 @@ func TestResolveNamedLinks(t *testing.T) {
 	}
 	// A Secret that claims to be qa's under another name opens nothing.
 	forgedTok, _ := share.NewToken()
-	forged := share.NewLinkSecret(agent, "qa", forgedTok)
+	forged := sharetest.Secret(agent, "qa", forgedTok)
 	forged.Name = "agent-share-forged"
 	objs = append(objs, agent, forged)
 	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).
 		WithIndex(&corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
-	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, clock.RealClock{})
+	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, sharetest.Keys(), clock.RealClock{})
 
 	tests := []struct {
 		name         string
@@ -168,7 +169,7 @@ func TestRecordViewers(t *testing.T) {
 	if err := f.server.links.recordViewers(context.Background(), ref, 0); err != nil {
 		t.Fatal(err)
 	}
-	if s := read(); share.Viewers(s) != 0 || len(s.Annotations) != 1 {
+	if s := read(); share.Viewers(s) != 0 || len(s.Annotations) != 2 { // the Agent UID and the token proof
 		t.Fatalf("annotations after the last page left: %v", s.Annotations)
 	}
 	// A Secret of another Agent is left alone.

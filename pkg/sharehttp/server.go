@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
 
@@ -69,7 +70,10 @@ type Server struct {
 // NewServer returns a share listener. config is the server's own identity:
 // it reads share Secrets, Agents and pods, execs into pods and records audit
 // Events on Agents.
-func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, error) {
+//
+// keys are the system's share signing keys: only a Secret whose token they
+// prove opens a terminal.
+func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Clock) (*Server, error) {
 	if errs := opts.Validate(); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -77,7 +81,7 @@ func NewServer(opts *Options, config *rest.Config, clk clock.Clock) (*Server, er
 	if err != nil {
 		return nil, err
 	}
-	links, err := NewLinks(config, clk)
+	links, err := NewLinks(config, keys, clk)
 	if err != nil {
 		return nil, err
 	}

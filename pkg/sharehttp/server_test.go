@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 // newTestServer returns a listener whose caches hold no links, so every
@@ -26,7 +27,7 @@ func newTestServer(t testing.TB, mutate func(*Options)) *Server {
 	if errs := opts.Validate(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	return newServer(opts, newLinks(&informertest.FakeInformers{}, nil, clock.RealClock{}), nil, nil, clock.RealClock{})
+	return newServer(opts, newLinks(&informertest.FakeInformers{}, nil, sharetest.Keys(), clock.RealClock{}), nil, nil, clock.RealClock{})
 }
 
 func TestRoutesRefuseUnknownTokens(t *testing.T) {

@@ -160,7 +160,7 @@ func TestController(t *testing.T) {
 		e.expectNoTokenIn(agent, token)
 
 		// A rotation, as the agents/share API makes it, is announced.
-		if _, rotated, err := share.RotateSecret(ctx, c, secret); err != nil {
+		if _, rotated, err := share.RotateSecret(ctx, c, signingKeys(t), agent, "", secret); err != nil {
 			t.Fatal(err)
 		} else {
 			token = rotated

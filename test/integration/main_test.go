@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/signingkey"
 	"github.com/kubeopencode/share/test/integration/framework"
 )
 
@@ -62,4 +65,20 @@ func newNamespace(t *testing.T) string {
 		t.Fatalf("creating namespace %s: %v", name, err)
 	}
 	return name
+}
+
+// signingKeys reads the system's share signing keys as the cluster admin,
+// making them when no part of the system has yet: the tests that write a
+// share Secret the way the aggregated API does sign it as the API would.
+func signingKeys(t *testing.T) share.Keys {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(shared.cp.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := signingkey.New(cs, signingkey.DefaultNamespace, signingkey.DefaultName).Refresh(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return share.StaticKeys{Ring: ring}
 }

@@ -293,7 +293,7 @@ func (s *system) testControllerKilledMidway(t *testing.T) {
 			if tc.madeByAPI {
 				// The aggregated API writes the Agent, then the Secret.
 				s.setShareEnabled(t, key, true)
-				if _, _, err := share.EnsureSecret(ctx, s.admin, s.admin, s.getAgent(ctx, t, key)); err != nil {
+				if _, _, _, err := share.EnsureLinkSecret(ctx, s.admin, s.admin, signingKeys(t), s.getAgent(ctx, t, key), ""); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -8,14 +8,18 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/logs"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -26,6 +30,7 @@ import (
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apiserver"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/signingkey"
 	"github.com/kubeopencode/share/pkg/sharehttp"
 )
 
@@ -65,6 +70,9 @@ type Options struct {
 	// Share configures the public share listener that runs in this process
 	// on its own port; port 0 turns it off.
 	Share *sharehttp.Options
+	// SigningKey locates the share signing keys, which the API mints tokens
+	// with and the listener proves them with.
+	SigningKey *signingkey.Options
 
 	// Runnables run in the server process next to the API server, each in
 	// its own goroutine, once the API server is configured. The context they
@@ -83,6 +91,7 @@ func NewOptions() *Options {
 		Audit:          genericoptions.NewAuditOptions(),
 		Logs:           logs.NewOptions(),
 		Share:          sharehttp.NewOptions(),
+		SigningKey:     signingkey.NewOptions(),
 	}
 	o.SecureServing.BindPort = DefaultSecurePort
 	// Without --tls-cert-file a self-signed certificate is made in memory
@@ -107,6 +116,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 		"The base URL under which share links are served, such as https://share.example.com. When set, the share subresource returns full links.")
 	fs.DurationVar(&o.MaxShareDuration, "max-share-duration", o.MaxShareDuration,
 		"The longest a share link may live, such as 168h. A link requested without an expiry then expires after this long. 0 means no cap.")
+	o.SigningKey.AddFlags(fs)
 	o.Share.AddFlags(fss.FlagSet("share listener"))
 	return fss
 }
@@ -131,6 +141,7 @@ func (o *Options) Validate() error {
 	if o.Share.Port != 0 || o.Share.Listener != nil {
 		errs = append(errs, o.Share.Validate()...)
 	}
+	errs = append(errs, o.SigningKey.Validate()...)
 	if o.MaxShareDuration < 0 {
 		errs = append(errs, fmt.Errorf("--max-share-duration %s must not be negative", o.MaxShareDuration))
 	}
@@ -166,8 +177,10 @@ func (o *Options) ClientConfig() (*rest.Config, error) {
 	return config, nil
 }
 
-// Config builds the server's configuration from the options.
-func (o *Options) Config() (*apiserver.Config, error) {
+// Config builds the server's configuration from the options. keys are the
+// share signing keys; recorder records the Warning Events of the share
+// subresource.
+func (o *Options) Config(keys share.Keys, recorder record.EventRecorder) (*apiserver.Config, error) {
 	generic := apiserver.NewGenericConfig()
 	if err := o.SecureServing.ApplyTo(&generic.SecureServing, &generic.LoopbackClientConfig); err != nil {
 		return nil, fmt.Errorf("applying the serving options: %w", err)
@@ -200,6 +213,8 @@ func (o *Options) Config() (*apiserver.Config, error) {
 			Client:           c,
 			PublicURL:        o.PublicURL,
 			MaxShareDuration: o.MaxShareDuration,
+			Keys:             keys,
+			Recorder:         recorder,
 		},
 	}, nil
 }
@@ -207,7 +222,27 @@ func (o *Options) Config() (*apiserver.Config, error) {
 // Run serves the API and runs the Runnables until ctx ends or one of them
 // fails.
 func (o *Options) Run(ctx context.Context) error {
-	config, err := o.Config()
+	restConfig, err := o.ClientConfig()
+	if err != nil {
+		return err
+	}
+	keys, err := o.SigningKey.Start(ctx, restConfig)
+	if err != nil {
+		return err
+	}
+	events, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return err
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	defer broadcaster.Shutdown()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
+	scheme, err := clientScheme()
+	if err != nil {
+		return err
+	}
+	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: apiserver.Name})
+	config, err := o.Config(keys, recorder)
 	if err != nil {
 		return err
 	}
@@ -219,13 +254,9 @@ func (o *Options) Run(ctx context.Context) error {
 
 	runnables := o.Runnables
 	if o.Share.Port != 0 || o.Share.Listener != nil {
-		restConfig, err := o.ClientConfig()
-		if err != nil {
-			return err
-		}
 		// Terminal sessions are long-lived streams; the client-side rate
 		// limit is for API calls, not for them.
-		listener, err := sharehttp.NewServer(o.Share, restConfig, clock.RealClock{})
+		listener, err := sharehttp.NewServer(o.Share, restConfig, keys, clock.RealClock{})
 		if err != nil {
 			return fmt.Errorf("share listener: %w", err)
 		}

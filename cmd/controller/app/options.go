@@ -24,6 +24,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/signingkey"
 )
 
 // LeaderElectionID is the name of the Lease that elects the active
@@ -66,6 +67,8 @@ type Options struct {
 	Workers int
 	// Logs configures logging.
 	Logs *logsapi.LoggingConfiguration
+	// SigningKey locates the share signing keys.
+	SigningKey *signingkey.Options
 
 	// SkipControllerNameValidation lets one process start the controller
 	// more than once, as the integration tests do when they restart it. It
@@ -87,6 +90,7 @@ func NewOptions() *Options {
 		KubeAPIBurst:           400,
 		Workers:                4,
 		Logs:                   logsapi.NewLoggingConfiguration(),
+		SigningKey:             signingkey.NewOptions(),
 	}
 }
 
@@ -101,6 +105,7 @@ func (o *Options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Requests per second to the kube-apiserver, per resource type; API Priority and Fairness is the server's guard.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Burst of requests to the kube-apiserver, per resource type.")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "Agents reconciled at once.")
+	o.SigningKey.AddFlags(fss.FlagSet("share signing key"))
 
 	le := fss.FlagSet("leader election")
 	le.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect one active replica through a Lease before reconciling.")
@@ -142,6 +147,7 @@ func (o *Options) Validate() error {
 	if o.Workers < 1 {
 		errs = append(errs, errors.New("--workers must be at least 1"))
 	}
+	errs = append(errs, o.SigningKey.Validate()...)
 	if o.restConfig == nil {
 		errs = append(errs, errors.New("options are not complete"))
 	}
@@ -176,7 +182,14 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
+	// Every replica follows the keys, so that the one elected starts with
+	// them; the first replica of an install makes them.
+	keys, err := o.SigningKey.Start(ctx, o.restConfig)
+	if err != nil {
+		return err
+	}
 	if err := controller.SetupWithManager(mgr, controller.Config{
+		Keys:               keys,
 		PublicURL:          o.PublicURL,
 		Workers:            o.Workers,
 		SkipNameValidation: o.SkipControllerNameValidation,

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -46,6 +47,12 @@ type Config struct {
 	MaxDuration time.Duration
 	// Clock tells the time; nil means the real clock.
 	Clock clock.PassiveClock
+	// Keys are the system's share signing keys, which mint and prove
+	// tokens. Required.
+	Keys share.Keys
+	// Recorder records a Warning Event on an Agent whose share Secret was
+	// rejected; nil records none.
+	Recorder record.EventRecorder
 }
 
 // REST is the storage of the agents/share subresource.
@@ -54,6 +61,8 @@ type REST struct {
 	publicURL   string
 	maxDuration time.Duration
 	clock       clock.PassiveClock
+	keys        share.Keys
+	recorder    record.EventRecorder
 }
 
 var (
@@ -65,7 +74,7 @@ var (
 
 // NewREST returns the storage of agents/share.
 func NewREST(c Config) *REST {
-	r := &REST{client: c.Client, publicURL: c.PublicURL, maxDuration: c.MaxDuration, clock: c.Clock}
+	r := &REST{client: c.Client, publicURL: c.PublicURL, maxDuration: c.MaxDuration, clock: c.Clock, keys: c.Keys, recorder: c.Recorder}
 	if r.clock == nil {
 		r.clock = clock.RealClock{}
 	}
@@ -390,14 +399,19 @@ type mutateError struct{ err error }
 
 func (m mutateError) Error() string { return m.err.Error() }
 
-// ensureToken makes sure the Agent's share Secret exists and returns its
-// token. With rotate, it replaces a token that existed before the call. Two
+// ensureToken makes sure the Agent's share Secret holds a token this system
+// minted and returns it: a token this call wrote, or one carrying a valid
+// proof. With rotate, it replaces a token that existed before the call. Two
 // calls that rotate at once hand out one token: when a rotation loses the race
-// to write the Secret and finds a token other than the one it set out to
-// replace, it returns that token instead of rotating a second time.
+// to write the Secret and finds another proven token than the one it set out
+// to replace, it returns that token instead of rotating a second time. A
+// Secret that claims to be the link's without proof is replaced and reported.
 func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string, rotate bool) (string, error) {
 	if !rotate {
-		_, token, err := share.EnsureLinkSecret(ctx, r.client, r.client, agent, link)
+		_, token, rejected, err := share.EnsureLinkSecret(ctx, r.client, r.client, r.keys, agent, link)
+		if rejected {
+			r.rejected(ctx, agent, link)
+		}
 		return token, err
 	}
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
@@ -406,21 +420,30 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 		err := r.client.Get(ctx, key, secret)
 		if apierrors.IsNotFound(err) {
 			// No token to replace: a new Secret holds a new token.
-			_, token, err := share.EnsureLinkSecret(ctx, r.client, r.client, agent, link)
+			_, token, err := share.CreateSecret(ctx, r.client, r.keys, agent, link)
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
 			return token, err
 		}
 		if err != nil {
 			return "", fmt.Errorf("reading share Secret %s: %w", key, err)
 		}
-		if !share.OwnedBy(secret, agent.UID) {
-			return "", fmt.Errorf("share Secret %s: %w", key, share.ErrForeignSecret)
+		old, _, err := share.VerifySecretFresh(ctx, r.keys, secret, agent)
+		var token string
+		switch {
+		case errors.Is(err, share.ErrUnproven):
+			r.rejected(ctx, agent, link)
+			_, token, err = share.ReplaceSecret(ctx, r.client, r.keys, agent, link, secret)
+		case err != nil:
+			return "", fmt.Errorf("share Secret %s: %w", key, err)
+		default:
+			_, token, err = share.RotateSecret(ctx, r.client, r.keys, agent, link, secret)
 		}
-		old := string(secret.Data[share.SecretTokenKey])
-		_, token, err := share.RotateSecret(ctx, r.client, secret)
 		if err == nil {
 			return token, nil
 		}
-		if !apierrors.IsConflict(err) {
+		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			return "", err
 		}
 		latest := &corev1.Secret{}
@@ -430,12 +453,23 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 			}
 			return "", fmt.Errorf("reading share Secret %s: %w", key, err)
 		}
-		if token, err := share.TokenFrom(latest, agent.UID); err == nil && !share.TokensEqual(token, old) {
+		if token, _, err := share.VerifySecretFresh(ctx, r.keys, latest, agent); err == nil && old != "" && !share.TokensEqual(token, old) {
 			return token, nil
 		}
 	}
 	return "", apierrors.NewConflict(agentsShareResource, agent.Name,
 		fmt.Errorf("the share Secret %s kept changing while its token was being replaced", key))
+}
+
+// rejected reports a share Secret that claimed to be the link's without
+// proof that this system minted its token. The token is never echoed.
+func (r *REST) rejected(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string) {
+	name := share.LinkSecretName(agent.Name, link)
+	klog.FromContext(ctx).Info("Rejected a share Secret whose token this system did not mint", "agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "secret", klog.KRef(agent.Namespace, name))
+	if r.recorder != nil {
+		r.recorder.Eventf(agent, corev1.EventTypeWarning, share.ReasonShareSecretRejected,
+			"Secret %s was rejected: its token carries no proof that this system minted it (planted or edited by hand). A new token was minted; the rejected one never opened the link.", name)
+	}
 }
 
 // confirmEnabled reads the Agent again after its Secret was made: if a
@@ -472,7 +506,7 @@ func (r *REST) readToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent,
 		}
 		return "", 0, 0, r.apiError(ctx, fmt.Errorf("reading share Secret %s: %w", key, err), agent.Name)
 	}
-	token, err := share.TokenFrom(secret, agent.UID)
+	token, _, err := share.VerifySecretFresh(ctx, r.keys, secret, agent)
 	if err != nil {
 		klog.FromContext(ctx).Info("Share Secret holds no token of the Agent", "agent", klog.KObj(agent), "secret", klog.KObj(secret), "reason", err.Error())
 		return "", 0, 0, nil

@@ -24,6 +24,7 @@ import (
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 const (
@@ -87,6 +88,7 @@ func newFixture(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *
 			PublicURL:   "https://share.example.com",
 			MaxDuration: 0,
 			Clock:       clocktesting.NewFakePassiveClock(testNow),
+			Keys:        sharetest.Keys(),
 		}),
 	}
 }
@@ -188,7 +190,7 @@ func TestCreateReplacesLeftoverSecret(t *testing.T) {
 	// old token back.
 	agent := testAgent(&kubeopencodev1alpha1.ShareSpec{})
 	old := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"
-	f := newFixture(t, nil, agent, share.NewSecret(agent, old))
+	f := newFixture(t, nil, agent, sharetest.Secret(agent, "", old))
 	got, err := f.create(t, subresourcesv1alpha1.AgentShareSpec{})
 	if err != nil {
 		t.Fatal(err)
@@ -419,6 +421,7 @@ func TestConcurrentRotationsHandOutOneToken(t *testing.T) {
 					return err
 				}
 				other.Data[share.SecretTokenKey] = []byte(winner)
+				other.Annotations[share.AnnotationTokenProof] = sharetest.Secret(agent, "", winner).Annotations[share.AnnotationTokenProof]
 				if err := c.Update(ctx, other); err != nil {
 					return err
 				}
@@ -426,7 +429,7 @@ func TestConcurrentRotationsHandOutOneToken(t *testing.T) {
 			return c.Update(ctx, obj, opts...)
 		},
 	}
-	f := newFixture(t, funcs, agent, share.NewSecret(agent, old))
+	f := newFixture(t, funcs, agent, sharetest.Secret(agent, "", old))
 	got, err := f.create(t, subresourcesv1alpha1.AgentShareSpec{Rotate: true})
 	if err != nil {
 		t.Fatal(err)
@@ -495,7 +498,7 @@ func TestGet(t *testing.T) {
 			agent.Status.Conditions = tc.conditions
 			objs := []client.Object{agent}
 			if tc.secret {
-				objs = append(objs, share.NewSecret(agent, token))
+				objs = append(objs, sharetest.Secret(agent, "", token))
 			}
 			f := newFixture(t, nil, objs...)
 			obj, err := f.rest.Get(testCtx(), testName, &subresourcesv1alpha1.AgentShareOptions{})
