@@ -403,11 +403,14 @@ func TestNamespacePermissionsAndLinks(t *testing.T) {
 			t.Fatalf("the terminal answered %d", code)
 		}
 		defer term.conn.Close()
+		term.resize(80, 24)
+		term.typeText("echo rea''dy\r")
+		term.waitForOutput("ready")
 		if err := a.c.Delete(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: share.SecretName(key.Name)}}); err != nil {
 			t.Fatal(err)
 		}
-		if code, _, _ := term.waitClosed(10 * time.Second); code == 0 {
-			t.Error("the open session outlived its deleted token")
+		if _, status, _ := term.waitClosed(10 * time.Second); status == nil || status.Reason != "Revoked" {
+			t.Errorf("the session ended with %+v, want Revoked", status)
 		}
 		s.waitFor(t, "the deleted token to stop", func(ctx context.Context) (bool, error) {
 			return s.infoCode(ctx, before, nil) == http.StatusNotFound, nil

@@ -145,7 +145,7 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 			// A Secret left over from an earlier link must not come back to
 			// life: remove it while the link is still disabled, so that any
 			// Secret present once the patch below succeeds holds a new token.
-			if _, err := share.DeleteLinkSecret(ctx, r.client, r.client, a, link); err != nil {
+			if err := r.deleteLeftover(ctx, a, link); err != nil {
 				return false, err
 			}
 		}
@@ -459,6 +459,25 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 	}
 	return "", apierrors.NewConflict(agentsShareResource, agent.Name,
 		fmt.Errorf("the share Secret %s kept changing while its token was being replaced", key))
+}
+
+// deleteLeftover deletes the Secret a disabled link may have left behind. A
+// leftover the system did not mint was planted: it is reported as rejected
+// before it goes.
+func (r *REST) deleteLeftover(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string) error {
+	secret := &corev1.Secret{}
+	err := r.client.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, _, err := share.VerifySecretFresh(ctx, r.keys, secret, agent); errors.Is(err, share.ErrUnproven) {
+		r.rejected(ctx, agent, link)
+	}
+	_, err = share.DeleteLinkSecret(ctx, r.client, r.client, agent, link)
+	return err
 }
 
 // rejected reports a share Secret that claimed to be the link's without
