@@ -82,10 +82,12 @@ type Server struct {
 // NewGenericConfig returns the k8s.io/apiserver configuration of this server
 // before options are applied to it: the codecs of Scheme, OpenAPI v2 and v3
 // documents of the group, and a handler chain in which requests that write
-// reject unknown fields unless they ask otherwise, and in which the link
-// query parameter of a DELETE on agents/share reaches the storage
-// (agentshare.WithLinkParameter). Its EffectiveVersion is that of the
-// k8s.io/apiserver library the binary is built with.
+// reject unknown fields unless they ask otherwise, in which the link query
+// parameter of a DELETE on agents/share reaches the storage
+// (agentshare.WithLinkParameter), and in which a request that asks to
+// upgrade its connection is refused before any storage runs
+// (WithUpgradeRefusal). Its EffectiveVersion is that of the k8s.io/apiserver
+// library the binary is built with.
 func NewGenericConfig() *genericapiserver.Config {
 	c := genericapiserver.NewConfig(Codecs)
 	c.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
@@ -95,7 +97,13 @@ func NewGenericConfig() *genericapiserver.Config {
 	c.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
 	c.OpenAPIV3Config.Info.Title = "KubeOpenCode share"
 	c.BuildHandlerChainFunc = func(apiHandler http.Handler, c *genericapiserver.Config) http.Handler {
-		return genericapiserver.DefaultBuildHandlerChain(WithStrictFieldValidation(agentshare.WithLinkParameter(apiHandler)), c)
+		// Wrapped from the inside out: after authentication and
+		// authorization a request meets WithUpgradeRefusal first, so that
+		// nothing of ours acts on a request it refuses.
+		h := agentshare.WithLinkParameter(apiHandler)
+		h = WithStrictFieldValidation(h)
+		h = WithUpgradeRefusal(h, c.Serializer)
+		return genericapiserver.DefaultBuildHandlerChain(h, c)
 	}
 	return c
 }
@@ -138,17 +146,7 @@ func (c CompletedConfig) New() (*Server, error) {
 	}
 
 	group := genericapiserver.NewDefaultAPIGroupInfo(subresourcesv1alpha1.GroupName, Scheme, ParameterCodec, Codecs)
-	group.VersionedResourcesStorageMap[subresourcesv1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"agents": agentshare.NewAgentREST(),
-		"agents/share": agentshare.NewREST(agentshare.Config{
-			Client:      c.extra.Client,
-			PublicURL:   c.extra.PublicURL,
-			MaxDuration: c.extra.MaxShareDuration,
-			Clock:       c.extra.Clock,
-			Keys:        c.extra.Keys,
-			Recorder:    c.extra.Recorder,
-		}),
-	}
+	group.VersionedResourcesStorageMap[subresourcesv1alpha1.SchemeGroupVersion.Version] = c.extra.storage()
 	if err := generic.InstallAPIGroup(&group); err != nil {
 		return nil, fmt.Errorf("installing %s: %w", subresourcesv1alpha1.SchemeGroupVersion, err)
 	}
@@ -190,4 +188,21 @@ func RestrictAnonymous(a authenticator.Request, paths ...string) authenticator.R
 		}
 		return resp, ok, err
 	})
+}
+
+// storage returns the storage of each resource of the group's version, by
+// path. None of them may serve a protocol upgrade (rest.Connecter) or a
+// watch: WithUpgradeRefusal refuses every upgrade request.
+func (e *ExtraConfig) storage() map[string]rest.Storage {
+	return map[string]rest.Storage{
+		"agents": agentshare.NewAgentREST(),
+		"agents/share": agentshare.NewREST(agentshare.Config{
+			Client:      e.Client,
+			PublicURL:   e.PublicURL,
+			MaxDuration: e.MaxShareDuration,
+			Clock:       e.Clock,
+			Keys:        e.Keys,
+			Recorder:    e.Recorder,
+		}),
+	}
 }

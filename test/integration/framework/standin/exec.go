@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +37,11 @@ const (
 	// hangupGrace is how long a hung-up session may take to end before its
 	// processes are killed.
 	hangupGrace = 2 * time.Second
+	// groupExitWait bounds how long a session that has ended waits for the
+	// processes left in its group to exit once they are killed. A killed
+	// process exits as soon as it is scheduled; only one stuck in the
+	// kernel (uninterruptible sleep) could take longer.
+	groupExitWait = 10 * time.Second
 	// defaultPath is PATH when the test process has none.
 	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -109,6 +116,11 @@ var _ remotecommand.Executor = &processExecutor{}
 // of its own that is killed when the client goes away or the kubelet stops.
 // A non-zero exit is returned as a utilexec.CodeExitError, which the
 // streaming server turns into the exit code the client sees.
+//
+// It returns, and so the client is told the command's exit, only once no
+// process of the group runs any more: background children the command left
+// are killed and waited for (endGroup), as a container's are when its main
+// process exits.
 func (e *processExecutor) ExecInContainer(ctx context.Context, podName, uid, container string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, timeout time.Duration) error {
 	if len(cmd) == 0 {
 		return errors.New("no command given")
@@ -192,7 +204,7 @@ func runWithPipes(c *exec.Cmd, in io.Reader, out, errOut io.Writer) error {
 	}
 	err := c.Wait()
 	// Background children outlive the command only until it has ended.
-	_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+	endGroup(c.Process.Pid)
 	return err
 }
 
@@ -221,7 +233,7 @@ func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, r
 	}
 	terminal, err := pollable(started)
 	if err != nil {
-		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		endGroup(c.Process.Pid)
 		_ = c.Wait()
 		return fmt.Errorf("pty of %s: %w", c.Path, err)
 	}
@@ -288,12 +300,86 @@ func runWithPTY(ctx context.Context, c *exec.Cmd, in io.Reader, out io.Writer, r
 	case <-timer.C:
 	}
 	timer.Stop()
-	_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+	endGroup(c.Process.Pid)
 	close(resizeDone)
 	wg.Wait()
 	_ = terminal.Close()
 	<-outputDone
 	return err
+}
+
+// endGroup kills every process of the process group pgid and returns once
+// none of them runs, or after groupExitWait.
+//
+// kill(2) only queues SIGKILL: the process exits when it is next scheduled,
+// which on a busy machine can be tens of milliseconds later. Returning
+// before then would report the session's end while its background children
+// still run, and a client that looks finds them. The signal is sent again on
+// every look, for a child forked while the previous one was on its way.
+func endGroup(pgid int) {
+	deadline := time.Now().Add(groupExitWait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		if err := syscall.Kill(-pgid, syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
+			// No process is in the group, not even an unreaped one.
+			return
+		}
+		if !groupRuns(pgid) {
+			return
+		}
+		if time.Now().After(deadline) {
+			klog.InfoS("Stand-in exec: processes of an ended session are still running", "pgid", pgid, "waited", groupExitWait)
+			return
+		}
+		time.Sleep(delay)
+	}
+}
+
+// groupRuns reports whether a process of the group pgid has yet to exit. A
+// process that has exited but that its parent has not reaped, a zombie, is
+// still in the group but runs nothing: background children are reparented
+// when the command exits, and their new parent reaps them in its own time,
+// so kill(-pgid, 0) alone would wait on that parent. When /proc cannot be
+// read, it reports false: the group has been sent SIGKILL, and waiting the
+// whole groupExitWait would not tell more.
+func groupRuns(pgid int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		klog.V(2).InfoS("Stand-in exec: cannot list processes", "err", err)
+		return false
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		// The process may be gone by now; then it does not run.
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		if state, group, ok := parseStat(string(stat)); ok && group == pgid && state != "Z" && state != "X" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseStat returns the state and the process group of a /proc/<pid>/stat
+// line: "pid (comm) state ppid pgrp ...". comm may hold spaces and
+// parentheses, so the fields are counted after its last ")".
+func parseStat(stat string) (state string, pgrp int, ok bool) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return "", 0, false
+	}
+	fields := strings.Fields(stat[i+1:])
+	if len(fields) < 3 {
+		return "", 0, false
+	}
+	pgrp, err := strconv.Atoi(fields[2])
+	if err != nil {
+		return "", 0, false
+	}
+	return fields[0], pgrp, true
 }
 
 // pollable returns f as a non-blocking file in the runtime's poller, and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -228,6 +229,87 @@ func TestExecEndsBackgroundChildren(t *testing.T) {
 				t.Errorf("%q still runs after the session", tc.orphan)
 			}
 		})
+	}
+}
+
+// TestEndGroup checks endGroup's contract on its own: when it returns, no
+// process of the group runs, whether the group's leader still runs, has
+// exited unreaped, or has been reaped, and it does not wait for the
+// reaping of what it killed, which is up to the orphans' new parent.
+func TestEndGroup(t *testing.T) {
+	tests := []struct {
+		name   string
+		script string
+		// orphans are the command lines of the group's background
+		// processes.
+		orphans []string
+		// reap waits for the leader before endGroup, as runWithPipes does;
+		// otherwise the leader runs until endGroup kills it.
+		reap bool
+	}{
+		{name: "leader running", script: "sleep 6003 & sleep 6004 & wait", orphans: []string{"sleep 6003", "sleep 6004"}},
+		{name: "leader reaped", script: "sleep 6005 & sleep 6006 & exit 0", orphans: []string{"sleep 6005", "sleep 6006"}, reap: true},
+		{name: "nothing left", script: "exit 0", reap: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := exec.Command("sh", "-c", tc.script)
+			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+				for _, o := range tc.orphans {
+					if !running(t, o) {
+						return false, nil
+					}
+				}
+				return true, nil
+			})
+			if err != nil {
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+				t.Fatalf("the background processes did not start: %v", err)
+			}
+			if tc.reap {
+				_ = c.Wait()
+			}
+			start := time.Now()
+			endGroup(c.Process.Pid)
+			if d := time.Since(start); d > groupExitWait/2 {
+				t.Errorf("endGroup took %s", d)
+			}
+			for _, o := range tc.orphans {
+				if running(t, o) {
+					t.Errorf("%q still runs after endGroup", o)
+				}
+			}
+			if !tc.reap {
+				_ = c.Wait()
+			}
+		})
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		stat  string
+		state string
+		pgrp  int
+		ok    bool
+	}{
+		{stat: "4242 (sleep) S 1 4200 4200 0 -1 4194304 96 0", state: "S", pgrp: 4200, ok: true},
+		{stat: "4242 (sleep) Z 1 4200 4200 0 -1", state: "Z", pgrp: 4200, ok: true},
+		// comm is the file name, which may hold spaces and parentheses.
+		{stat: "4242 (a) b (c) R 1 77 77 0", state: "R", pgrp: 77, ok: true},
+		{stat: "4242 (sleep) S 1"},
+		{stat: "4242 sleep S 1 4200"},
+		{stat: "4242 (sleep) S 1 x 4200"},
+	}
+	for _, tc := range tests {
+		state, pgrp, ok := parseStat(tc.stat)
+		if state != tc.state || pgrp != tc.pgrp || ok != tc.ok {
+			t.Errorf("parseStat(%q) = %q, %d, %v; want %q, %d, %v", tc.stat, state, pgrp, ok, tc.state, tc.pgrp, tc.ok)
+		}
 	}
 }
 
