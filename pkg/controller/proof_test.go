@@ -26,7 +26,10 @@ func (k ringKeys) Refresh(context.Context) (*share.KeyRing, error) { return k.ri
 func (ringKeys) OnChange(func())                                   {}
 
 func TestReconcileShareSecretProof(t *testing.T) {
-	const planted = "PLANTEDplantedPLANTEDplantedPLANTEDplanteA"
+	const planted = "PLANTEDplantedPLANTEDplantedPLANTEDplantedA"
+	if !share.ValidToken(planted) {
+		t.Fatal("the planted token must have a token's form, or it tests nothing")
+	}
 	oldKey := bytes.Repeat([]byte{1}, share.MinSigningKeyBytes)
 	newKey := bytes.Repeat([]byte{2}, share.MinSigningKeyBytes)
 	before := share.NewKeyRing(map[string][]byte{"a": oldKey})

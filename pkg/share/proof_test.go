@@ -90,9 +90,12 @@ func TestKeyRingRotation(t *testing.T) {
 // user who may write Secrets would, and checks that none of their tokens is
 // ever handed back.
 func TestEnsureLinkSecretRejectsUnproven(t *testing.T) {
-	const planted = "PLANTEDPLANTEDPLANTEDPLANTEDPLANTEDPLANTEA"
+	const planted = "PLANTEDPLANTEDPLANTEDPLANTEDPLANTEDPLANTEDA"
+	if !ValidToken(planted) {
+		t.Fatal("the planted token must have a token's form, or it tests nothing")
+	}
 	agent := testAgent("uid-1")
-	other := testAgent("uid-1")
+	other := testAgent("uid-2")
 	other.Name = "other-agent"
 	for _, tc := range []struct {
 		name   string

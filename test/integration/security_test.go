@@ -28,7 +28,7 @@ import (
 )
 
 // plantedToken is the token an attacker chooses for the Secrets they plant.
-const plantedToken = "PLANTEDplantedPLANTEDplantedPLANTEDplanteA"
+const plantedToken = "PLANTEDplantedPLANTEDplantedPLANTEDplantedA"
 
 // attacker is a namespace user holding only the permissions a test grants.
 type attacker struct {
@@ -158,6 +158,9 @@ func (s *system) expectRejectedEvent(t *testing.T, agent types.NamespacedName) {
 // that no token they chose or saw elsewhere opens a terminal or reaches the
 // owner.
 func TestShareSecretsOnlyTheSystemMints(t *testing.T) {
+	if !share.ValidToken(plantedToken) {
+		t.Fatal("the planted token must have a token's form, or it tests nothing")
+	}
 	s := startSystem(t)
 	secretWriter := []rbacv1.PolicyRule{rule("", "secrets", "create"), rule(kubeopencodev1alpha1.GroupName, "agents", "get")}
 
