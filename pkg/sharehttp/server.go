@@ -326,9 +326,17 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
+	// Shutdown stops taking connections at once but then waits for every
+	// connection that has not finished a request, up to its timeout: a
+	// client trickling its headers holds it for seconds. Terminal sessions
+	// are hijacked connections, which it does not wait for, so they are
+	// ended meanwhile rather than after it, and no page waits for a slow
+	// stranger to learn that the server is going.
+	shutdownErr := make(chan error, 1)
+	go func() { shutdownErr <- srv.Shutdown(shutdownCtx) }()
 	s.closeSessions()
 	s.waitSessions()
+	err := <-shutdownErr
 	// The pages are gone: record it on the links' Secrets before leaving.
 	s.viewers.wait(shutdownCtx)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
