@@ -52,6 +52,8 @@ type Server struct {
 	exec     Executor
 	clock    clock.Clock
 	events   record.EventBroadcaster
+	// origins are the serialized origins (scheme://host) of pages served
+	// under --public-url.
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 
@@ -112,7 +114,7 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 	}
 	if opts.PublicURL != "" {
 		u, _ := url.Parse(opts.PublicURL)
-		s.origins[strings.ToLower(u.Host)] = true
+		s.origins[originOf(u.Scheme, u.Host)] = true
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -215,19 +217,44 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"name": grant.Agent.Name, "namespace": grant.Agent.Namespace, "mode": mode})
 }
 
+// checkOrigin decides whether a WebSocket handshake may open a terminal as
+// far as its Origin goes. The token is in the URL, not in a cookie, so the
+// Origin check is not what keeps strangers out; it keeps a page of another
+// site that has learnt a token from opening the terminal through a
+// visitor's browser, and so from the visitor's address, which allowedIPs
+// trusts.
+//
+// A present Origin must be exactly the page's: the scheme and host of the
+// request itself (https when the listener serves TLS, else http), or of
+// --public-url, which is what a listener behind a TLS-terminating proxy
+// must be told. A handshake without Origin is let in: browsers send it on
+// every WebSocket handshake and a page cannot remove it, so its absence
+// means a client that is not a browser, which can only be using a token it
+// holds itself (and could send any Origin it liked). An empty, "null" or
+// repeated Origin is no browser page's and is refused.
 func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		// Browsers always send Origin on WebSocket handshakes; a client that
-		// does not is not a browser page that could be tricked into it.
+	values := r.Header.Values("Origin")
+	if len(values) == 0 {
 		return true
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
+	if len(values) != 1 {
 		return false
 	}
-	host := strings.ToLower(u.Host)
-	return host == strings.ToLower(r.Host) || s.origins[host]
+	u, err := url.Parse(values[0])
+	if err != nil || u.Host == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+		return false
+	}
+	origin := originOf(u.Scheme, u.Host)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return origin == originOf(scheme, r.Host) || s.origins[origin]
+}
+
+// originOf returns the serialized origin of a scheme and host, as compared.
+func originOf(scheme, host string) string {
+	return strings.ToLower(scheme) + "://" + strings.ToLower(host)
 }
 
 func writeRefusal(w http.ResponseWriter, refusal *Refusal, asJSON bool) {
