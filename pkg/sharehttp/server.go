@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,9 +136,50 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /s/{token}", s.servePage)
 	mux.HandleFunc("GET /s/{token}/info", s.serveInfo)
 	mux.HandleFunc("GET /s/{token}/terminal", s.serveTerminal)
+	// Any other request under /s/ (another method, another sub-path) is
+	// answered as a link that does not exist.
+	mux.HandleFunc("/s/", s.serveNoLink)
 	mux.Handle("GET "+web.StaticPrefix, web.StaticHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	return securityHeaders(mux)
+	return securityHeaders(s.shareRoutes(mux))
+}
+
+// shareRoutes answers every request for a path under /s/ that is not one of
+// the listener's own in canonical form as a link that does not exist,
+// before the mux sees it: the mux would redirect a path with "..", "." or
+// "//" to its cleaned form, and answer "/s" with a plain-text 404. Probes
+// then learn nothing from the shape of an answer, only that there is no
+// link.
+func (s *Server) shareRoutes(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if (p == "/s" || strings.HasPrefix(p, "/s/")) && !canonicalSharePath(p) {
+			s.serveNoLink(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// canonicalSharePath reports whether p is /s/<token>, /s/<token>/info or
+// /s/<token>/terminal with a token that is one clean path segment.
+func canonicalSharePath(p string) bool {
+	rest, ok := strings.CutPrefix(p, "/s/")
+	if !ok || path.Clean(p) != p {
+		return false
+	}
+	token, sub, nested := strings.Cut(rest, "/")
+	if token == "" {
+		return false
+	}
+	return !nested || sub == "info" || sub == "terminal"
+}
+
+// serveNoLink answers a request under /s/ that names no link exactly as
+// the page of an unknown token is answered.
+func (s *Server) serveNoLink(w http.ResponseWriter, r *http.Request) {
+	r.SetPathValue("token", "")
+	s.servePage(w, r)
 }
 
 // securityHeaders sets the headers every response of the listener carries.
