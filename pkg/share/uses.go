@@ -128,3 +128,39 @@ func ConsumeLinkUse(ctx context.Context, r client.Reader, w client.Writer, ring 
 	}
 	return 0, fmt.Errorf("counting a use of share Secret %s: too many concurrent updates", key)
 }
+
+// ReturnLinkUse gives back one use of the link called link that
+// ConsumeLinkUse took for a terminal connection that then did not open, so
+// that a refused or failed attempt does not spend a one-time link. It is
+// updated with the Secret's resourceVersion, like ConsumeLinkUse, so a use
+// taken meanwhile by another connection is never given back with it. A
+// Secret that no longer holds token (the link was rotated, which starts its
+// count again) or whose token this system did not mint is left alone.
+func ReturnLinkUse(ctx context.Context, r client.Reader, w client.Writer, ring *KeyRing, agent *v1alpha1.Agent, link, token string) error {
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: LinkSecretName(agent.Name, link)}
+	for range 10 {
+		secret := &corev1.Secret{}
+		if err := r.Get(ctx, key, secret); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("reading share Secret %s: %w", key, err)
+		}
+		if held, _, err := VerifySecret(ring, secret, agent); err != nil || !TokensEqual(held, token) {
+			return nil
+		}
+		n := Uses(secret)
+		if n == 0 {
+			return nil
+		}
+		secret.Annotations[AnnotationUses] = strconv.Itoa(int(n - 1))
+		err := w.Update(ctx, secret)
+		if err == nil || apierrors.IsNotFound(err) {
+			return nil
+		}
+		if !apierrors.IsConflict(err) {
+			return fmt.Errorf("giving back a use of share Secret %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("giving back a use of share Secret %s: too many concurrent updates", key)
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,8 @@ type Server struct {
 	exec     Executor
 	clock    clock.Clock
 	events   record.EventBroadcaster
+	// origins are the serialized origins (scheme://host) of pages served
+	// under --public-url.
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 
@@ -116,7 +119,7 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 	}
 	if opts.PublicURL != "" {
 		u, _ := url.Parse(opts.PublicURL)
-		s.origins[strings.ToLower(u.Host)] = true
+		s.origins[originOf(u.Scheme, u.Host)] = true
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -137,9 +140,50 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /s/{token}", s.servePage)
 	mux.HandleFunc("GET /s/{token}/info", s.serveInfo)
 	mux.HandleFunc("GET /s/{token}/terminal", s.serveTerminal)
+	// Any other request under /s/ (another method, another sub-path) is
+	// answered as a link that does not exist.
+	mux.HandleFunc("/s/", s.serveNoLink)
 	mux.Handle("GET "+web.StaticPrefix, web.StaticHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	return securityHeaders(mux)
+	return securityHeaders(s.shareRoutes(mux))
+}
+
+// shareRoutes answers every request for a path under /s/ that is not one of
+// the listener's own in canonical form as a link that does not exist,
+// before the mux sees it: the mux would redirect a path with "..", "." or
+// "//" to its cleaned form, and answer "/s" with a plain-text 404. Probes
+// then learn nothing from the shape of an answer, only that there is no
+// link.
+func (s *Server) shareRoutes(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if (p == "/s" || strings.HasPrefix(p, "/s/")) && !canonicalSharePath(p) {
+			s.serveNoLink(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// canonicalSharePath reports whether p is /s/<token>, /s/<token>/info or
+// /s/<token>/terminal with a token that is one clean path segment.
+func canonicalSharePath(p string) bool {
+	rest, ok := strings.CutPrefix(p, "/s/")
+	if !ok || path.Clean(p) != p {
+		return false
+	}
+	token, sub, nested := strings.Cut(rest, "/")
+	if token == "" {
+		return false
+	}
+	return !nested || sub == "info" || sub == "terminal"
+}
+
+// serveNoLink answers a request under /s/ that names no link exactly as
+// the page of an unknown token is answered.
+func (s *Server) serveNoLink(w http.ResponseWriter, r *http.Request) {
+	r.SetPathValue("token", "")
+	s.servePage(w, r)
 }
 
 // securityHeaders sets the headers every response of the listener carries.
@@ -219,19 +263,44 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"name": grant.Agent.Name, "namespace": grant.Agent.Namespace, "mode": mode})
 }
 
+// checkOrigin decides whether a WebSocket handshake may open a terminal as
+// far as its Origin goes. The token is in the URL, not in a cookie, so the
+// Origin check is not what keeps strangers out; it keeps a page of another
+// site that has learnt a token from opening the terminal through a
+// visitor's browser, and so from the visitor's address, which allowedIPs
+// trusts.
+//
+// A present Origin must be exactly the page's: the scheme and host of the
+// request itself (https when the listener serves TLS, else http), or of
+// --public-url, which is what a listener behind a TLS-terminating proxy
+// must be told. A handshake without Origin is let in: browsers send it on
+// every WebSocket handshake and a page cannot remove it, so its absence
+// means a client that is not a browser, which can only be using a token it
+// holds itself (and could send any Origin it liked). An empty, "null" or
+// repeated Origin is no browser page's and is refused.
 func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		// Browsers always send Origin on WebSocket handshakes; a client that
-		// does not is not a browser page that could be tricked into it.
+	values := r.Header.Values("Origin")
+	if len(values) == 0 {
 		return true
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
+	if len(values) != 1 {
 		return false
 	}
-	host := strings.ToLower(u.Host)
-	return host == strings.ToLower(r.Host) || s.origins[host]
+	u, err := url.Parse(values[0])
+	if err != nil || u.Host == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+		return false
+	}
+	origin := originOf(u.Scheme, u.Host)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return origin == originOf(scheme, r.Host) || s.origins[origin]
+}
+
+// originOf returns the serialized origin of a scheme and host, as compared.
+func originOf(scheme, host string) string {
+	return strings.ToLower(scheme) + "://" + strings.ToLower(host)
 }
 
 func writeRefusal(w http.ResponseWriter, refusal *Refusal, asJSON bool) {
@@ -330,9 +399,17 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
+	// Shutdown stops taking connections at once but then waits for every
+	// connection that has not finished a request, up to its timeout: a
+	// client trickling its headers holds it for seconds. Terminal sessions
+	// are hijacked connections, which it does not wait for, so they are
+	// ended meanwhile rather than after it, and no page waits for a slow
+	// stranger to learn that the server is going.
+	shutdownErr := make(chan error, 1)
+	go func() { shutdownErr <- srv.Shutdown(shutdownCtx) }()
 	s.closeSessions()
 	s.waitSessions()
+	err := <-shutdownErr
 	// The pages are gone: record it on the links' Secrets before leaving.
 	s.viewers.wait(shutdownCtx)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {

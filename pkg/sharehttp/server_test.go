@@ -49,7 +49,9 @@ func TestRoutesRefuseUnknownTokens(t *testing.T) {
 			header: map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}},
 		{name: "foreign origin", path: "/s/" + token + "/terminal", code: http.StatusForbidden,
 			header: map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "https://evil.example"}},
-		{name: "post", method: http.MethodPost, path: "/s/" + token + "/info", code: http.StatusMethodNotAllowed},
+		// Another method is answered as a link that does not exist, like
+		// any other request under /s/ that is not one of the listener's.
+		{name: "post", method: http.MethodPost, path: "/s/" + token + "/info", code: http.StatusNotFound, body: "<!doctype html>"},
 		{name: "root", path: "/", code: http.StatusNotFound},
 		{name: "prefix only", path: "/s/", code: http.StatusNotFound},
 		{name: "static", path: "/_share/static/share.js", code: http.StatusOK},

@@ -2,12 +2,14 @@ package sharehttp
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +76,10 @@ func (s *session) endedBy() string {
 }
 
 func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
-	if !websocket.IsWebSocketUpgrade(r) {
+	// The whole handshake is checked before anything else, so that a
+	// malformed upgrade is refused like any other bad request and never gets
+	// as far as taking a use of a one-time link.
+	if !validUpgrade(r) {
 		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "A WebSocket upgrade is required."}, true)
 		return
 	}
@@ -103,18 +108,8 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, refusal, true)
 		return
 	}
-	// A link limited by maxUses is used by each new terminal connection,
-	// never by the page or /info (which link previews fetch), nor by a page
-	// resuming the session it lost.
 	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
 	resumed := s.hubs.resumable(grant, resume)
-	if !resumed {
-		if refusal := s.links.Use(r.Context(), grant, r.PathValue("token")); refusal != nil {
-			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
-			writeRefusal(w, refusal, true)
-			return
-		}
-	}
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
 		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
@@ -134,15 +129,55 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer leave()
+	// A link limited by maxUses is used by each new terminal connection,
+	// never by the page or /info (which link previews fetch), nor by a page
+	// resuming the session it lost. The use is taken last, once nothing
+	// but the connection itself can fail, and given back if it does.
+	var use *linkUse
+	if !resumed {
+		if use, refusal = s.links.takeUse(r.Context(), grant, r.PathValue("token")); refusal != nil {
+			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
+			writeRefusal(w, refusal, true)
+			return
+		}
+	}
+	defer use.giveBack()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume)
+	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use)
 }
 
-func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint) {
+// validUpgrade reports whether r is a WebSocket handshake the upgrader will
+// accept, as far as the request alone tells: the checks of
+// websocket.Upgrader.Upgrade but for the origin, which checkOrigin makes.
+func validUpgrade(r *http.Request) bool {
+	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) || !headerHasToken(r.Header, "Sec-Websocket-Version", "13") {
+		return false
+	}
+	// RFC 6455 4.1: the base64 encoding of 16 random bytes.
+	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-Websocket-Key"))
+	return err == nil && len(key) == 16
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// ignoring case.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// runSession runs a page's terminal. use, the use of a one-time link the
+// connection took, is kept once the page's terminal starts.
+func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint, use *linkUse) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The page's input goes straight into the command, from the read loop
@@ -177,6 +212,9 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 		sessionsTotal.WithLabelValues("handshake_failed").Inc()
 		return
 	}
+	// The page has its terminal: from here on the link has been used,
+	// however the session ends.
+	use.keep()
 
 	// Every page of an Agent's links shares one command: the first to
 	// arrive starts it, later ones join and are shown the recent output

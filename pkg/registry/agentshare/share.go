@@ -466,12 +466,15 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 // before it goes.
 func (r *REST) deleteLeftover(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string) error {
 	secret := &corev1.Secret{}
-	err := r.client.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}, secret)
+	key := types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, link)}
+	err := r.client.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return err
+		// Wrapped: a refusal of the server's own identity is not the
+		// caller's to see as it is (apiError).
+		return fmt.Errorf("reading share Secret %s: %w", key, err)
 	}
 	if _, _, err := share.VerifySecretFresh(ctx, r.keys, secret, agent); errors.Is(err, share.ErrUnproven) {
 		r.rejected(ctx, agent, link)
