@@ -8,7 +8,7 @@ cd "${ROOT}"
 FUZZ_TIME="${FUZZ_TIME:-5s}"
 
 targets=(
-  "./pkg/share FuzzParseIPOrCIDR"
+  "./pkg/apis/kubeopencode/validation FuzzParseIPOrCIDR"
   "./pkg/share FuzzValidToken"
   "./pkg/apis/subresources/validation FuzzAgentShareCreate"
   "./pkg/sharehttp/wire FuzzDecode"

@@ -14,8 +14,8 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/kubectl/pkg/util/templates"
 
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
-	"github.com/kubeopencode/share/pkg/apis/subresources/validation"
 	"github.com/kubeopencode/share/pkg/share"
 )
 

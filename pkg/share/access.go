@@ -3,12 +3,12 @@ package share
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 )
 
 // Reasons of the ShareReady condition, also reported by the agents/share
@@ -48,37 +48,12 @@ func Expired(expiresAt *metav1.Time, now time.Time) bool {
 	return expiresAt != nil && !now.Before(expiresAt.Time)
 }
 
-// ParseIPOrCIDR parses an allowed address: a CIDR range such as 10.0.0.0/8, or
-// a single address such as 192.168.1.7 or 2001:db8::1, which stands for a
-// range of one. IPv4-mapped IPv6 addresses are taken as IPv4.
-func ParseIPOrCIDR(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("not a CIDR range: %q", s)
-		}
-		if p.Addr().Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("a zone is not allowed: %q", s)
-		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("not an IP address or CIDR range: %q", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 // ParseAllowedIPs parses a list of allowed addresses. The error names the
 // first bad entry by index.
 func ParseAllowedIPs(list []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(list))
 	for i, s := range list {
-		p, err := ParseIPOrCIDR(s)
+		p, err := validation.ParseIPOrCIDR(s)
 		if err != nil {
 			return nil, fmt.Errorf("allowedIPs[%d]: %w", i, err)
 		}

@@ -6,10 +6,11 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
+	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 )
 
 const (
@@ -21,12 +22,6 @@ const (
 	// through it (see ViewersAnnotation). The controller, the only writer of
 	// the Agent's status, copies their sum there.
 	AnnotationViewersPrefix = "viewers.kubeopencode.io/"
-	// MaxLinks bounds the named links of an Agent, as the Agent CRD does.
-	MaxLinks = 16
-	// MaxLinkNameLength bounds a link's name: a DNS label. With the Agent's
-	// name (at most 63 characters) the Secret name {agent}-share-{link} then
-	// stays well within the 253 characters of an object name.
-	MaxLinkNameLength = validation.DNS1123LabelMaxLength
 )
 
 // Link is one share link of an Agent, the default one or a named one, with
@@ -132,16 +127,14 @@ func LinkSecretName(agentName, link string) string {
 	return SecretName(agentName) + "-" + link
 }
 
-// ValidateLinkName checks the name of a named link for an Agent: a DNS label,
-// so that it fits the Secret's name and a label value. An empty name is the
-// default link and is not checked here.
+// ValidateLinkName checks the name of a named link for an Agent: the link
+// name rules of the API (validation.ValidateLinkName), and that it makes a
+// valid Secret name with the Agent's. An empty name is the default link and
+// is not checked here.
 func ValidateLinkName(agentName, name string, path *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	for _, msg := range validation.IsDNS1123Label(name) {
-		errs = append(errs, field.Invalid(path, name, "must be the name of a link: "+msg))
-	}
+	errs := validation.ValidateLinkName(name, path)
 	if len(errs) == 0 {
-		for _, msg := range validation.IsDNS1123Subdomain(LinkSecretName(agentName, name)) {
+		for _, msg := range k8svalidation.IsDNS1123Subdomain(LinkSecretName(agentName, name)) {
 			errs = append(errs, field.Invalid(path, name, fmt.Sprintf("makes the Secret name %s, which %s", LinkSecretName(agentName, name), msg)))
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/share"
 )
 
@@ -114,7 +115,7 @@ func (o *Options) Validate() []error {
 func (o *Options) trustedProxies() ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(o.TrustedProxies))
 	for _, s := range o.TrustedProxies {
-		p, err := share.ParseIPOrCIDR(s)
+		p, err := validation.ParseIPOrCIDR(s)
 		if err != nil {
 			return nil, fmt.Errorf("--trusted-proxies: %w", err)
 		}

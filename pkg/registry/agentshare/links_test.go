@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	agentvalidation "github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 )
@@ -157,13 +158,13 @@ func TestLinkBadInput(t *testing.T) {
 		t.Errorf("bad input changed the Agent: %+v", f.agent(t).Spec.Share)
 	}
 	// At most MaxLinks named links.
-	for i := range share.MaxLinks {
+	for i := range agentvalidation.MaxLinks {
 		if _, err := f.create(t, subresourcesv1alpha1.AgentShareSpec{Link: "l" + string(rune('a'+i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := f.create(t, subresourcesv1alpha1.AgentShareSpec{Link: "one-more"}); !apierrors.IsInvalid(err) {
-		t.Errorf("link %d: %v, want 422", share.MaxLinks+1, err)
+		t.Errorf("link %d: %v, want 422", agentvalidation.MaxLinks+1, err)
 	}
 }
 

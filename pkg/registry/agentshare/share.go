@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	agentvalidation "github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apis/subresources/validation"
 	"github.com/kubeopencode/share/pkg/share"
@@ -137,9 +138,9 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 		if enabled && apiequality.Semantic.DeepEqual(current, desired) {
 			return false, nil
 		}
-		if !enabled && link != "" && a.Spec.Share != nil && len(a.Spec.Share.Links) >= share.MaxLinks {
+		if !enabled && link != "" && a.Spec.Share != nil && len(a.Spec.Share.Links) >= agentvalidation.MaxLinks {
 			return false, apierrors.NewInvalid(agentShareKind, name, field.ErrorList{field.Invalid(field.NewPath("spec", "link"), link,
-				fmt.Sprintf("the Agent has %d named links, the most it may have; disable one first", share.MaxLinks))})
+				fmt.Sprintf("the Agent has %d named links, the most it may have; disable one first", agentvalidation.MaxLinks))})
 		}
 		if !enabled && !dryRun {
 			// A Secret left over from an earlier link must not come back to

@@ -9,18 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	agentvalidation "github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
-	"github.com/kubeopencode/share/pkg/share"
 )
-
-// MaxAllowedIPs bounds the allowedIPs list, as the Agent CRD does.
-const MaxAllowedIPs = 64
-
-// MaxUses bounds maxUses, as the Agent CRD does.
-const MaxUses = 1000
-
-// MaxViewers bounds maxViewers, as the Agent CRD does.
-const MaxViewers = 1000
 
 // Modes are the values of spec.mode; empty means edit.
 var Modes = []string{"edit", "view"}
@@ -51,36 +42,15 @@ func ValidateAgentShareCreate(s *v1alpha1.AgentShare, now time.Time, maxDuration
 		}
 	}
 
-	errs = append(errs, ValidateAllowedIPs(s.Spec.AllowedIPs, spec.Child("allowedIPs"))...)
-	if m := s.Spec.MaxUses; m != nil && (*m < 1 || *m > MaxUses) {
-		errs = append(errs, field.Invalid(spec.Child("maxUses"), *m, fmt.Sprintf("must be between 1 and %d", MaxUses)))
+	errs = append(errs, agentvalidation.ValidateAllowedIPs(s.Spec.AllowedIPs, spec.Child("allowedIPs"))...)
+	if m := s.Spec.MaxUses; m != nil && (*m < 1 || *m > agentvalidation.MaxUses) {
+		errs = append(errs, field.Invalid(spec.Child("maxUses"), *m, fmt.Sprintf("must be between 1 and %d", agentvalidation.MaxUses)))
 	}
-	if m := s.Spec.MaxViewers; m != nil && (*m < 1 || *m > MaxViewers) {
-		errs = append(errs, field.Invalid(spec.Child("maxViewers"), *m, fmt.Sprintf("must be between 1 and %d", MaxViewers)))
+	if m := s.Spec.MaxViewers; m != nil && (*m < 1 || *m > agentvalidation.MaxViewers) {
+		errs = append(errs, field.Invalid(spec.Child("maxViewers"), *m, fmt.Sprintf("must be between 1 and %d", agentvalidation.MaxViewers)))
 	}
 	if s.Spec.Mode != "" && !sets.New(Modes...).Has(s.Spec.Mode) {
 		errs = append(errs, field.NotSupported(spec.Child("mode"), s.Spec.Mode, Modes))
-	}
-	return errs
-}
-
-// ValidateAllowedIPs checks a list of CIDR ranges and single addresses.
-func ValidateAllowedIPs(list []string, path *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	if len(list) > MaxAllowedIPs {
-		errs = append(errs, field.TooMany(path, len(list), MaxAllowedIPs))
-		return errs
-	}
-	seen := sets.New[string]()
-	for i, s := range list {
-		if _, err := share.ParseIPOrCIDR(s); err != nil {
-			errs = append(errs, field.Invalid(path.Index(i), s, "must be an IP address or a CIDR range, such as 10.0.0.0/8"))
-			continue
-		}
-		if seen.Has(s) {
-			errs = append(errs, field.Duplicate(path.Index(i), s))
-		}
-		seen.Insert(s)
 	}
 	return errs
 }

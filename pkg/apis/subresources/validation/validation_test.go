@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	agentvalidation "github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 )
@@ -16,7 +17,7 @@ func TestValidateAgentShareCreate(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(d)); return &t }
 	in := func(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
-	many := make([]string, MaxAllowedIPs+1)
+	many := make([]string, agentvalidation.MaxAllowedIPs+1)
 	for i := range many {
 		many[i] = "10.0.0.1"
 	}
