@@ -28,6 +28,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 )
 
 // tokenHashIndex indexes share Secrets by the SHA-256 of their token.
@@ -83,7 +84,7 @@ func (l *Links) Use(ctx context.Context, grant *Grant, token string) *Refusal {
 	if !grant.Limited {
 		return nil
 	}
-	_, err := share.ConsumeLinkUse(ctx, l.live, l.liveWriter, l.keys.KeyRing(), grant.agent, grant.Link, token)
+	_, err := secrets.ConsumeUse(ctx, l.live, l.liveWriter, l.keys.KeyRing(), grant.agent, grant.Link, token)
 	switch {
 	case err == nil:
 		return nil
@@ -261,6 +262,11 @@ func (l *Links) Run(ctx context.Context) error {
 // WaitForCacheSync blocks until the caches are filled or ctx ends.
 func (l *Links) WaitForCacheSync(ctx context.Context) bool {
 	if !l.cache.WaitForCacheSync(ctx) {
+		return false
+	}
+	// Until the signing keys are read, no token can be proven: serving
+	// then would answer every link 404.
+	if keys, ok := l.keys.(interface{ WaitForSync(context.Context) bool }); ok && !keys.WaitForSync(ctx) {
 		return false
 	}
 	if l.watches != nil {

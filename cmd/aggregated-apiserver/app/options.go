@@ -226,7 +226,10 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	keys, err := o.SigningKey.Start(ctx, restConfig)
+	// The keys are followed next to the API, not waited for: enabling a
+	// link reads them (making the first key) when it mints, and the share
+	// listener serves once it has them.
+	keys, err := o.SigningKey.NewStore(restConfig)
 	if err != nil {
 		return err
 	}
@@ -252,7 +255,7 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	prepared := server.GenericAPIServer.PrepareRun()
 
-	runnables := o.Runnables
+	runnables := append([]Runnable{func(ctx context.Context) error { keys.Run(ctx); return nil }}, o.Runnables...)
 	if o.Share.Port != 0 || o.Share.Listener != nil {
 		// Terminal sessions are long-lived streams; the client-side rate
 		// limit is for API calls, not for them.

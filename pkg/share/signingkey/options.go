@@ -41,15 +41,24 @@ func (o *Options) Validate() []error {
 	return errs
 }
 
-// Start returns a Store of the key Secret that follows it until ctx ends,
-// once it holds a usable key: it makes the key when there is none, so that
-// an install needs no manual step.
-func (o *Options) Start(ctx context.Context, config *rest.Config) (*Store, error) {
+// NewStore returns a Store of the key Secret, not yet following it: call
+// its Run.
+func (o *Options) NewStore(config *rest.Config) (*Store, error) {
 	cs, err := kubernetes.NewForConfig(config)
 	if err != nil {
 		return nil, err
 	}
-	s := New(cs, o.Namespace, o.Name)
+	return New(cs, o.Namespace, o.Name), nil
+}
+
+// Start returns a Store of the key Secret that follows it until ctx ends,
+// once it holds a usable key: it makes the key when there is none, so that
+// an install needs no manual step.
+func (o *Options) Start(ctx context.Context, config *rest.Config) (*Store, error) {
+	s, err := o.NewStore(config)
+	if err != nil {
+		return nil, err
+	}
 	go s.Run(ctx)
 	if !s.WaitForSync(ctx) {
 		return nil, fmt.Errorf("share signing key Secret %s/%s: not listed before the server stopped", o.Namespace, o.Name)
