@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
@@ -178,7 +179,7 @@ func TestReconcileShareLifecycle(t *testing.T) {
 		{
 			name: "token rotated",
 			before: func() {
-				if _, _, err := share.RotateSecret(context.Background(), h.client, sharetest.Keys(), h.agent(), "", h.secret()); err != nil {
+				if _, _, err := secrets.Rotate(context.Background(), h.client, sharetest.Keys(), h.agent(), "", h.secret()); err != nil {
 					t.Fatal(err)
 				}
 			},

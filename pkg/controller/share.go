@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 )
 
 // Reasons of the Events on an Agent about its share link.
@@ -245,7 +246,7 @@ func (s *shareReconciler) ensureSecret(ctx context.Context, sc *scope, link stri
 		// than reading first saves a request per Agent; the create is
 		// atomic, so a Secret the cache does not show yet makes it fail
 		// with AlreadyExists and is decided on below, exactly as
-		// share.EnsureLinkSecret decides. The fingerprint goes in with the
+		// secrets.Ensure decides. The fingerprint goes in with the
 		// token: creating the Secret is the write that records the
 		// announcement, so no second write (and no conflict with the
 		// watch event of the first) is needed.
@@ -257,7 +258,7 @@ func (s *shareReconciler) ensureSecret(ctx context.Context, sc *scope, link stri
 			return nil, "", false, err
 		}
 	}
-	secret, token, rejected, err := share.EnsureLinkSecret(ctx, s.apiReader, s.client, s.keys, agent, link)
+	secret, token, rejected, err := secrets.Ensure(ctx, s.apiReader, s.client, s.keys, agent, link)
 	if rejected {
 		// The planted token is never echoed: the Event names the Secret only.
 		klog.FromContext(ctx).Info("Rejected a share Secret whose token this system did not mint", "agent", klog.KObj(agent), "link", share.LinkDisplayName(link), "secret", klog.KRef(key.Namespace, key.Name), "replaced", err == nil)
@@ -346,7 +347,7 @@ func (s *shareReconciler) deleteSecret(ctx context.Context, agent *v1alpha1.Agen
 	if !current {
 		return false, errStale
 	}
-	return share.DeleteLinkSecret(ctx, s.apiReader, s.client, agent, link)
+	return secrets.Delete(ctx, s.apiReader, s.client, agent, link)
 }
 
 // announceToken emits ShareEnabled for a token not announced before and

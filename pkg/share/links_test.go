@@ -1,15 +1,12 @@
 package share
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 )
@@ -108,45 +105,5 @@ func TestFindLinkAndEvaluateLink(t *testing.T) {
 	}
 	if s := provenSecret(t, agent, "", "tok"); s.Labels[LabelShareLink] != "" {
 		t.Errorf("the default link's Secret has a link label: %v", s.Labels)
-	}
-}
-
-func TestConsumeLinkUse(t *testing.T) {
-	ctx := context.Background()
-	agent := testAgent("uid-1")
-	one := int32(1)
-	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.ShareLink{{Name: "once", MaxUses: &one}, {Name: "many"}}}
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
-	tokens := map[string]string{}
-	for _, link := range []string{"once", "many"} {
-		secret, token, _, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, link)
-		if err != nil || secret.Name != "team-agent-share-"+link {
-			t.Fatalf("EnsureLinkSecret(%s): %v, %v", link, secret, err)
-		}
-		tokens[link] = token
-	}
-	if n, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "once", tokens["once"]); err != nil || n != 1 {
-		t.Fatalf("first use of once: %d, %v", n, err)
-	}
-	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "once", tokens["once"]); !errors.Is(err, ErrUsedUp) {
-		t.Fatalf("second use of once: %v, want ErrUsedUp", err)
-	}
-	// Another link's count is its own, and a token of one link is no use for another.
-	for range 3 {
-		if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "many", tokens["many"]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "many", tokens["once"]); !errors.Is(err, ErrForeignSecret) {
-		t.Fatalf("a use of many with once's token: %v", err)
-	}
-	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "gone", tokens["once"]); !errors.Is(err, ErrForeignSecret) {
-		t.Fatalf("a use of an unknown link: %v", err)
-	}
-	if deleted, err := DeleteLinkSecret(ctx, c, c, agent, "once"); err != nil || !deleted {
-		t.Fatalf("DeleteLinkSecret: %v %v", deleted, err)
-	}
-	if _, err := ConsumeLinkUse(ctx, c, c, testRing(), agent, "many", tokens["many"]); err != nil {
-		t.Fatalf("deleting once touched many: %v", err)
 	}
 }

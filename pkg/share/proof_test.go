@@ -2,12 +2,10 @@ package share
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
 func TestKeyRingProves(t *testing.T) {
@@ -83,63 +81,6 @@ func TestKeyRingRotation(t *testing.T) {
 	}
 	if _, err := NewKeyRing(nil).Prove("ns", "uid", "", token); err == nil {
 		t.Error("an empty ring signed")
-	}
-}
-
-// TestEnsureLinkSecretRejectsUnproven plants Secrets the way a namespace
-// user who may write Secrets would, and checks that none of their tokens is
-// ever handed back.
-func TestEnsureLinkSecretRejectsUnproven(t *testing.T) {
-	const planted = "PLANTEDPLANTEDPLANTEDPLANTEDPLANTEDPLANTEDA"
-	if !ValidToken(planted) {
-		t.Fatal("the planted token must have a token's form, or it tests nothing")
-	}
-	agent := testAgent("uid-1")
-	other := testAgent("uid-2")
-	other.Name = "other-agent"
-	for _, tc := range []struct {
-		name   string
-		secret func(t *testing.T) map[string]string
-	}{
-		{name: "every claim of ownership but no proof", secret: func(t *testing.T) map[string]string { return nil }},
-		{name: "a hand-edited token under a real proof", secret: func(t *testing.T) map[string]string {
-			return provenSecret(t, agent, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE").Annotations
-		}},
-		{name: "the proof of the same token for another link", secret: func(t *testing.T) map[string]string {
-			return provenSecret(t, agent, "qa", planted).Annotations
-		}},
-		{name: "the proof of the same token for another Agent", secret: func(t *testing.T) map[string]string {
-			return provenSecret(t, other, "", planted).Annotations
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			s := provenSecret(t, agent, "", planted)
-			delete(s.Annotations, AnnotationTokenProof)
-			for k, v := range tc.secret(t) {
-				if k == AnnotationTokenProof {
-					s.Annotations[k] = v
-				}
-			}
-			s.Finalizers = []string{"example.com/keep"}
-			c := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(s).Build()
-			if _, _, err := VerifySecret(testRing(), s, agent); err != ErrUnproven {
-				t.Fatalf("VerifySecret of the planted Secret: %v, want ErrUnproven", err)
-			}
-			got, token, rejected, err := EnsureLinkSecret(ctx, c, c, testKeys(), agent, "")
-			if err != nil || !rejected {
-				t.Fatalf("EnsureLinkSecret: rejected %v, err %v", rejected, err)
-			}
-			if token == planted || !ValidToken(token) {
-				t.Fatalf("EnsureLinkSecret handed back %q", token)
-			}
-			if held, _, err := VerifySecret(testRing(), got, agent); err != nil || held != token {
-				t.Fatalf("the replacement is not proven: %v", err)
-			}
-			if len(got.Finalizers) != 0 {
-				t.Errorf("the replacement kept the planted finalizers %v", got.Finalizers)
-			}
-		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 )
 
 // returnUseTimeout bounds giving back a use, which may run as the listener
@@ -58,7 +59,7 @@ func (u *linkUse) giveBack() {
 	u.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), returnUseTimeout)
 		defer cancel()
-		if err := share.ReturnLinkUse(ctx, u.links.live, u.links.liveWriter, u.links.keys.KeyRing(), u.grant.agent, u.grant.Link, u.token); err != nil {
+		if err := secrets.ReturnUse(ctx, u.links.live, u.links.liveWriter, u.links.keys.KeyRing(), u.grant.agent, u.grant.Link, u.token); err != nil {
 			klog.InfoS("Could not give back the use of a share link whose terminal did not open", "agent", u.grant.Agent,
 				"link", share.LinkDisplayName(u.grant.Link), "err", err)
 		}

@@ -33,6 +33,7 @@ import (
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 	"github.com/kubeopencode/share/test/integration/framework"
 )
 
@@ -160,7 +161,7 @@ func TestController(t *testing.T) {
 		e.expectNoTokenIn(agent, token)
 
 		// A rotation, as the agents/share API makes it, is announced.
-		if _, rotated, err := share.RotateSecret(ctx, c, signingKeys(t), agent, "", secret); err != nil {
+		if _, rotated, err := secrets.Rotate(ctx, c, signingKeys(t), agent, "", secret); err != nil {
 			t.Fatal(err)
 		} else {
 			token = rotated

@@ -22,6 +22,7 @@ import (
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 )
 
 // TestReliabilityControllerFaults kills the controller where it hurts most
@@ -293,7 +294,7 @@ func (s *system) testControllerKilledMidway(t *testing.T) {
 			if tc.madeByAPI {
 				// The aggregated API writes the Agent, then the Secret.
 				s.setShareEnabled(t, key, true)
-				if _, _, _, err := share.EnsureLinkSecret(ctx, s.admin, s.admin, signingKeys(t), s.getAgent(ctx, t, key), ""); err != nil {
+				if _, _, _, err := secrets.Ensure(ctx, s.admin, s.admin, signingKeys(t), s.getAgent(ctx, t, key), ""); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -28,6 +28,7 @@ import (
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apis/subresources/validation"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/secrets"
 )
 
 // maxRotateAttempts bounds how often a rotation re-reads a Secret that others
@@ -344,7 +345,7 @@ func (r *REST) Delete(ctx context.Context, name string, deleteValidation rest.Va
 		return nil, false, err
 	}
 	if !dryRun {
-		deleted, err := share.DeleteLinkSecret(ctx, r.client, r.client, agent, link)
+		deleted, err := secrets.Delete(ctx, r.client, r.client, agent, link)
 		if err != nil {
 			return nil, false, r.apiError(ctx, err, name)
 		}
@@ -409,7 +410,7 @@ func (m mutateError) Error() string { return m.err.Error() }
 // Secret that claims to be the link's without proof is replaced and reported.
 func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent, link string, rotate bool) (string, error) {
 	if !rotate {
-		_, token, rejected, err := share.EnsureLinkSecret(ctx, r.client, r.client, r.keys, agent, link)
+		_, token, rejected, err := secrets.Ensure(ctx, r.client, r.client, r.keys, agent, link)
 		if rejected {
 			r.rejected(ctx, agent, link)
 		}
@@ -421,7 +422,7 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 		err := r.client.Get(ctx, key, secret)
 		if apierrors.IsNotFound(err) {
 			// No token to replace: a new Secret holds a new token.
-			_, token, err := share.CreateSecret(ctx, r.client, r.keys, agent, link)
+			_, token, err := secrets.Create(ctx, r.client, r.keys, agent, link)
 			if apierrors.IsAlreadyExists(err) {
 				continue
 			}
@@ -435,11 +436,11 @@ func (r *REST) ensureToken(ctx context.Context, agent *kubeopencodev1alpha1.Agen
 		switch {
 		case errors.Is(err, share.ErrUnproven):
 			r.rejected(ctx, agent, link)
-			_, token, err = share.ReplaceSecret(ctx, r.client, r.keys, agent, link, secret)
+			_, token, err = secrets.Replace(ctx, r.client, r.keys, agent, link, secret)
 		case err != nil:
 			return "", fmt.Errorf("share Secret %s: %w", key, err)
 		default:
-			_, token, err = share.RotateSecret(ctx, r.client, r.keys, agent, link, secret)
+			_, token, err = secrets.Rotate(ctx, r.client, r.keys, agent, link, secret)
 		}
 		if err == nil {
 			return token, nil
@@ -480,7 +481,7 @@ func (r *REST) deleteLeftover(ctx context.Context, agent *kubeopencodev1alpha1.A
 	if _, _, err := share.VerifySecretFresh(ctx, r.keys, secret, agent); errors.Is(err, share.ErrUnproven) {
 		r.rejected(ctx, agent, link)
 	}
-	_, err = share.DeleteLinkSecret(ctx, r.client, r.client, agent, link)
+	_, err = secrets.Delete(ctx, r.client, r.client, agent, link)
 	return err
 }
 
@@ -510,7 +511,7 @@ func (r *REST) confirmEnabled(ctx context.Context, agent *kubeopencodev1alpha1.A
 			return nil
 		}
 	}
-	if _, err := share.DeleteLinkSecret(ctx, r.client, r.client, agent, link); err != nil {
+	if _, err := secrets.Delete(ctx, r.client, r.client, agent, link); err != nil {
 		return r.apiError(ctx, err, agent.Name)
 	}
 	return apierrors.NewConflict(agentsShareResource, agent.Name,
