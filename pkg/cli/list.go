@@ -72,7 +72,7 @@ func (o *ListOptions) Complete(configFlags *genericclioptions.ConfigFlags) error
 			return err
 		}
 	}
-	config, err := configFlags.ToRESTConfig()
+	config, err := toRESTConfig(configFlags)
 	if err != nil {
 		return err
 	}

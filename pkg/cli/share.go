@@ -156,7 +156,7 @@ func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd 
 			return err
 		}
 	}
-	config, err := configFlags.ToRESTConfig()
+	config, err := toRESTConfig(configFlags)
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ func (o *UnshareOptions) Complete(configFlags *genericclioptions.ConfigFlags, ar
 	if o.Namespace, _, err = configFlags.ToRawKubeConfigLoader().Namespace(); err != nil {
 		return err
 	}
-	config, err := configFlags.ToRESTConfig()
+	config, err := toRESTConfig(configFlags)
 	if err != nil {
 		return err
 	}
