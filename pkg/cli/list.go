@@ -206,7 +206,9 @@ func (o *ListOptions) runObjects(ctx context.Context) error {
 		if len(list.Items) == 0 && !o.Watch {
 			o.printNone()
 		}
-		_, byName := o.printer.(*printers.NamePrinter)
+		// PrintFlags wraps the name printer in a type setter, so ask the
+		// flag rather than the printer.
+		byName := *o.PrintFlags.OutputFormat == "name"
 		if !byName && !o.Watch {
 			if len(list.Items) == 0 {
 				return nil

@@ -242,23 +242,28 @@ func (o *ShareOptions) Run(ctx context.Context) error {
 	// first and sends back what the command line does not change. Another
 	// writer between the read and the create is not detected; the printed
 	// result is what the server kept.
+	// With --reset the link is read all the same, to say what changed.
 	var current *subresourcesv1alpha1.AgentShareStatus
-	if !o.Reset {
-		got, err := o.client.Get(ctx, o.Namespace, o.Name, o.Link)
-		switch {
-		case err == nil:
-			if got.Status.Token != "" {
-				current = &got.Status
-			}
-		case isNoSuchLink(err):
-			// A named link that does not exist yet has nothing to keep.
-		case apierrors.IsForbidden(err):
-			return o.explainGetForbidden(ctx, err)
-		default:
-			return explainLink(err, "get", o.Namespace, o.Name, o.Link)
+	got, err := o.client.Get(ctx, o.Namespace, o.Name, o.Link)
+	switch {
+	case err == nil:
+		if got.Status.Token != "" {
+			current = &got.Status
 		}
+	case isNoSuchLink(err):
+		// A named link that does not exist yet has nothing to keep.
+	case apierrors.IsForbidden(err) && o.Reset:
+		// Nothing to keep, so nothing to read; the changes go unsaid.
+	case apierrors.IsForbidden(err):
+		return o.explainGetForbidden(ctx, err)
+	default:
+		return explainLink(err, "get", o.Namespace, o.Name, o.Link)
 	}
-	share, err := o.client.Create(ctx, o.Namespace, o.Name, o.request(current), false)
+	keep := current
+	if o.Reset {
+		keep = nil
+	}
+	share, err := o.client.Create(ctx, o.Namespace, o.Name, o.request(keep), false)
 	if err != nil {
 		return explainLink(err, "create", o.Namespace, o.Name, o.Link)
 	}
