@@ -57,9 +57,15 @@ func (c *shareClient) request(verb, namespace, name string) *rest.Request {
 	return c.rest.Verb(verb).Namespace(namespace).Resource("agents").Name(name).SubResource("share")
 }
 
-func (c *shareClient) Create(ctx context.Context, namespace, name string, in *subresourcesv1alpha1.AgentShare) (*subresourcesv1alpha1.AgentShare, error) {
+// Create enables or changes a link; a dry run changes nothing and answers
+// whether it would be allowed.
+func (c *shareClient) Create(ctx context.Context, namespace, name string, in *subresourcesv1alpha1.AgentShare, dryRun bool) (*subresourcesv1alpha1.AgentShare, error) {
 	out := &subresourcesv1alpha1.AgentShare{}
-	err := c.request("POST", namespace, name).Body(in).Do(ctx).Into(out)
+	req := c.request("POST", namespace, name).Body(in)
+	if dryRun {
+		req = req.Param("dryRun", metav1.DryRunAll)
+	}
+	err := req.Do(ctx).Into(out)
 	return out, err
 }
 
@@ -82,13 +88,22 @@ func withLink(r *rest.Request, link string) *rest.Request {
 	return r.Param("link", link)
 }
 
+// isNoSuchLink is whether err says that the Agent exists but has no link of
+// the name asked for.
+func isNoSuchLink(err error) bool {
+	status, ok := err.(apierrors.APIStatus)
+	if !ok || !apierrors.IsNotFound(err) {
+		return false
+	}
+	d := status.Status().Details
+	return d != nil && d.Kind == "agents/share"
+}
+
 // explainLink is explain for a request about a link: a named link the Agent
 // does not have is said so.
 func explainLink(err error, verb, namespace, name, link string) error {
-	if status, ok := err.(apierrors.APIStatus); ok && link != "" && apierrors.IsNotFound(err) {
-		if d := status.Status().Details; d != nil && d.Kind == "agents/share" {
-			return fmt.Errorf("agent %s/%s has no share link named %q", namespace, name, link)
-		}
+	if link != "" && isNoSuchLink(err) {
+		return fmt.Errorf("agent %s/%s has no share link named %q", namespace, name, link)
 	}
 	return explain(err, verb, namespace, name)
 }

@@ -1,16 +1,26 @@
 package cli
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"k8s.io/kubectl/pkg/util/templates"
 )
+
+// ErrExit is returned by a command that has already said everything it had to
+// say (help on a command group run without a subcommand): the caller exits 1
+// and prints nothing more, as kubectl's cmdutil.ErrExit does.
+var ErrExit = errors.New("exit")
 
 // NewDefaultCommand returns the kubeoc root command on the process's
 // standard streams.
@@ -51,9 +61,48 @@ func newCmdAgent(configFlags *genericclioptions.ConfigFlags, streams genericioop
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Manage Agents and their share links",
+		// cobra prints help and succeeds for an unknown subcommand of a
+		// command that is not runnable, so `kubeoc agent frob` in a script
+		// would pass. Like kubectl's command groups, refuse arguments and exit
+		// 1 after the help when run bare.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q\nSee '%s -h' for help and examples", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cmd.SetOut(streams.ErrOut)
+			if err := cmd.Help(); err != nil {
+				return err
+			}
+			return ErrExit
+		},
 	}
 	cmd.AddCommand(NewCmdShare(configFlags, streams))
 	cmd.AddCommand(NewCmdUnshare(configFlags, streams))
 	cmd.AddCommand(NewCmdList(configFlags, streams))
 	return cmd
+}
+
+// toRESTConfig is configFlags.ToRESTConfig, except that when no kubeconfig
+// was found at all it says so, instead of letting client-go fall back to
+// http://localhost:8080 and fail there with a connection refused that names
+// neither KUBECONFIG nor --kubeconfig.
+func toRESTConfig(configFlags *genericclioptions.ConfigFlags) (*rest.Config, error) {
+	loader := configFlags.ToRawKubeConfigLoader()
+	raw, err := loader.RawConfig()
+	if err != nil {
+		return nil, err
+	}
+	serverFlag := configFlags.APIServer != nil && *configFlags.APIServer != ""
+	inCluster := os.Getenv("KUBERNETES_SERVICE_HOST") != "" && os.Getenv("KUBERNETES_SERVICE_PORT") != ""
+	if len(raw.Clusters) == 0 && !serverFlag && !inCluster {
+		where := strings.Join(clientcmd.NewDefaultClientConfigLoadingRules().GetLoadingPrecedence(), ", ")
+		if configFlags.KubeConfig != nil && *configFlags.KubeConfig != "" {
+			where = *configFlags.KubeConfig
+		}
+		return nil, fmt.Errorf("no Kubernetes cluster is configured (no kubeconfig with a cluster in %s): set KUBECONFIG to your kubeconfig file, or pass --kubeconfig", where)
+	}
+	return configFlags.ToRESTConfig()
 }

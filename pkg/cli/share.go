@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -29,6 +31,13 @@ var (
 		--allowed-ips. Enabling is idempotent: an enabled link keeps its token
 		unless --rotate is given.
 
+		Run on a link that is already enabled, share changes only the settings
+		given on the command line and keeps the others (expiry, allowed
+		addresses, mode, limits), then prints what changed. --allowed-ips=""
+		allows every address again; --reset sets the link from the flags alone,
+		clearing every setting they do not give, which is what the API's create
+		does.
+
 		An Agent has a default link and may have named ones (--link NAME), each
 		with its own token, mode, expiry, allowed addresses and limits, shown and
 		disabled one by one. A --read-only link lets its holders watch the
@@ -43,6 +52,15 @@ var (
 
 		# Enable it for a day, from two networks only
 		kubeoc agent share team-agent --expires-in 24h --allowed-ips 10.0.0.0/8,192.168.1.0/24
+
+		# Later, extend it by two hours: the allowed networks stay
+		kubeoc agent share team-agent --expires-in 2h
+
+		# Allow every address again
+		kubeoc agent share team-agent --allowed-ips=""
+
+		# Set the link from these flags alone, clearing the others
+		kubeoc agent share team-agent --reset --expires-in 1h
 
 		# Show the existing link
 		kubeoc agent share team-agent --show
@@ -66,6 +84,7 @@ type ShareOptions struct {
 	AllowedIPs []string
 	Show       bool
 	Rotate     bool
+	Reset      bool
 	MaxUses    int32
 	Link       string
 	ReadOnly   bool
@@ -77,6 +96,8 @@ type ShareOptions struct {
 	// expiresInSet is true when --expires-in was given, so that an explicit
 	// zero is refused instead of silently meaning "no expiry".
 	expiresInSet  bool
+	allowedIPsSet bool
+	readOnlySet   bool
 	maxUsesSet    bool
 	maxViewersSet bool
 	expiresAt     *metav1.Time
@@ -104,7 +125,7 @@ func NewCmdShare(configFlags *genericclioptions.ConfigFlags, streams genericioop
 
 func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                   "share NAME [--link LINK] [--read-only] [--expires-in DURATION | --expires-at TIME] [--allowed-ips CIDR,...] [--max-uses N] [--max-viewers N] [--rotate] [--show]",
+		Use:                   "share NAME [--link LINK] [--read-only] [--expires-in DURATION | --expires-at TIME] [--allowed-ips CIDR,...] [--max-uses N] [--max-viewers N] [--rotate] [--reset] [--show]",
 		DisableFlagsInUseLine: true,
 		Short:                 "Enable or show the share link of an Agent",
 		Long:                  shareLong,
@@ -123,9 +144,10 @@ func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *c
 	o.PrintFlags.AddFlags(cmd)
 	cmd.Flags().DurationVar(&o.ExpiresIn, "expires-in", 0, "How long the link works, such as 24h.")
 	cmd.Flags().StringVar(&o.ExpiresAt, "expires-at", "", "When the link stops working, as an RFC 3339 time such as 2026-05-01T00:00:00Z.")
-	cmd.Flags().StringSliceVar(&o.AllowedIPs, "allowed-ips", nil, "Comma-separated CIDR ranges or addresses that may use the link; empty allows all.")
+	cmd.Flags().StringSliceVar(&o.AllowedIPs, "allowed-ips", nil, "Comma-separated CIDR ranges or addresses that may use the link; an enabled link keeps its own unless given, and --allowed-ips=\"\" allows all.")
 	cmd.Flags().BoolVar(&o.Show, "show", false, "Show the existing link instead of enabling it.")
 	cmd.Flags().BoolVar(&o.Rotate, "rotate", false, "Replace the token of an enabled link.")
+	cmd.Flags().BoolVar(&o.Reset, "reset", false, "Set the link from the flags given alone: settings they do not give are cleared instead of kept.")
 	cmd.Flags().Int32Var(&o.MaxUses, "max-uses", 0, "How many terminal connections the link opens before it stops working; 1 makes a one-time link. Opening the page alone uses nothing.")
 	cmd.Flags().StringVar(&o.Link, "link", "", "The named link to enable or show, with its own token; empty means the Agent's default link.")
 	cmd.Flags().BoolVar(&o.ReadOnly, "read-only", false, "Make a view link: its holders watch the terminal and cannot type into it.")
@@ -136,13 +158,34 @@ func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *c
 // Complete fills in the options from the command line and kubeconfig.
 func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd *cobra.Command, args []string) error {
 	o.Name = args[0]
-	o.expiresInSet = cmd.Flags().Changed("expires-in")
-	o.maxUsesSet = cmd.Flags().Changed("max-uses")
-	o.maxViewersSet = cmd.Flags().Changed("max-viewers")
+	if err := o.completeFlags(cmd.Flags()); err != nil {
+		return err
+	}
 	var err error
 	if o.Namespace, _, err = configFlags.ToRawKubeConfigLoader().Namespace(); err != nil {
 		return err
 	}
+	if o.PrintFlags.OutputFormat != nil && *o.PrintFlags.OutputFormat != "" {
+		if o.printer, err = o.PrintFlags.ToPrinter(); err != nil {
+			return err
+		}
+	}
+	config, err := toRESTConfig(configFlags)
+	if err != nil {
+		return err
+	}
+	o.client, err = newShareClient(config)
+	return err
+}
+
+// completeFlags records which flags were given, since a link that exists
+// keeps the settings whose flags were not, and parses --expires-at.
+func (o *ShareOptions) completeFlags(flags *pflag.FlagSet) error {
+	o.expiresInSet = flags.Changed("expires-in")
+	o.allowedIPsSet = flags.Changed("allowed-ips")
+	o.readOnlySet = flags.Changed("read-only")
+	o.maxUsesSet = flags.Changed("max-uses")
+	o.maxViewersSet = flags.Changed("max-viewers")
 	if o.ExpiresAt != "" {
 		t, err := time.Parse(time.RFC3339, o.ExpiresAt)
 		if err != nil {
@@ -151,22 +194,12 @@ func (o *ShareOptions) Complete(configFlags *genericclioptions.ConfigFlags, cmd 
 		mt := metav1.NewTime(t)
 		o.expiresAt = &mt
 	}
-	if o.PrintFlags.OutputFormat != nil && *o.PrintFlags.OutputFormat != "" {
-		if o.printer, err = o.PrintFlags.ToPrinter(); err != nil {
-			return err
-		}
-	}
-	config, err := configFlags.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	o.client, err = newShareClient(config)
-	return err
+	return nil
 }
 
 // Validate checks the flags before any request is made.
 func (o *ShareOptions) Validate() error {
-	if o.Show && (o.Rotate || o.MaxUses != 0 || o.expiresInSet || o.ExpiresAt != "" || len(o.AllowedIPs) > 0 || o.ReadOnly || o.maxViewersSet) {
+	if o.Show && (o.Rotate || o.Reset || o.maxUsesSet || o.expiresInSet || o.ExpiresAt != "" || o.allowedIPsSet || o.readOnlySet || o.maxViewersSet) {
 		return fmt.Errorf("--show takes no other share flags but --link")
 	}
 	if err := validateLinkFlag(o.Name, o.Link); err != nil {
@@ -195,57 +228,184 @@ func (o *ShareOptions) Validate() error {
 
 // Run enables or shows the link and prints it.
 func (o *ShareOptions) Run(ctx context.Context) error {
-	var (
-		share *subresourcesv1alpha1.AgentShare
-		err   error
-		verb  = "create"
-	)
 	if o.Show {
-		verb = "get"
-		share, err = o.client.Get(ctx, o.Namespace, o.Name, o.Link)
-	} else {
-		req := &subresourcesv1alpha1.AgentShare{
-			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace},
-			Spec: subresourcesv1alpha1.AgentShareSpec{
-				ExpiresAt:  o.expiresAt,
-				AllowedIPs: o.AllowedIPs,
-				Rotate:     o.Rotate,
-				Link:       o.Link,
-			},
+		share, err := o.client.Get(ctx, o.Namespace, o.Name, o.Link)
+		if err != nil {
+			return explainLink(err, "get", o.Namespace, o.Name, o.Link)
 		}
-		if o.ReadOnly {
-			req.Spec.Mode = "view"
-		}
-		if o.maxViewersSet {
-			req.Spec.MaxViewers = &o.MaxViewers
-		}
-		if o.expiresInSet {
-			req.Spec.ExpiresIn = &metav1.Duration{Duration: o.ExpiresIn}
-		}
-		if o.maxUsesSet {
-			req.Spec.MaxUses = &o.MaxUses
-		}
-		share, err = o.client.Create(ctx, o.Namespace, o.Name, req)
+		return o.print(share, "Share link for agent", nil)
 	}
+
+	// The API's create is declarative: its body is the whole link, and what
+	// it leaves out is cleared. A user re-running share to extend a link
+	// would silently drop its allowed addresses, so kubeoc reads the link
+	// first and sends back what the command line does not change. Another
+	// writer between the read and the create is not detected; the printed
+	// result is what the server kept.
+	// With --reset the link is read all the same, to say what changed.
+	var current *subresourcesv1alpha1.AgentShareStatus
+	got, err := o.client.Get(ctx, o.Namespace, o.Name, o.Link)
+	switch {
+	case err == nil:
+		if got.Status.Token != "" {
+			current = &got.Status
+		}
+	case isNoSuchLink(err):
+		// A named link that does not exist yet has nothing to keep.
+	case apierrors.IsForbidden(err) && o.Reset:
+		// Nothing to keep, so nothing to read; the changes go unsaid.
+	case apierrors.IsForbidden(err):
+		return o.explainGetForbidden(ctx, err)
+	default:
+		return explainLink(err, "get", o.Namespace, o.Name, o.Link)
+	}
+	keep := current
+	if o.Reset {
+		keep = nil
+	}
+	share, err := o.client.Create(ctx, o.Namespace, o.Name, o.request(keep), false)
 	if err != nil {
-		return explainLink(err, verb, o.Namespace, o.Name, o.Link)
+		return explainLink(err, "create", o.Namespace, o.Name, o.Link)
 	}
-	if o.printer != nil {
-		return o.printer.PrintObj(share, o.Out)
-	}
+	changes := shareChanges(current, &share.Status)
 	heading := "Share link enabled for agent"
 	switch {
-	case o.Show:
-		heading = "Share link for agent"
 	case o.Rotate:
 		heading = "Share link rotated for agent"
+	case current != nil && len(changes) > 0:
+		heading = "Share link updated for agent"
+	case current != nil:
+		heading = "Share link unchanged for agent"
+	}
+	return o.print(share, heading, changes)
+}
+
+// request is the body of the create: the flags given, and for the rest the
+// settings of the current link when there is one.
+func (o *ShareOptions) request(current *subresourcesv1alpha1.AgentShareStatus) *subresourcesv1alpha1.AgentShare {
+	spec := subresourcesv1alpha1.AgentShareSpec{Rotate: o.Rotate, Link: o.Link}
+	switch {
+	case o.expiresInSet:
+		spec.ExpiresIn = &metav1.Duration{Duration: o.ExpiresIn}
+	case o.expiresAt != nil:
+		spec.ExpiresAt = o.expiresAt
+	case current != nil && current.ExpiresAt != nil && current.ExpiresAt.After(o.now()):
+		// An expired link gets a new expiry from the server rather than a
+		// past one that it would refuse.
+		spec.ExpiresAt = current.ExpiresAt.DeepCopy()
+	}
+	switch {
+	case o.allowedIPsSet:
+		spec.AllowedIPs = o.AllowedIPs
+	case current != nil:
+		spec.AllowedIPs = current.AllowedIPs
+	}
+	switch {
+	case o.readOnlySet && o.ReadOnly:
+		spec.Mode = "view"
+	case o.readOnlySet:
+		spec.Mode = "edit"
+	case current != nil && current.Mode == "view":
+		spec.Mode = "view"
+	}
+	switch {
+	case o.maxUsesSet:
+		spec.MaxUses = &o.MaxUses
+	case current != nil:
+		spec.MaxUses = current.MaxUses
+	}
+	switch {
+	case o.maxViewersSet:
+		spec.MaxViewers = &o.MaxViewers
+	case current != nil:
+		spec.MaxViewers = current.MaxViewers
+	}
+	return &subresourcesv1alpha1.AgentShare{
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace},
+		Spec:       spec,
+	}
+}
+
+// explainGetForbidden answers a user who may not read the link, so kubeoc
+// cannot keep its settings. A user who may not create it either is told
+// that, as before; a dry-run create tells the two apart without changing
+// anything.
+func (o *ShareOptions) explainGetForbidden(ctx context.Context, getErr error) error {
+	if _, err := o.client.Create(ctx, o.Namespace, o.Name, o.request(nil), true); err != nil {
+		return explainLink(err, "create", o.Namespace, o.Name, o.Link)
+	}
+	return fmt.Errorf("%v; kubeoc reads a link to keep the settings not given on the command line: pass --reset to set the link from the flags alone",
+		explainLink(getErr, "get", o.Namespace, o.Name, o.Link))
+}
+
+// print writes the link as -o asks, or as text under heading with the
+// changes made.
+func (o *ShareOptions) print(share *subresourcesv1alpha1.AgentShare, heading string, changes []string) error {
+	if o.printer != nil {
+		return o.printer.PrintObj(share, o.Out)
 	}
 	if o.Link != "" {
 		heading = strings.Replace(heading, "Share link", fmt.Sprintf("Share link %q", o.Link), 1)
 	}
-	fmt.Fprintf(o.Out, "%s %s/%s\n\n", heading, o.Namespace, o.Name)
+	fmt.Fprintf(o.Out, "%s %s/%s\n", heading, o.Namespace, o.Name)
+	for _, c := range changes {
+		fmt.Fprintf(o.Out, "  %s\n", c)
+	}
+	fmt.Fprintln(o.Out)
 	PrintShare(o.Out, o.Namespace, o.Name, share)
 	return nil
+}
+
+// shareChanges lists, one line each, the settings that differ between the
+// link as it was (nil when it was not enabled) and as it is. A new link has
+// no changes: it is printed whole.
+func shareChanges(before, after *subresourcesv1alpha1.AgentShareStatus) []string {
+	if before == nil {
+		return nil
+	}
+	var out []string
+	add := func(what, from, to string) {
+		if from != to {
+			out = append(out, fmt.Sprintf("%s: %s -> %s", what, from, to))
+		}
+	}
+	add("Mode", modeText(before.Mode), modeText(after.Mode))
+	add("Expires", timeText(before.ExpiresAt), timeText(after.ExpiresAt))
+	add("Allowed IPs", ipsText(before.AllowedIPs), ipsText(after.AllowedIPs))
+	add("Max uses", limitText(before.MaxUses), limitText(after.MaxUses))
+	add("Max viewers", limitText(before.MaxViewers), limitText(after.MaxViewers))
+	if before.Token != after.Token {
+		out = append(out, "Token: replaced")
+	}
+	return out
+}
+
+func modeText(mode string) string {
+	if mode == "" {
+		return "edit"
+	}
+	return mode
+}
+
+func timeText(t *metav1.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func ipsText(ips []string) string {
+	if len(ips) == 0 {
+		return "any"
+	}
+	return strings.Join(ips, ",")
+}
+
+func limitText(n *int32) string {
+	if n == nil {
+		return "none"
+	}
+	return fmt.Sprint(*n)
 }
 
 // PrintShare writes the text form of a share link.
