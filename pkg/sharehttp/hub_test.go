@@ -56,6 +56,7 @@ func (e *gatedExecutor) Exec(ctx context.Context, _, _, _ string, _ []string, op
 type page struct {
 	conn   *websocket.Conn
 	mu     sync.Mutex // held for writes
+	outMu  sync.Mutex // held for out
 	out    bytes.Buffer
 	status *wire.Status
 	done   chan struct{}
@@ -75,7 +76,9 @@ func readPage(conn *websocket.Conn, delay time.Duration) *page {
 			switch m[0] {
 			case wire.OpData:
 				time.Sleep(delay)
+				p.outMu.Lock()
 				p.out.Write(m[1:])
+				p.outMu.Unlock()
 				_ = p.send(wire.EncodeAck(uint32(len(m) - 1)))
 			case wire.OpStatus:
 				p.status = &wire.Status{}
@@ -88,6 +91,13 @@ func readPage(conn *websocket.Conn, delay time.Duration) *page {
 		}
 	}()
 	return p
+}
+
+// output returns what the page has received so far.
+func (p *page) output() []byte {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	return bytes.Clone(p.out.Bytes())
 }
 
 func (p *page) send(m []byte) error {
@@ -118,7 +128,14 @@ func TestSharedSessionDeliversEverythingToEveryPage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The command ends only once both pages have its echo of both inputs:
+	// how long the output before it takes to reach the slow page depends
+	// on the machine, not on what is tested.
+	for deadline := time.Now().Add(60 * time.Second); bytes.Count(fast.output(), []byte("typed\n")) < 2 || bytes.Count(slow.output(), []byte("typed\n")) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the input typed on the two pages was not echoed to both within 60 s")
+		}
+	}
 	exec.gate <- struct{}{}
 	var want bytes.Buffer
 	for i := 1; i <= exec.lines; i++ {
@@ -130,7 +147,7 @@ func TestSharedSessionDeliversEverythingToEveryPage(t *testing.T) {
 		case <-time.After(60 * time.Second):
 			t.Fatalf("the %s page was not closed", name)
 		}
-		out := p.out.Bytes()
+		out := p.output()
 		if !bytes.HasPrefix(out, want.Bytes()) {
 			t.Errorf("the %s page got %d bytes that are not the command's output from its start", name, len(out))
 		}
