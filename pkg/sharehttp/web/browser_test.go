@@ -487,9 +487,12 @@ func TestPageHasNoConsoleErrors(t *testing.T) {
 			typeLine("echo small")
 			b.WaitFor("the answer", rowsText, contains("got 10 bytes"))
 		}},
-		{"a revocation ends the session", func(t *testing.T) {
+		{"a revocation clears the viewer count", func(t *testing.T) {
 			typeLine("revoke")
 			b.WaitFor("the notice", noticeText, contains("revoked"))
+			if got := b.Eval(viewersText); got != "" {
+				t.Errorf("after the revocation the header still says %q", got)
+			}
 		}},
 	} {
 		t.Run(step.name, func(t *testing.T) {

@@ -336,6 +336,12 @@
       if (c.ackTimer !== null) {
         clearTimeout(c.ackTimer);
       }
+      // The count was of the people on this connection's session; without
+      // a connection the page no longer knows it, and after a revocation
+      // or an exit there is no one watching through this link. A resumed
+      // or new connection is told the count again.
+      el.viewers.hidden = true;
+      el.viewers.textContent = '';
       if (c.status && c.status.reason) {
         ended(c.status, c.opened);
         return;
