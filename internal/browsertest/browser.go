@@ -30,7 +30,17 @@ type Browser struct {
 
 	exceptions []string
 	console    []string
+	errors     []string
 }
+
+// reportViolations is evaluated in every document before its own scripts:
+// it turns each Content-Security-Policy violation into a console error, so
+// that one the browser does not log (or logs only to its own console) is
+// still seen by Errors.
+const reportViolations = `document.addEventListener('securitypolicyviolation', function (e) {
+  console.error('CSP violation: ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline') +
+    (e.sample ? ' (' + e.sample + ')' : '') + ' at ' + e.sourceFile + ':' + e.lineNumber);
+}, true);`
 
 // Start starts chromium with a window of width×height pixels and connects
 // to its page. It is stopped when the test ends.
@@ -107,6 +117,7 @@ func Start(t testing.TB, width, height int) *Browser {
 	b.Call("Runtime.enable", nil)
 	b.Call("Page.enable", nil)
 	b.Call("Log.enable", nil)
+	b.Call("Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": reportViolations})
 	return b
 }
 
@@ -177,7 +188,9 @@ func (b *Browser) record(method string, params json.RawMessage) {
 			} `json:"exceptionDetails"`
 		}
 		_ = json.Unmarshal(params, &p)
-		b.exceptions = append(b.exceptions, strings.TrimSpace(p.Details.Text+" "+p.Details.Exception.Description))
+		ex := strings.TrimSpace(p.Details.Text + " " + p.Details.Exception.Description)
+		b.exceptions = append(b.exceptions, ex)
+		b.errors = append(b.errors, "exception: "+ex)
 	case "Runtime.consoleAPICalled":
 		var p struct {
 			Type string `json:"type"`
@@ -196,15 +209,27 @@ func (b *Browser) record(method string, params json.RawMessage) {
 			}
 		}
 		b.console = append(b.console, strings.Join(parts, " "))
+		if p.Type == "error" || p.Type == "assert" {
+			b.errors = append(b.errors, strings.Join(parts, " "))
+		}
 	case "Log.entryAdded":
 		var p struct {
 			Entry struct {
-				Level string `json:"level"`
-				Text  string `json:"text"`
+				Source string `json:"source"`
+				Level  string `json:"level"`
+				Text   string `json:"text"`
+				URL    string `json:"url"`
 			} `json:"entry"`
 		}
 		_ = json.Unmarshal(params, &p)
-		b.console = append(b.console, p.Entry.Level+": "+p.Entry.Text)
+		line := p.Entry.Level + ": " + p.Entry.Text
+		if p.Entry.URL != "" {
+			line += " (" + p.Entry.URL + ")"
+		}
+		b.console = append(b.console, line)
+		if p.Entry.Level == "error" {
+			b.errors = append(b.errors, p.Entry.Source+" "+line)
+		}
 	}
 }
 
@@ -213,6 +238,16 @@ func (b *Browser) Exceptions() []string { return b.exceptions }
 
 // Console returns the console and log messages seen so far.
 func (b *Browser) Console() []string { return b.console }
+
+// Errors returns every error the page has shown so far: console errors,
+// the browser's own error log (a refused resource, a Content-Security-Policy
+// violation) and uncaught exceptions. Events are read as calls are made, so
+// a test should make one (Eval) after the last action it checks.
+func (b *Browser) Errors() []string { return b.errors }
+
+// ClearErrors forgets the errors seen so far, for a test that caused some
+// on purpose.
+func (b *Browser) ClearErrors() { b.errors = nil }
 
 // Navigate opens url in the page.
 func (b *Browser) Navigate(url string) {

@@ -33,8 +33,10 @@ import (
 // EventComponent is the source of the Events the listener records.
 const EventComponent = "kubeopencode-share"
 
-// contentSecurityPolicy allows the page nothing but its own scripts, styles
-// and WebSocket, and no framing.
+// contentSecurityPolicy allows nothing but the listener's own scripts,
+// styles and WebSocket, and no framing. The page's response replaces it
+// with web.PageContentSecurityPolicy, the same but for a per-response nonce
+// that lets xterm.js's <style> elements apply (see there why).
 const contentSecurityPolicy = web.ContentSecurityPolicy
 
 // Server is the public share listener: the terminal page at /s/<token>, the
@@ -246,9 +248,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	if _, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client); refusal != nil {
 		code = refusal.Code
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(code)
-	_, _ = w.Write(web.Index())
+	web.WritePage(w, code)
 }
 
 func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package sharehttp
 import (
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
+	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
 
 // newTestServer returns a listener whose caches hold no links, so every
@@ -82,6 +84,17 @@ func TestRoutesRefuseUnknownTokens(t *testing.T) {
 			}
 			if strings.Contains(rec.Body.String(), token) {
 				t.Error("the response echoes the token")
+			}
+			// The page, and only the page, allows the <style> elements
+			// carrying its own nonce.
+			csp := rec.Header().Get("Content-Security-Policy")
+			if strings.HasPrefix(rec.Body.String(), "<!doctype html>") {
+				m := regexp.MustCompile(`'nonce-([A-Za-z0-9_-]{22,})'`).FindStringSubmatch(csp)
+				if m == nil || csp != web.PageContentSecurityPolicy(m[1]) || !strings.Contains(rec.Body.String(), ` nonce="`+m[1]+`"`) {
+					t.Errorf("the page's CSP %q does not name the page's nonce", csp)
+				}
+			} else if csp != contentSecurityPolicy {
+				t.Errorf("CSP %q, want %q", csp, contentSecurityPolicy)
 			}
 		})
 	}

@@ -52,18 +52,42 @@ func (s *system) testBrowser(t *testing.T) {
 	b.WaitFor("the command's output", rows, func(v string) bool { return strings.Contains(v, "typed-in-the-browser-42") })
 	t.Logf("screenshot: %s", screenshot(t, b, "share-page.png"))
 
-	// Disabling the link shows the person why the terminal stopped.
+	if got := b.Eval(viewersText); got != "1 viewer" {
+		t.Errorf("the header says %q of the people watching, want 1 viewer", got)
+	}
+	// Resizing makes xterm.js rewrite its <style> elements.
+	b.Call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 700, "height": 450, "deviceScaleFactor": 1, "mobile": false})
+	b.Eval(`document.querySelector('.xterm-helper-textarea').focus()`)
+	b.Type("echo after-''the-resize")
+	b.Key("Enter", "Enter", 13, "\r", 0)
+	b.WaitFor("the command's output after the resize", rows, func(v string) bool { return strings.Contains(v, "after-the-resize") })
+	b.Call("Emulation.clearDeviceMetricsOverride", nil)
+
+	// Disabling the link shows the person why the terminal stopped, and
+	// the header no longer counts anyone watching.
 	s.shareCall(t, http.MethodDelete, agent, "")
 	msg := b.WaitFor("the revoked message", `document.getElementById('overlay').hidden ? '' : document.getElementById('overlay-title').textContent`,
 		func(v string) bool { return v != "" })
 	if msg != "This link was revoked" {
 		t.Errorf("the page says %q after the link was disabled", msg)
 	}
+	if got := b.Eval(viewersText); got != "" {
+		t.Errorf("after the link was disabled the header still says %q", got)
+	}
+	if got := b.Eval(`document.getElementById('state').getAttribute('aria-label')`); got != "Disconnected" {
+		t.Errorf("after the link was disabled the header's state says %q", got)
+	}
 	screenshot(t, b, "share-page-revoked.png")
-	if ex := b.Exceptions(); len(ex) > 0 {
-		t.Errorf("uncaught exceptions in the page: %q", ex)
+	// Under the listener's real headers the page shows no error at all:
+	// no CSP violation (xterm.js's <style> elements carry the page's
+	// nonce), no console error, no exception.
+	for _, e := range b.Errors() {
+		t.Errorf("the browser reports: %s", e)
 	}
 }
+
+// viewersText reads what the page's header says of the people watching.
+const viewersText = `document.getElementById('viewers').hidden ? '' : document.getElementById('viewers').textContent`
 
 // testReadOnlyBrowser opens a view link in headless Chromium next to an edit
 // session on the same Agent: the page says read-only, shows what the editor
@@ -102,8 +126,8 @@ func (s *system) testReadOnlyBrowser(t *testing.T) {
 		t.Errorf("the read-only page's command ran in the pod: %q", files)
 	}
 	t.Logf("screenshot: %s", screenshot(t, b, "share-page-read-only.png"))
-	if ex := b.Exceptions(); len(ex) > 0 {
-		t.Errorf("uncaught exceptions in the page: %q", ex)
+	for _, e := range b.Errors() {
+		t.Errorf("the browser reports: %s", e)
 	}
 }
 
@@ -143,8 +167,8 @@ func (s *system) testTwoBrowsers(t *testing.T) {
 	}
 	t.Logf("screenshots: %s, %s", screenshot(t, first, "share-page-first-of-two.png"), screenshot(t, second, "share-page-second-of-two.png"))
 	for name, b := range map[string]*browsertest.Browser{"first": first, "second": second} {
-		if ex := b.Exceptions(); len(ex) > 0 {
-			t.Errorf("uncaught exceptions in the %s page: %q", name, ex)
+		for _, e := range b.Errors() {
+			t.Errorf("the browser reports in the %s page: %s", name, e)
 		}
 	}
 }

@@ -33,7 +33,8 @@ const flowWindow = 64 << 10
 //	flaky  /info works, the WebSocket handshake is refused without a reason
 //	later  /info works once, then the link is gone
 type pageServer struct {
-	noCSP bool
+	noCSP    bool
+	presence int // when not 0, each session is told this many viewers
 
 	mu        sync.Mutex
 	sessions  []*terminal.Session
@@ -46,8 +47,12 @@ type pageServer struct {
 func (p *pageServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /s/{token}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(web.Index())
+		if p.noCSP {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			_, _ = w.Write(web.Page(web.NewNonce()))
+			return
+		}
+		web.WritePage(w, http.StatusOK)
 	})
 	mux.HandleFunc("GET /s/{token}/info", func(w http.ResponseWriter, r *http.Request) {
 		token := r.PathValue("token")
@@ -106,6 +111,9 @@ func (p *pageServer) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.sessions = append(p.sessions, s)
 	p.mu.Unlock()
+	if p.presence != 0 {
+		s.SendPresence(p.presence)
+	}
 	go func() {
 		for size := s.Next(); size != nil; size = s.Next() {
 			p.mu.Lock()
@@ -404,4 +412,96 @@ func shot(t *testing.T, b *browsertest.Browser, name string) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
+}
+
+// styleSheets tells, for every <style> in the page, whether the browser
+// applied it: "applied N" or "refused N" in document order.
+const styleSheets = `[...document.querySelectorAll('style')].map(s => (s.sheet ? 'applied ' : 'refused ') + (s.sheet ? s.sheet.cssRules.length : 0)).join(', ')`
+
+// viewersText reads what the header says of the people watching.
+const viewersText = `document.getElementById('viewers').hidden ? '' : document.getElementById('viewers').textContent`
+
+// TestPageHasNoConsoleErrors drives the page through what a person does with
+// it, under the listener's headers, and fails on any error the browser shows
+// in its console: a Content-Security-Policy violation (the browser's log or
+// a securitypolicyviolation event), a console.error or an uncaught
+// exception. xterm.js creates <style> elements and style attributes as it
+// renders, resizes and selects, so each step is one that makes it restyle.
+func TestPageHasNoConsoleErrors(t *testing.T) {
+	b := browsertest.Start(t, 1000, 600)
+	p := &pageServer{infoCalls: map[string]int{}, dials: map[string]int{}, presence: 2}
+	srv := httptest.NewServer(p.handler())
+	defer srv.Close()
+	defer func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", strings.Join(b.Console(), "\n"))
+		}
+	}()
+	typeLine := func(s string) {
+		b.Eval(focusTerminal)
+		b.Type(s)
+		b.Key("Enter", "Enter", 13, "\r", 0)
+	}
+	for _, step := range []struct {
+		name string
+		do   func(t *testing.T)
+	}{
+		{"the page loads and renders colours, 24-bit ones too", func(t *testing.T) {
+			b.Navigate(srv.URL + "/s/good")
+			b.WaitFor("the page to connect", stateClass, equals("state connected"))
+			b.WaitFor("the banner", rowsText, contains("ready"))
+			if got := b.WaitFor("ORANGE", colorOf("ORANGE"), func(v string) bool { return v != "" }); got != "rgb(255, 128, 0) / rgba(0, 0, 0, 0) / 400" {
+				t.Errorf("ORANGE renders as %s", got)
+			}
+			// A refused <style> stays in the document without a sheet.
+			if got := b.Eval(styleSheets); !strings.HasPrefix(got, "applied ") || strings.Contains(got, "refused") {
+				t.Errorf("xterm.js's <style> elements: %s", got)
+			}
+			if got := b.WaitFor("the viewer count", viewersText, func(v string) bool { return v != "" }); got != "2 viewers" {
+				t.Errorf("the header says %q, want 2 viewers", got)
+			}
+		}},
+		{"typing is echoed", func(t *testing.T) {
+			typeLine("echo hello")
+			b.WaitFor("the answer", rowsText, contains("got 10 bytes"))
+		}},
+		{"heavy output scrolls", func(t *testing.T) {
+			typeLine("flood 200000")
+			b.WaitFor("the end of the flood", rowsText, contains("flood done"))
+		}},
+		{"a selection is drawn", func(t *testing.T) {
+			for _, ev := range []map[string]any{
+				{"type": "mousePressed", "x": 8, "y": 60, "button": "left", "clickCount": 1},
+				{"type": "mouseMoved", "x": 200, "y": 90, "button": "left"},
+				{"type": "mouseReleased", "x": 200, "y": 90, "button": "left", "clickCount": 1},
+			} {
+				b.Call("Input.dispatchMouseEvent", ev)
+			}
+			b.WaitFor("a selection", `document.querySelectorAll('.xterm-selection div').length`, func(v string) bool { return v != "0" })
+		}},
+		{"the window is resized", func(t *testing.T) {
+			before := b.Eval(`document.querySelector('.xterm-screen').offsetWidth`)
+			b.Call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 600, "height": 400, "deviceScaleFactor": 1, "mobile": false})
+			defer b.Call("Emulation.clearDeviceMetricsOverride", nil)
+			b.WaitFor("the terminal to shrink", `document.querySelector('.xterm-screen').offsetWidth`, func(v string) bool { return v != before })
+			typeLine("echo small")
+			b.WaitFor("the answer", rowsText, contains("got 10 bytes"))
+		}},
+		{"a revocation clears the viewer count", func(t *testing.T) {
+			typeLine("revoke")
+			b.WaitFor("the notice", noticeText, contains("revoked"))
+			if got := b.Eval(viewersText); got != "" {
+				t.Errorf("after the revocation the header still says %q", got)
+			}
+		}},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			step.do(t)
+			b.Eval(`0`) // read the events the step caused
+			for _, e := range b.Errors() {
+				t.Errorf("the browser reports: %s", e)
+			}
+			b.ClearErrors()
+		})
+	}
 }

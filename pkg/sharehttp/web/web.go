@@ -2,8 +2,10 @@ package web
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
@@ -17,12 +19,43 @@ import (
 // assets. It carries no token.
 const StaticPrefix = "/_share/static/"
 
-// ContentSecurityPolicy is the policy the page is written for: scripts,
-// styles and connections from the page's own origin only, no inline script
-// or style, no framing. The listener may send a stricter one, not a looser
-// one.
+// ContentSecurityPolicy is the policy of every response but the page:
+// scripts, styles and connections from the listener's own origin only, no
+// inline script or style, no framing. The page itself is served with
+// PageContentSecurityPolicy, which differs only in style-src.
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
 	"img-src 'self' data:; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// PageContentSecurityPolicy is the policy of one response of the page:
+// ContentSecurityPolicy, but that <style> elements carrying nonce are
+// applied too.
+//
+// xterm.js styles its rows, colours, cursor, selection and scroll bar
+// through <style> elements it creates and rewrites as it runs (four places
+// in xterm.js 6: the DOM renderer's theme and dimensions, the viewport and
+// its scroll bar). Their text depends on the font, the window and the
+// theme, so no fixed set of hashes allows them, and 'unsafe-inline' would
+// allow any <style> an injected fragment of HTML brought. A nonce allows
+// exactly the elements the page's own script marks: share.js reads it from
+// the page and sets it on each <style> that document.createElement makes.
+// Markup cannot carry it without knowing it, and it is fresh and
+// unguessable for each response, which Cache-Control: no-store keeps from
+// being served twice. Style attributes stay refused (a nonce never allows
+// one): share.js turns xterm.js's setAttribute('style', …) for 24-bit
+// colours into element.style, which the policy does not govern. script-src
+// is unchanged: no nonce, no inline script.
+func PageContentSecurityPolicy(nonce string) string {
+	return strings.Replace(ContentSecurityPolicy, "style-src 'self';", "style-src 'self' 'nonce-"+nonce+"';", 1)
+}
+
+// NewNonce returns a nonce for one response of the page: 144 bits from
+// crypto/rand in unpadded base64url, which CSP's nonce grammar and an HTML
+// attribute both take as is.
+func NewNonce() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b) // never fails: crypto/rand crashes the program rather than return an error
+	return base64.RawURLEncoding.EncodeToString(b)
+}
 
 //go:embed static
 var files embed.FS
@@ -33,11 +66,21 @@ type asset struct {
 	version string // a prefix of the content's SHA-256, in hex
 }
 
+// noncePlaceholder marks in index.html where each response's nonce goes.
+const noncePlaceholder = "{{nonce}}"
+
 var (
 	static = mustSub(files, "static")
 	assets = loadAssets(static)
-	index  = versionReferences(mustRead(static, "index.html"), assets)
+	index  = mustHavePlaceholder(versionReferences(mustRead(static, "index.html"), assets))
 )
+
+func mustHavePlaceholder(page []byte) []byte {
+	if n := bytes.Count(page, []byte(noncePlaceholder)); n != 1 {
+		panic(fmt.Sprintf("index.html has %d nonce placeholders, want 1", n))
+	}
+	return page
+}
 
 func mustSub(f fs.FS, dir string) fs.FS {
 	sub, err := fs.Sub(f, dir)
@@ -92,9 +135,25 @@ func versionReferences(page []byte, assets map[string]asset) []byte {
 // StaticHandler serves, by their names under StaticPrefix.
 func FS() fs.FS { return static }
 
-// Index returns the page served at /s/<token>. It is the same for every
-// link. Callers must not modify it.
-func Index() []byte { return index }
+// Page returns the page served at /s/<token> with nonce, the one its
+// response's Content-Security-Policy names. It is otherwise the same for
+// every link and every response.
+func Page(nonce string) []byte {
+	return bytes.Replace(index, []byte(noncePlaceholder), []byte(nonce), 1)
+}
+
+// WritePage answers with the page and status code: a fresh nonce, the
+// page's Content-Security-Policy with it, and Cache-Control: no-store, so
+// that no cache serves a nonce twice.
+func WritePage(w http.ResponseWriter, code int) {
+	nonce := NewNonce()
+	h := w.Header()
+	h.Set("Content-Security-Policy", PageContentSecurityPolicy(nonce))
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write(Page(nonce))
+}
 
 // StaticHandler serves the page's assets under StaticPrefix: GET and HEAD
 // of a file, never a listing or index.html. A request carrying the current

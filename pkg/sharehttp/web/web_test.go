@@ -10,7 +10,7 @@ import (
 )
 
 func TestIndexHasNoInlineScriptOrStyle(t *testing.T) {
-	page := string(Index())
+	page := string(Page("test-nonce"))
 	for _, re := range []string{
 		`<script(?:\s[^>]*)?>\s*[^<\s]`, // a script with a body
 		`<style`, `\sstyle=`, `\son[a-z]+=`, `javascript:`,
@@ -27,10 +27,77 @@ func TestIndexHasNoInlineScriptOrStyle(t *testing.T) {
 	if !strings.Contains(ContentSecurityPolicy, "script-src 'self';") || !strings.Contains(ContentSecurityPolicy, "style-src 'self';") {
 		t.Errorf("ContentSecurityPolicy %q allows more than the page needs", ContentSecurityPolicy)
 	}
+	// The nonce is given to the page's own style sheet, for share.js to
+	// read, and nowhere else.
+	if n := strings.Count(page, "test-nonce"); n != 1 || !regexp.MustCompile(`<link id="page-style" rel="stylesheet" href="[^"]+" nonce="test-nonce">`).MatchString(page) {
+		t.Errorf("the page carries its nonce %d times, or not on its style sheet:\n%s", n, page)
+	}
+}
+
+func TestPageContentSecurityPolicy(t *testing.T) {
+	policy := PageContentSecurityPolicy("abc")
+	if want := strings.Replace(ContentSecurityPolicy, "style-src 'self';", "style-src 'self' 'nonce-abc';", 1); policy != want {
+		t.Errorf("the page's policy is %q, want %q", policy, want)
+	}
+	for _, tc := range []struct {
+		directive string
+		want      bool
+	}{
+		{"script-src 'self';", true},
+		{"style-src 'self' 'nonce-abc';", true},
+		{"default-src 'none';", true},
+		{"frame-ancestors 'none';", true},
+		{"'unsafe-inline'", false},
+		{"'unsafe-eval'", false},
+		{"'unsafe-hashes'", false},
+		{"style-src-attr", false},
+		{"script-src 'self' 'nonce", false},
+	} {
+		if got := strings.Contains(policy, tc.directive); got != tc.want {
+			t.Errorf("the page's policy %q has %q: %v, want %v", policy, tc.directive, got, tc.want)
+		}
+	}
+}
+
+func TestWritePage(t *testing.T) {
+	nonceRE := regexp.MustCompile(`'nonce-([A-Za-z0-9_-]+)'`)
+	seen := map[string]bool{}
+	for _, code := range []int{http.StatusOK, http.StatusNotFound, http.StatusOK} {
+		rec := httptest.NewRecorder()
+		WritePage(rec, code)
+		if rec.Code != code {
+			t.Errorf("status %d, want %d", rec.Code, code)
+		}
+		h := rec.Header()
+		if cc := h.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("Cache-Control %q: a cached page would reuse its nonce", cc)
+		}
+		if ct := h.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+			t.Errorf("Content-Type %q", ct)
+		}
+		m := nonceRE.FindStringSubmatch(h.Get("Content-Security-Policy"))
+		if m == nil {
+			t.Fatalf("no nonce in %q", h.Get("Content-Security-Policy"))
+		}
+		nonce := m[1]
+		if len(nonce) < 22 { // 128 bits at least
+			t.Errorf("nonce %q is too short to be unguessable", nonce)
+		}
+		if seen[nonce] {
+			t.Errorf("nonce %q served twice", nonce)
+		}
+		seen[nonce] = true
+		if !strings.Contains(rec.Body.String(), ` nonce="`+nonce+`"`) {
+			t.Errorf("the page does not carry its policy's nonce %q", nonce)
+		}
+		if strings.Contains(rec.Body.String(), noncePlaceholder) {
+			t.Error("the page still has its nonce placeholder")
+		}
+	}
 }
 
 func TestIndexReferencesVersionedAssets(t *testing.T) {
-	refs := regexp.MustCompile(`(?:src|href)="([^"]+)"`).FindAllStringSubmatch(string(Index()), -1)
+	refs := regexp.MustCompile(`(?:src|href)="([^"]+)"`).FindAllStringSubmatch(string(Page("n")), -1)
 	h := StaticHandler()
 	served := 0
 	for _, ref := range refs {

@@ -64,7 +64,7 @@
     reconnect: document.getElementById('reconnect')
   };
 
-  mirrorInjectedStyles();
+  nonceInjectedStyles();
 
   var isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
   var copyHint = isMac ? 'Copy: \u2318C' : 'Copy: select, Ctrl+Shift+C';
@@ -336,6 +336,12 @@
       if (c.ackTimer !== null) {
         clearTimeout(c.ackTimer);
       }
+      // The count was of the people on this connection's session; without
+      // a connection the page no longer knows it, and after a revocation
+      // or an exit there is no one watching through this link. A resumed
+      // or new connection is told the count again.
+      el.viewers.hidden = true;
+      el.viewers.textContent = '';
       if (c.status && c.status.reason) {
         ended(c.status, c.opened);
         return;
@@ -405,13 +411,29 @@
     start();
   });
 
-  // xterm.js styles its rows, colours, cursor and selection through <style>
-  // elements it creates as it runs, and draws 24-bit colours with style
-  // attributes. The listener's Content-Security-Policy (style-src 'self')
-  // blocks both, but not the CSSOM: the text of each <style> is mirrored
-  // into a constructed style sheet, and setAttribute('style', …) becomes an
-  // assignment to element.style.cssText.
-  function mirrorInjectedStyles() {
+  // xterm.js styles its rows, colours, cursor, selection and scroll bar
+  // through <style> elements it creates and rewrites as it runs, and draws
+  // 24-bit colours with style attributes. The page's Content-Security-Policy
+  // (style-src 'self' 'nonce-…', fresh for each response) applies a <style>
+  // only if it carries that nonce, which the page gives its own style sheet
+  // link: each <style> created through document.createElement gets it, so
+  // xterm.js's rules apply and nothing is refused. A nonce never allows a
+  // style attribute, and their values (any colour) cannot be listed as
+  // hashes, so setAttribute('style', …) becomes an assignment to
+  // element.style.cssText, which is the CSSOM and outside the policy.
+  // Markup injected into the page would get neither: it has no nonce, and
+  // its style attributes are parsed, not set through setAttribute.
+  function nonceInjectedStyles() {
+    var link = document.getElementById('page-style');
+    var nonce = link ? link.nonce : '';
+    var createElement = Document.prototype.createElement;
+    Document.prototype.createElement = function () {
+      var created = createElement.apply(this, arguments);
+      if (nonce && created.localName === 'style') {
+        created.nonce = nonce;
+      }
+      return created;
+    };
     var setAttribute = Element.prototype.setAttribute;
     Element.prototype.setAttribute = function (name, value) {
       if (this.style && String(name).toLowerCase() === 'style') {
@@ -420,49 +442,6 @@
       }
       setAttribute.apply(this, arguments);
     };
-    if (!window.CSSStyleSheet || !('adoptedStyleSheets' in document) ||
-        typeof CSSStyleSheet.prototype.replaceSync !== 'function') {
-      return;
-    }
-    var sheets = new Map();
-    function sync(style) {
-      var sheet = sheets.get(style);
-      if (!sheet) {
-        sheet = new CSSStyleSheet();
-        sheets.set(style, sheet);
-        document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
-      }
-      try {
-        sheet.replaceSync(style.textContent || '');
-      } catch (e) {
-        // Keep the previous rules.
-      }
-    }
-    function drop(style) {
-      var sheet = sheets.get(style);
-      if (sheet) {
-        sheets.delete(style);
-        document.adoptedStyleSheets = document.adoptedStyleSheets.filter(function (s) { return s !== sheet; });
-      }
-    }
-    new MutationObserver(function (records) {
-      records.forEach(function (r) {
-        var target = r.target.nodeType === Node.ELEMENT_NODE ? r.target : r.target.parentNode;
-        if (target && target.nodeName === 'STYLE' && target.isConnected) {
-          sync(target);
-        }
-        r.addedNodes.forEach(function (n) {
-          if (n.nodeName === 'STYLE') {
-            sync(n);
-          }
-        });
-        r.removedNodes.forEach(function (n) {
-          if (n.nodeName === 'STYLE') {
-            drop(n);
-          }
-        });
-      });
-    }).observe(document.documentElement, { childList: true, characterData: true, subtree: true });
   }
 
   start();
