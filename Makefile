@@ -10,18 +10,21 @@ TEST_TIMEOUT ?= 45m
 TEST_FLAGS ?=
 
 COMMANDS := aggregated-apiserver controller kubeoc
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# component-base refuses to start a binary whose version is not semantic
+# (v1.2.3...), so a tree without a release tag is v0.0.0-<commit>.
+GIT_DESCRIBE := $(shell git describe --tags --match 'v[0-9]*' --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(if $(filter v%,$(GIT_DESCRIBE)),$(GIT_DESCRIBE),v0.0.0-$(GIT_DESCRIBE))
 VERSION_PKG := k8s.io/component-base/version
 LDFLAGS := -X $(VERSION_PKG).gitVersion=$(VERSION) -X $(VERSION_PKG).gitCommit=$(shell git rev-parse HEAD 2>/dev/null)
 
 .PHONY: all
 all: build
 
-## build: build the project's commands into bin/
+## build: build the project's commands into bin/ (make dev runs them; the image's build in the Dockerfile trims paths)
 .PHONY: build
 build:
 	@mkdir -p $(BIN_DIR)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN_DIR)/ $(addprefix ./cmd/,$(COMMANDS))
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN_DIR)/ $(addprefix ./cmd/,$(COMMANDS))
 
 ## control-plane: build etcd and the Kubernetes control plane from Go modules into _output/bin
 .PHONY: control-plane
@@ -72,10 +75,11 @@ bench:
 update:
 	hack/update-codegen.sh
 
-## dev: run the whole system on a local control plane and print a share link
+## dev: run the whole system on a local control plane and print a share link (DEV_FLAGS: flags of hack/dev)
+DEV_FLAGS ?=
 .PHONY: dev
-dev: control-plane
-	hack/dev.sh
+dev: build
+	hack/dev.sh --bin-dir=$(BIN_DIR) $(DEV_FLAGS)
 
 ## image: build the container image of the servers (needs a container engine)
 IMAGE ?= kubeopencode/share:dev

@@ -33,6 +33,7 @@ const (
 	demoNamespace   = "demo"
 	demoAgent       = "team-agent"
 	developer       = "developer"
+	viewer          = "viewer"
 )
 
 // Options configure the development environment.
@@ -42,6 +43,9 @@ type Options struct {
 	StateDir string
 	// SharePort is the share listener's port on 127.0.0.1.
 	SharePort int
+	// BinDir, when set, holds the project's commands already built (make
+	// build puts them in bin/); empty builds them into StateDir.
+	BinDir string
 	// Root is the repository.
 	Root string
 
@@ -57,6 +61,7 @@ func NewOptions() *Options {
 func (o *Options) AddFlags() {
 	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "Folder for the control plane's state, binaries, logs and kubeconfigs.")
 	flag.IntVar(&o.SharePort, "share-port", o.SharePort, "Port of the share listener on 127.0.0.1; 0 picks a free one.")
+	flag.StringVar(&o.BinDir, "bin-dir", o.BinDir, "Folder of the built aggregated-apiserver, controller and kubeoc, as make build leaves them. Empty builds them.")
 	flag.Parse()
 }
 
@@ -92,11 +97,19 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}
 
-	o.step("building aggregated-apiserver, controller and kubeoc")
-	build := exec.CommandContext(ctx, "go", "build", "-o", e.binDir+"/", "./cmd/aggregated-apiserver", "./cmd/controller", "./cmd/kubeoc")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building: %w", err)
+	if o.BinDir != "" {
+		if !filepath.IsAbs(o.BinDir) {
+			o.BinDir = filepath.Join(root, o.BinDir)
+		}
+		e.binDir = o.BinDir
+		o.step("using aggregated-apiserver, controller and kubeoc from %s", e.binDir)
+	} else {
+		o.step("building aggregated-apiserver, controller and kubeoc")
+		build := exec.CommandContext(ctx, "go", "build", "-o", e.binDir+"/", "./cmd/aggregated-apiserver", "./cmd/controller", "./cmd/kubeoc")
+		build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building: %w", err)
+		}
 	}
 
 	o.step("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler (logs in %s)", filepath.Join(o.StateDir, "controlplane"))
@@ -161,6 +174,10 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	viewerKubeconfig, err := e.userKubeconfig(ctx, viewer, "view", "viewer.kubeconfig")
+	if err != nil {
+		return err
+	}
 	if err := e.demoAgent(ctx); err != nil {
 		return err
 	}
@@ -182,6 +199,9 @@ func (o *Options) Run(ctx context.Context) error {
 	fmt.Fprintf(o.out, "  export KUBECONFIG=%s\n", userKubeconfig)
 	fmt.Fprintf(o.out, "  %s agent list\n", filepath.Join(e.binDir, "kubeoc"))
 	fmt.Fprintf(o.out, "  %s agent share %s --rotate\n", filepath.Join(e.binDir, "kubeoc"), demoAgent)
+	fmt.Fprintf(o.out, "As a user who may only view namespace %s (sees the Agent, never its token):\n", demoNamespace)
+	fmt.Fprintf(o.out, "  export KUBECONFIG=%s\n", viewerKubeconfig)
+	fmt.Fprintf(o.out, "  %s agent share %s --show    # forbidden\n", filepath.Join(e.binDir, "kubeoc"), demoAgent)
 	fmt.Fprintf(o.out, "Cluster admin: export KUBECONFIG=%s\n", e.cp.KubeconfigPath())
 	fmt.Fprintf(o.out, "Logs: %s\n\nPress Ctrl-C to stop everything.\n", e.logDir)
 
@@ -312,25 +332,8 @@ func (e *env) developerKubeconfig(ctx context.Context) (string, error) {
 	if err := e.cp.CreateNamespace(ctx, demoNamespace); err != nil {
 		return "", err
 	}
-	binding := fmt.Sprintf(`apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: developer-edit, namespace: %s}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: %s}]
-`, demoNamespace, developer)
-	path := filepath.Join(e.o.StateDir, "binding.yaml")
-	if err := os.WriteFile(path, []byte(binding), 0o644); err != nil {
-		return "", err
-	}
-	if err := e.cp.CreateFromFile(ctx, path); err != nil {
-		return "", err
-	}
-	cfg, err := e.cp.UserConfig(developer, "system:authenticated")
+	kubeconfig, err := e.userKubeconfig(ctx, developer, "edit", "kubeconfig")
 	if err != nil {
-		return "", err
-	}
-	kubeconfig := filepath.Join(e.o.StateDir, "kubeconfig")
-	if err := framework.WriteKubeconfig(kubeconfig, cfg, demoNamespace); err != nil {
 		return "", err
 	}
 	// The edit role gains agents/share once kube-controller-manager has
@@ -341,6 +344,30 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: %s}]
 		out, _ := cmd.Output()
 		return strings.TrimSpace(string(out)) == "yes", nil
 	})
+}
+
+// userKubeconfig binds user to the ClusterRole role in the demo namespace and
+// writes their kubeconfig, named file in the state folder.
+func (e *env) userKubeconfig(ctx context.Context, user, role, file string) (string, error) {
+	binding := fmt.Sprintf(`apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: %s-%s, namespace: %s}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: %s}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: %s}]
+`, user, role, demoNamespace, role, user)
+	path := filepath.Join(e.o.StateDir, user+"-binding.yaml")
+	if err := os.WriteFile(path, []byte(binding), 0o644); err != nil {
+		return "", err
+	}
+	if err := e.cp.CreateFromFile(ctx, path); err != nil {
+		return "", err
+	}
+	cfg, err := e.cp.UserConfig(user, "system:authenticated")
+	if err != nil {
+		return "", err
+	}
+	kubeconfig := filepath.Join(e.o.StateDir, file)
+	return kubeconfig, framework.WriteKubeconfig(kubeconfig, cfg, demoNamespace)
 }
 
 func (e *env) demoAgent(ctx context.Context) error {

@@ -1,6 +1,7 @@
 // Command dev runs the whole system on a local control plane and prints a
-// share link that works in a browser. `make dev` runs it; Ctrl-C stops
-// everything it started.
+// share link that works in a browser. `make dev` runs it; Ctrl-C, or SIGINT
+// or SIGTERM to it or to the make that started it, stops everything it
+// started.
 package main
 
 import (
@@ -9,13 +10,20 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 )
 
 func main() {
 	o := NewOptions()
 	o.AddFlags()
+	// The clients of controller-runtime log through klog, like the rest;
+	// unset, controller-runtime prints a stack trace that looks like a crash.
+	ctrl.SetLogger(klog.Background())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopWithParent()
 	if err := o.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "make dev: %v\n", err)
 		os.Exit(1)

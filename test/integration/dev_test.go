@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,4 +160,147 @@ func (s *syncBuilder) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestMakeDevStopsWithMake runs `make dev` as a supervisor or a script
+// would, checks the view-only kubeconfig it prints, then sends SIGTERM to
+// the make process alone, not its group, and checks that nothing make dev
+// started is left running.
+func TestMakeDevStopsWithMake(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	stateDir := t.TempDir()
+	cmd := exec.Command("make", "--no-print-directory", "dev", "DEV_FLAGS=--state-dir="+stateDir+" --share-port=0")
+	cmd.Dir = shared.root
+	// A group of its own, so that the SIGTERM below reaches make alone and
+	// the cleanup can still reach whatever it left.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuilder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+
+	var printed []string
+	lines := make(chan string)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(8 * time.Minute)
+	for ready := false; !ready; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("make dev ended before it was ready:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
+			}
+			printed = append(printed, line)
+			ready = strings.HasPrefix(line, "Press Ctrl-C")
+		case <-timeout:
+			t.Fatalf("make dev not ready after 8 minutes:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	out := strings.Join(printed, "\n")
+	link := regexp.MustCompile(`(?m)^Share link: http://(\S+)/s/`).FindStringSubmatch(out)
+	viewerConfig := regexp.MustCompile(`(?m)^  export KUBECONFIG=(\S+viewer\.kubeconfig)$`).FindStringSubmatch(out)
+	if link == nil || viewerConfig == nil {
+		t.Fatalf("make dev printed no link or no view-only kubeconfig:\n%s", out)
+	}
+	if strings.Contains(stderr.String(), "SetLogger") {
+		t.Errorf("make dev printed controller-runtime's warning about its logger:\n%s", stderr.String())
+	}
+	if n := strings.Count(out+stderr.String(), ">>> etcd:"); n != 1 {
+		t.Errorf("the control plane's build script ran %d times, want once", n)
+	}
+
+	// The view-only user sees the Agent, never its token.
+	kubeoc := filepath.Join(shared.root, "bin", "kubeoc")
+	view := func(args ...string) (string, error) {
+		c := exec.Command(kubeoc, append([]string{"--kubeconfig", viewerConfig[1]}, args...)...)
+		b, err := c.CombinedOutput()
+		return string(b), err
+	}
+	if got, err := view("agent", "list"); err != nil || !strings.Contains(got, "team-agent") {
+		t.Errorf("the viewer's agent list: %v\n%s", err, got)
+	}
+	if got, err := view("agent", "share", "team-agent", "--show"); err == nil || !strings.Contains(got, "forbidden") {
+		t.Errorf("the viewer's share --show: %v\n%s", err, got)
+	}
+
+	admin, err := os.ReadFile(filepath.Join(stateDir, "controlplane", "admin.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiServer := regexp.MustCompile(`server: https://(\S+)`).FindSubmatch(admin)
+	if apiServer == nil {
+		t.Fatal("no server in the admin kubeconfig")
+	}
+
+	// SIGTERM to make alone, as a supervisor or `kill PID` sends it.
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(time.Minute):
+		t.Fatal("make did not end within a minute of SIGTERM")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left := processesUnder(stateDir)
+		listening := answers(link[1]) || answers(string(apiServer[1]))
+		if len(left) == 0 && !listening {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after make got SIGTERM: processes %v, listening %v", left, listening)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// processesUnder returns the command lines of running processes that name
+// dir, as everything make dev starts does through its state folder.
+func processesUnder(dir string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+			continue // a zombie has ended
+		}
+		out = append(out, strings.ReplaceAll(string(b), "\x00", " "))
+	}
+	return out
+}
+
+func answers(hostPort string) bool {
+	conn, err := net.DialTimeout("tcp", hostPort, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
