@@ -30,7 +30,7 @@ func NewDefaultCommand() *cobra.Command {
 
 // NewCommand returns the kubeoc root command.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	configFlags := genericclioptions.NewConfigFlags(true).WithDeprecatedPasswordFlag().WithDiscoveryBurst(300)
+	configFlags := newConfigFlags()
 	cmd := &cobra.Command{
 		Use:   "kubeoc",
 		Short: "Manage KubeOpenCode Agents and their share links",
@@ -40,13 +40,24 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	flags := cmd.PersistentFlags()
-	configFlags.AddFlags(flags)
-	addKlogVerbosity(flags)
+	addGlobalFlags(cmd, configFlags)
 
 	cmd.AddCommand(newCmdAgent(configFlags, streams))
 	cmd.AddCommand(newCmdVersion(streams))
 	return cmd
+}
+
+func newConfigFlags() *genericclioptions.ConfigFlags {
+	return genericclioptions.NewConfigFlags(true).WithDeprecatedPasswordFlag().WithDiscoveryBurst(300)
+}
+
+// addGlobalFlags adds the kubeconfig flags and -v to the root command, and
+// completes them.
+func addGlobalFlags(cmd *cobra.Command, configFlags *genericclioptions.ConfigFlags) {
+	flags := cmd.PersistentFlags()
+	configFlags.AddFlags(flags)
+	addKlogVerbosity(flags)
+	registerGlobalFlagCompletion(cmd, configFlags)
 }
 
 // addKlogVerbosity exposes klog's -v, so that -v=6 shows the requests kubeoc
