@@ -9,7 +9,7 @@ export KUBEOPENCODE_CONTROL_PLANE_BIN ?= $(CONTROL_PLANE_BIN)
 TEST_TIMEOUT ?= 45m
 TEST_FLAGS ?=
 
-COMMANDS := aggregated-apiserver controller kubeoc
+COMMANDS := aggregated-apiserver controller kubeoc kubectl-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 VERSION_PKG := k8s.io/component-base/version
 LDFLAGS := -X $(VERSION_PKG).gitVersion=$(VERSION) -X $(VERSION_PKG).gitCommit=$(shell git rev-parse HEAD 2>/dev/null)
