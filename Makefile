@@ -9,7 +9,7 @@ export KUBEOPENCODE_CONTROL_PLANE_BIN ?= $(CONTROL_PLANE_BIN)
 TEST_TIMEOUT ?= 45m
 TEST_FLAGS ?=
 
-COMMANDS := aggregated-apiserver controller kubeoc
+COMMANDS := aggregated-apiserver controller kubeoc kubectl-agent
 # component-base refuses to start a binary whose version is not semantic
 # (v1.2.3...), so a tree without a release tag is v0.0.0-<commit>.
 GIT_DESCRIBE := $(shell git describe --tags --match 'v[0-9]*' --always --dirty 2>/dev/null || echo dev)

@@ -78,6 +78,7 @@ func NewCmdList(configFlags *genericclioptions.ConfigFlags, streams genericioopt
 	o.PrintFlags.AddFlags(cmd)
 	// PrintFlags knows the machine formats; wide is a table, as in kubectl get.
 	cmd.Flags().Lookup("output").Usage = fmt.Sprintf("Output format. One of: (wide, %s).", strings.Join(o.PrintFlags.AllowedFormats(), ", "))
+	registerOutputCompletion(cmd, append([]string{"wide"}, o.PrintFlags.AllowedFormats()...))
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "List the Agents of every namespace.")
 	cmd.Flags().StringVarP(&o.LabelSelector, "selector", "l", "", "Selector (label query) to filter on, supports '=', '==', '!=', 'in', 'notin'.")
 	cmd.Flags().StringVar(&o.FieldSelector, "field-selector", "", "Selector (field query) to filter on, such as metadata.name=team-agent.")
@@ -109,12 +110,17 @@ func (o *ListOptions) Complete(configFlags *genericclioptions.ConfigFlags) error
 	if err != nil {
 		return err
 	}
+	o.rest, err = newAgentClient(config)
+	return err
+}
+
+// newAgentClient returns a REST client of the Agent CRD's group.
+func newAgentClient(config *rest.Config) (rest.Interface, error) {
 	cfg := rest.CopyConfig(config)
 	cfg.GroupVersion = &kubeopencodev1alpha1.SchemeGroupVersion
 	cfg.APIPath = "/apis"
 	cfg.NegotiatedSerializer = codecs.WithoutConversion()
-	o.rest, err = rest.RESTClientFor(cfg)
-	return err
+	return rest.RESTClientFor(cfg)
 }
 
 // Run lists the Agents, and watches them with -w.

@@ -30,7 +30,7 @@ func NewDefaultCommand() *cobra.Command {
 
 // NewCommand returns the kubeoc root command.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	configFlags := genericclioptions.NewConfigFlags(true).WithDeprecatedPasswordFlag().WithDiscoveryBurst(300)
+	configFlags := newConfigFlags()
 	cmd := &cobra.Command{
 		Use:   "kubeoc",
 		Short: "Manage KubeOpenCode Agents and their share links",
@@ -40,13 +40,72 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	flags := cmd.PersistentFlags()
-	configFlags.AddFlags(flags)
-	addKlogVerbosity(flags)
+	addGlobalFlags(cmd, configFlags)
 
 	cmd.AddCommand(newCmdAgent(configFlags, streams))
 	cmd.AddCommand(newCmdVersion(streams))
 	return cmd
+}
+
+// PluginName is the name of kubeoc's kubectl plugin binary. kubectl runs
+// kubectl-agent for `kubectl agent …`, so `kubectl agent share NAME` is
+// `kubeoc agent share NAME`: the plugin is kubeoc's agent command group.
+const PluginName = "kubectl-agent"
+
+// pluginDisplayName is how the plugin's help names it, since users type
+// it as a kubectl subcommand.
+const pluginDisplayName = "kubectl agent"
+
+// NewDefaultPluginCommand returns the kubectl-agent root command on the
+// process's standard streams.
+func NewDefaultPluginCommand() *cobra.Command {
+	return NewPluginCommand(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
+}
+
+// NewPluginCommand returns the root command of the kubectl plugin
+// kubectl-agent: kubeoc's agent command group, with kubeoc's global flags
+// and version, whose help says `kubectl agent` where kubeoc's says
+// `kubeoc agent`.
+func NewPluginCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	configFlags := newConfigFlags()
+	cmd := newCmdAgent(configFlags, streams)
+	cmd.Use = PluginName
+	// cobra names the root in usage lines and paths by this annotation,
+	// the way kubectl plugins are meant to present themselves.
+	cmd.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: pluginDisplayName}
+	cmd.SilenceUsage = true
+	cmd.SilenceErrors = true
+	// kubectl completes plugins itself, through kubectl_complete-agent
+	// calling `kubectl-agent __complete`; a `kubectl agent completion`
+	// script would compete with kubectl's own.
+	cmd.CompletionOptions.DisableDefaultCmd = true
+	addGlobalFlags(cmd, configFlags)
+	cmd.AddCommand(newCmdVersion(streams))
+	renameExamples(cmd, "kubeoc agent", pluginDisplayName)
+	return cmd
+}
+
+// renameExamples replaces from with to in the examples and long help of cmd
+// and its subcommands, which are written for kubeoc.
+func renameExamples(cmd *cobra.Command, from, to string) {
+	cmd.Example = strings.ReplaceAll(cmd.Example, from, to)
+	cmd.Long = strings.ReplaceAll(cmd.Long, from, to)
+	for _, c := range cmd.Commands() {
+		renameExamples(c, from, to)
+	}
+}
+
+func newConfigFlags() *genericclioptions.ConfigFlags {
+	return genericclioptions.NewConfigFlags(true).WithDeprecatedPasswordFlag().WithDiscoveryBurst(300)
+}
+
+// addGlobalFlags adds the kubeconfig flags and -v to the root command, and
+// completes them.
+func addGlobalFlags(cmd *cobra.Command, configFlags *genericclioptions.ConfigFlags) {
+	flags := cmd.PersistentFlags()
+	configFlags.AddFlags(flags)
+	addKlogVerbosity(flags)
+	registerGlobalFlagCompletion(cmd, configFlags)
 }
 
 // addKlogVerbosity exposes klog's -v, so that -v=6 shows the requests kubeoc

@@ -152,6 +152,9 @@ func newCmdShare(configFlags *genericclioptions.ConfigFlags, o *ShareOptions) *c
 	cmd.Flags().StringVar(&o.Link, "link", "", "The named link to enable or show, with its own token; empty means the Agent's default link.")
 	cmd.Flags().BoolVar(&o.ReadOnly, "read-only", false, "Make a view link: its holders watch the terminal and cannot type into it.")
 	cmd.Flags().Int32Var(&o.MaxViewers, "max-viewers", 0, "How many pages may have the link's terminal open at once.")
+	cmd.ValidArgsFunction = agentNameCompletion(configFlags)
+	registerLinkCompletion(cmd, configFlags)
+	registerOutputCompletion(cmd, o.PrintFlags.AllowedFormats())
 	return cmd
 }
 

@@ -68,6 +68,8 @@ func NewCmdUnshare(configFlags *genericclioptions.ConfigFlags, streams genericio
 	}
 	cmd.Flags().StringVar(&o.Link, "link", "", "The named link to disable; empty means the Agent's default link.")
 	cmd.Flags().BoolVar(&o.IgnoreNotFound, "ignore-not-found", false, "Treat a link that is not enabled, or an Agent that does not exist, as a successful unshare.")
+	cmd.ValidArgsFunction = agentNameCompletion(configFlags)
+	registerLinkCompletion(cmd, configFlags)
 	return cmd
 }
 

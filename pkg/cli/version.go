@@ -39,6 +39,7 @@ func newCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "One of 'yaml' or 'json'.")
+	registerOutputCompletion(cmd, []string{"json", "yaml"})
 	return cmd
 }
 
