@@ -22,7 +22,7 @@ func TestLinkNames(t *testing.T) {
 			name: "spec and status, merged and sorted",
 			agent: kubeopencodev1alpha1.Agent{
 				Spec: kubeopencodev1alpha1.AgentSpec{Share: &kubeopencodev1alpha1.ShareSpec{
-					Links: []kubeopencodev1alpha1.ShareLink{{Name: "qa"}, {Name: "demo"}},
+					Links: []kubeopencodev1alpha1.NamedShareLink{{Name: "qa"}, {Name: "demo"}},
 				}},
 				Status: kubeopencodev1alpha1.AgentStatus{Share: &kubeopencodev1alpha1.ShareStatus{
 					Links: []kubeopencodev1alpha1.LinkStatus{{Name: "demo"}, {Name: "old"}},

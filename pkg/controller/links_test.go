@@ -18,9 +18,9 @@ func TestReconcileNamedLinks(t *testing.T) {
 	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	agent := testAgent()
 	soon := metav1.NewTime(start.Add(10 * time.Minute))
-	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.ShareLink{
+	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.NamedShareLink{
 		{Name: "qa"},
-		{Name: "demo", Mode: v1alpha1.ShareModeView, ExpiresAt: &soon},
+		{Name: "demo", ShareLinkSpec: v1alpha1.ShareLinkSpec{Mode: v1alpha1.ShareModeView, ExpiresAt: &soon}},
 	}}
 	h := newHarness(t, start, agent)
 	secretOf := func(link string) (*corev1.Secret, error) {

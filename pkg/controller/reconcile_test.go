@@ -135,7 +135,7 @@ func TestReconcileShareLifecycle(t *testing.T) {
 	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	agent := testAgent()
 	expiresAt := metav1.NewTime(start.Add(time.Hour))
-	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: &expiresAt}
+	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: &expiresAt}}
 	h := newHarness(t, start, agent)
 
 	steps := []struct {

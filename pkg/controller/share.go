@@ -146,8 +146,9 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 		}
 	}
 
+	def, _ := share.FindLink(agent, "")
 	cond, status, untilExpiry := shareState(agent, state, s.publicURL, sc.now)
-	if cond.Status == metav1.ConditionTrue && share.UsedUp(agent.Spec.Share, owned) {
+	if cond.Status == metav1.ConditionTrue && share.UsedUp(def, owned) {
 		cond.Status, cond.Reason = metav1.ConditionFalse, share.ReasonUsedUp
 		cond.Message = fmt.Sprintf("Share link has opened all of its %d terminal connections", *agent.Spec.Share.MaxUses)
 		status.Active = false
@@ -157,7 +158,7 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 	}
 	sc.setCondition(cond)
 	if status.SecretName != "" {
-		status.Mode = share.DefaultLink(agent).ModeOrDefault()
+		status.Mode = def.ModeOrDefault()
 		status.Viewers = share.Viewers(owned)
 	}
 	agent.Status.Share = status
@@ -389,7 +390,8 @@ func (s *shareReconciler) announceToken(ctx context.Context, agent *v1alpha1.Age
 // Agent's Ready condition, which must be current. The duration is the time
 // until the link expires, zero when there is no expiry ahead to wait for.
 func shareState(agent *v1alpha1.Agent, secret secretState, publicURL string, now time.Time) (metav1.Condition, *v1alpha1.ShareStatus, time.Duration) {
-	d := share.Evaluate(agent, now)
+	def, _ := share.FindLink(agent, "")
+	d := share.Evaluate(agent, def, now)
 	cond := metav1.Condition{Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionFalse, Reason: d.Reason, Message: d.Message}
 	if d.Reason == share.ReasonDisabled || secret == secretAbsent {
 		cond.Reason, cond.Message = share.ReasonDisabled, "Share link is disabled"
@@ -435,7 +437,7 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		result reconcile.Result
 	)
 	listed := map[string]bool{}
-	for _, l := range share.NamedLinks(agent) {
+	for _, l := range share.Links(agent)[1:] {
 		listed[l.Name] = true
 		st := v1alpha1.LinkStatus{Name: l.Name, Mode: l.ModeOrDefault(), ExpiresAt: l.ExpiresAt.DeepCopy()}
 		secret, token, created, err := s.ensureSecret(ctx, sc, l.Name)
@@ -453,9 +455,9 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		if err := s.announceToken(ctx, agent, l.Name, secret, token, created); err != nil {
 			return nil, reconcile.Result{}, err
 		}
-		d := share.EvaluateLink(agent, l, sc.now)
+		d := share.Evaluate(agent, l, sc.now)
 		st.SecretName, st.Active, st.Reason, st.Viewers = secret.Name, d.Active, d.Reason, share.Viewers(secret)
-		if d.Active && share.LinkUsedUp(l, secret) {
+		if d.Active && share.UsedUp(l, secret) {
 			st.Active, st.Reason = false, share.ReasonUsedUp
 			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareUsedUp, action: "UseUp",
 				note: fmt.Sprintf("%s has opened all of its %d terminal connections", linkWords(l.Name), *l.MaxUses)})

@@ -38,7 +38,7 @@ func TestShareState(t *testing.T) {
 			wantShare: &v1alpha1.ShareStatus{},
 		},
 		{
-			name: "disabled with an expiry", share: &v1alpha1.ShareSpec{ExpiresAt: at(time.Hour)}, conditions: ready, secret: secretAbsent,
+			name: "disabled with an expiry", share: &v1alpha1.ShareSpec{ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, secret: secretAbsent,
 			wantStatus: metav1.ConditionFalse, wantReason: share.ReasonDisabled,
 			wantShare: &v1alpha1.ShareStatus{},
 		},
@@ -48,34 +48,34 @@ func TestShareState(t *testing.T) {
 			wantShare: &v1alpha1.ShareStatus{SecretName: "team-agent-share", Active: true, URL: url},
 		},
 		{
-			name: "active until expiry", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: ready, secret: secretOwned,
+			name: "active until expiry", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, secret: secretOwned,
 			wantStatus: metav1.ConditionTrue, wantReason: share.ReasonActive,
 			wantShare:   &v1alpha1.ShareStatus{SecretName: "team-agent-share", Active: true, ExpiresAt: at(time.Hour)},
 			wantExpires: time.Hour,
 		},
 		{
-			name: "clock moved towards expiry", advance: 59 * time.Minute, share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: ready, secret: secretOwned,
+			name: "clock moved towards expiry", advance: 59 * time.Minute, share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, secret: secretOwned,
 			wantStatus: metav1.ConditionTrue, wantReason: share.ReasonActive,
 			wantShare:   &v1alpha1.ShareStatus{SecretName: "team-agent-share", Active: true, ExpiresAt: at(time.Hour)},
 			wantExpires: time.Minute,
 		},
 		{
-			name: "clock at expiry", advance: time.Hour, share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: ready, secret: secretOwned, publicURL: url,
+			name: "clock at expiry", advance: time.Hour, share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, secret: secretOwned, publicURL: url,
 			wantStatus: metav1.ConditionFalse, wantReason: share.ReasonExpired,
 			wantShare: &v1alpha1.ShareStatus{SecretName: "team-agent-share", ExpiresAt: at(time.Hour), URL: url},
 		},
 		{
-			name: "clock past expiry", advance: 2 * time.Hour, share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: ready, secret: secretOwned,
+			name: "clock past expiry", advance: 2 * time.Hour, share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, secret: secretOwned,
 			wantStatus: metav1.ConditionFalse, wantReason: share.ReasonExpired,
 			wantShare: &v1alpha1.ShareStatus{SecretName: "team-agent-share", ExpiresAt: at(time.Hour)},
 		},
 		{
-			name: "expired beats not ready", advance: 2 * time.Hour, share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: notReady, secret: secretOwned,
+			name: "expired beats not ready", advance: 2 * time.Hour, share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: notReady, secret: secretOwned,
 			wantStatus: metav1.ConditionFalse, wantReason: share.ReasonExpired,
 			wantShare: &v1alpha1.ShareStatus{SecretName: "team-agent-share", ExpiresAt: at(time.Hour)},
 		},
 		{
-			name: "agent not ready still waits for expiry", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: notReady, secret: secretOwned,
+			name: "agent not ready still waits for expiry", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: notReady, secret: secretOwned,
 			wantStatus: metav1.ConditionFalse, wantReason: share.ReasonAgentNotReady,
 			wantShare:   &v1alpha1.ShareStatus{SecretName: "team-agent-share", ExpiresAt: at(time.Hour)},
 			wantExpires: time.Hour,
@@ -86,7 +86,7 @@ func TestShareState(t *testing.T) {
 			wantShare: &v1alpha1.ShareStatus{SecretName: "team-agent-share"},
 		},
 		{
-			name: "foreign secret", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Hour)}, conditions: ready, secret: secretForeign, publicURL: url,
+			name: "foreign secret", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, secret: secretForeign, publicURL: url,
 			wantStatus: metav1.ConditionFalse, wantReason: share.ReasonSecretConflict,
 			wantShare: &v1alpha1.ShareStatus{ExpiresAt: at(time.Hour)},
 		},

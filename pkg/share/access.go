@@ -7,7 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 )
 
@@ -36,13 +35,6 @@ type Decision struct {
 	ExpiresAt *metav1.Time
 }
 
-// Evaluate decides whether an Agent's share link gives access at now, from the
-// Agent's spec, its Ready condition and whether it is being deleted. The
-// token's existence is the caller's concern.
-func Evaluate(agent *v1alpha1.Agent, now time.Time) Decision {
-	return EvaluateLink(agent, DefaultLink(agent), now)
-}
-
 // Expired reports whether a link with the given expiry has expired at now.
 func Expired(expiresAt *metav1.Time, now time.Time) bool {
 	return expiresAt != nil && !now.Before(expiresAt.Time)
@@ -60,18 +52,6 @@ func ParseAllowedIPs(list []string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// AllowedIPStrings returns the Agent's allowed addresses as strings.
-func AllowedIPStrings(s *v1alpha1.ShareSpec) []string {
-	if s == nil || len(s.AllowedIPs) == 0 {
-		return nil
-	}
-	out := make([]string, len(s.AllowedIPs))
-	for i, ip := range s.AllowedIPs {
-		out[i] = string(ip)
-	}
-	return out
 }
 
 // IPAllowed reports whether addr is in one of the allowed ranges. An empty list

@@ -27,18 +27,18 @@ func TestEvaluate(t *testing.T) {
 		reason     string
 	}{
 		{name: "no share", conditions: ready, reason: ReasonDisabled},
-		{name: "disabled", share: &v1alpha1.ShareSpec{ExpiresAt: at(time.Hour)}, conditions: ready, reason: ReasonDisabled},
+		{name: "disabled", share: &v1alpha1.ShareSpec{ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Hour)}}, conditions: ready, reason: ReasonDisabled},
 		{name: "active", share: &v1alpha1.ShareSpec{Enabled: true}, conditions: ready, active: true, reason: ReasonActive},
-		{name: "active until later", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(time.Second)}, conditions: ready, active: true, reason: ReasonActive},
-		{name: "expired at the instant", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(0)}, conditions: ready, reason: ReasonExpired},
-		{name: "expired", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Hour)}, conditions: ready, reason: ReasonExpired},
-		{name: "expired beats not ready", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Hour)}, conditions: notReady, reason: ReasonExpired},
+		{name: "active until later", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(time.Second)}}, conditions: ready, active: true, reason: ReasonActive},
+		{name: "expired at the instant", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(0)}}, conditions: ready, reason: ReasonExpired},
+		{name: "expired", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(-time.Hour)}}, conditions: ready, reason: ReasonExpired},
+		{name: "expired beats not ready", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(-time.Hour)}}, conditions: notReady, reason: ReasonExpired},
 		{name: "agent not ready", share: &v1alpha1.ShareSpec{Enabled: true}, conditions: notReady, reason: ReasonAgentNotReady},
 		{name: "agent without conditions", share: &v1alpha1.ShareSpec{Enabled: true}, reason: ReasonAgentNotReady},
 		// Deleting an Agent revokes its link at once, even while a finalizer
 		// or the garbage collector keeps it in the cluster.
 		{name: "agent being deleted", share: &v1alpha1.ShareSpec{Enabled: true}, conditions: ready, deleting: true, reason: ReasonDisabled},
-		{name: "agent being deleted after expiry", share: &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Hour)}, conditions: ready, deleting: true, reason: ReasonDisabled},
+		{name: "agent being deleted after expiry", share: &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: at(-time.Hour)}}, conditions: ready, deleting: true, reason: ReasonDisabled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -46,7 +46,8 @@ func TestEvaluate(t *testing.T) {
 			if tc.deleting {
 				agent.DeletionTimestamp = at(-time.Second)
 			}
-			d := Evaluate(agent, now)
+			l, _ := FindLink(agent, "")
+			d := Evaluate(agent, l, now)
 			if d.Active != tc.active || d.Reason != tc.reason || d.Message == "" {
 				t.Errorf("Evaluate() = %+v, want active=%v reason=%s", d, tc.active, tc.reason)
 			}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -24,19 +23,13 @@ const (
 	AnnotationViewersPrefix = "viewers.kubeopencode.io/"
 )
 
-// Link is one share link of an Agent, the default one or a named one, with
-// the fields every link has.
+// Link is one share link of an Agent: the default link, named "", which
+// spec.share's inline fields configure, or a named one of spec.share.links.
 type Link struct {
-	// Name is empty for the default link.
-	Name string
+	v1alpha1.NamedShareLink
 	// Enabled is whether the link gives access at all. A named link is
 	// enabled while it is listed in spec.share.links.
-	Enabled    bool
-	ExpiresAt  *metav1.Time
-	AllowedIPs []v1alpha1.IPOrCIDR
-	MaxUses    *int32
-	MaxViewers *int32
-	Mode       v1alpha1.ShareMode
+	Enabled bool
 }
 
 // ReadOnly reports whether the link's holder may only watch.
@@ -62,57 +55,48 @@ func LinkDisplayName(name string) string {
 	return name
 }
 
-// DefaultLink returns the Agent's default link, which spec.share's own
-// fields configure.
-func DefaultLink(agent *v1alpha1.Agent) Link {
-	s := agent.Spec.Share
-	if s == nil {
-		return Link{}
-	}
-	return Link{Enabled: s.Enabled, ExpiresAt: s.ExpiresAt, AllowedIPs: s.AllowedIPs,
-		MaxUses: s.MaxUses, MaxViewers: s.MaxViewers, Mode: s.Mode}
-}
-
-// NamedLink returns the Link of an entry of spec.share.links.
-func NamedLink(l *v1alpha1.ShareLink) Link {
-	return Link{Name: l.Name, Enabled: true, ExpiresAt: l.ExpiresAt, AllowedIPs: l.AllowedIPs,
-		MaxUses: l.MaxUses, MaxViewers: l.MaxViewers, Mode: l.Mode}
-}
-
 // FindLink returns the Agent's link called name: the default link for an
 // empty name, which always exists (enabled or not), or the named link, which
 // exists while it is listed.
 func FindLink(agent *v1alpha1.Agent, name string) (Link, bool) {
+	s := agent.Spec.Share
 	if name == "" {
-		return DefaultLink(agent), true
+		if s == nil {
+			return Link{}, true
+		}
+		return Link{NamedShareLink: v1alpha1.NamedShareLink{ShareLinkSpec: s.ShareLinkSpec}, Enabled: s.Enabled}, true
 	}
-	if agent.Spec.Share == nil {
+	if s == nil {
 		return Link{}, false
 	}
-	for i := range agent.Spec.Share.Links {
-		if agent.Spec.Share.Links[i].Name == name {
-			return NamedLink(&agent.Spec.Share.Links[i]), true
+	for i := range s.Links {
+		if s.Links[i].Name == name {
+			return Link{NamedShareLink: s.Links[i], Enabled: true}, true
 		}
 	}
 	return Link{}, false
 }
 
-// NamedLinks returns the Agent's named links, in the order of its spec.
-func NamedLinks(agent *v1alpha1.Agent) []Link {
-	if agent.Spec.Share == nil {
-		return nil
-	}
-	out := make([]Link, 0, len(agent.Spec.Share.Links))
-	for i := range agent.Spec.Share.Links {
-		out = append(out, NamedLink(&agent.Spec.Share.Links[i]))
+// Links returns every link of the Agent: the default link first, enabled or
+// not, then the named links in the order of its spec.
+func Links(agent *v1alpha1.Agent) []Link {
+	def, _ := FindLink(agent, "")
+	out := []Link{def}
+	if agent.Spec.Share != nil {
+		for i := range agent.Spec.Share.Links {
+			out = append(out, Link{NamedShareLink: agent.Spec.Share.Links[i], Enabled: true})
+		}
 	}
 	return out
 }
 
 // LinkNames returns the names of the Agent's named links.
 func LinkNames(agent *v1alpha1.Agent) []string {
+	if agent.Spec.Share == nil {
+		return nil
+	}
 	var out []string
-	for _, l := range NamedLinks(agent) {
+	for _, l := range agent.Spec.Share.Links {
 		out = append(out, l.Name)
 	}
 	return out
@@ -141,10 +125,10 @@ func ValidateLinkName(agentName, name string, path *field.Path) field.ErrorList 
 	return errs
 }
 
-// EvaluateLink decides whether a link of the Agent gives access at now, from
+// Evaluate decides whether a link of the Agent gives access at now, from
 // the link, the Agent's Ready condition and whether it is being deleted. The
 // token's existence and use count are the caller's concern.
-func EvaluateLink(agent *v1alpha1.Agent, l Link, now time.Time) Decision {
+func Evaluate(agent *v1alpha1.Agent, l Link, now time.Time) Decision {
 	what := "Share link"
 	if l.Name != "" {
 		what = fmt.Sprintf("Share link %q", l.Name)
@@ -171,8 +155,8 @@ func EvaluateLink(agent *v1alpha1.Agent, l Link, now time.Time) Decision {
 	return d
 }
 
-// LinkAllowedIPStrings returns a link's allowed addresses as strings.
-func LinkAllowedIPStrings(l Link) []string {
+// AllowedIPStrings returns a link's allowed addresses as strings.
+func AllowedIPStrings(l Link) []string {
 	if len(l.AllowedIPs) == 0 {
 		return nil
 	}

@@ -51,18 +51,18 @@ func TestValidateLinkName(t *testing.T) {
 	}
 }
 
-func TestFindLinkAndEvaluateLink(t *testing.T) {
+func TestFindLinkAndEvaluate(t *testing.T) {
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	past := metav1.NewTime(now.Add(-time.Hour))
 	ready := []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue}}
 	agent := &v1alpha1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Name: "team-agent"},
 		Spec: v1alpha1.AgentSpec{Share: &v1alpha1.ShareSpec{
-			Mode: v1alpha1.ShareModeView,
-			Links: []v1alpha1.ShareLink{
+			ShareLinkSpec: v1alpha1.ShareLinkSpec{Mode: v1alpha1.ShareModeView},
+			Links: []v1alpha1.NamedShareLink{
 				{Name: "qa"},
-				{Name: "old", ExpiresAt: &past},
-				{Name: "demo", Mode: v1alpha1.ShareModeView},
+				{Name: "old", ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: &past}},
+				{Name: "demo", ShareLinkSpec: v1alpha1.ShareLinkSpec{Mode: v1alpha1.ShareModeView}},
 			},
 		}},
 		Status: v1alpha1.AgentStatus{Conditions: ready},
@@ -89,8 +89,8 @@ func TestFindLinkAndEvaluateLink(t *testing.T) {
 			if !ok {
 				return
 			}
-			if d := EvaluateLink(agent, l, now); d.Reason != tc.reason || d.Message == "" {
-				t.Errorf("EvaluateLink(%q) = %+v, want %s", tc.link, d, tc.reason)
+			if d := Evaluate(agent, l, now); d.Reason != tc.reason || d.Message == "" {
+				t.Errorf("Evaluate(%q) = %+v, want %s", tc.link, d, tc.reason)
 			}
 			if l.ReadOnly() != tc.readOnly {
 				t.Errorf("ReadOnly() = %v", l.ReadOnly())

@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 )
 
 const (
@@ -34,13 +32,8 @@ func Uses(secret *corev1.Secret) int32 {
 	return int32(n)
 }
 
-// UsedUp reports whether a default link limited by maxUses has no use left.
-func UsedUp(s *v1alpha1.ShareSpec, secret *corev1.Secret) bool {
-	return s != nil && s.MaxUses != nil && secret != nil && Uses(secret) >= *s.MaxUses
-}
-
-// LinkUsedUp reports whether a link limited by maxUses has no use left.
-func LinkUsedUp(l Link, secret *corev1.Secret) bool {
+// UsedUp reports whether a link limited by maxUses has no use left.
+func UsedUp(l Link, secret *corev1.Secret) bool {
 	return l.MaxUses != nil && secret != nil && Uses(secret) >= *l.MaxUses
 }
 

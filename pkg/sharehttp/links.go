@@ -423,7 +423,7 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 	if !ok {
 		return nil, refuseNotFound
 	}
-	decision := share.EvaluateLink(agent, link, l.clock.Now())
+	decision := share.Evaluate(agent, link, l.clock.Now())
 	known := &key
 	switch decision.Reason {
 	case share.ReasonActive:
@@ -435,12 +435,12 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 		return nil, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable, Agent: known,
 			Message: "The Agent is not ready. Try again when it is running."}
 	}
-	allowed, err := share.ParseAllowedIPs(share.LinkAllowedIPStrings(link))
+	allowed, err := share.ParseAllowedIPs(share.AllowedIPStrings(link))
 	if err != nil || !share.IPAllowed(allowed, client) {
 		return nil, &Refusal{Reason: ReasonIPNotAllowed, Code: http.StatusForbidden, Agent: known,
 			Message: "This share link cannot be used from your network address."}
 	}
-	if share.LinkUsedUp(link, secret) {
+	if share.UsedUp(link, secret) {
 		return nil, refuseUsedUp(known)
 	}
 	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand, Limited: link.MaxUses != nil,

@@ -26,9 +26,9 @@ func TestResolveNamedLinks(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "agent", UID: "agent-uid"},
 		Spec: v1alpha1.AgentSpec{Image: "busybox", Share: &v1alpha1.ShareSpec{
 			// The default link is off; the named links work without it.
-			Links: []v1alpha1.ShareLink{
-				{Name: "qa", AllowedIPs: []v1alpha1.IPOrCIDR{"10.0.0.0/8"}},
-				{Name: "demo", Mode: v1alpha1.ShareModeView, MaxViewers: ptr.To[int32](3)},
+			Links: []v1alpha1.NamedShareLink{
+				{Name: "qa", ShareLinkSpec: v1alpha1.ShareLinkSpec{AllowedIPs: []v1alpha1.IPOrCIDR{"10.0.0.0/8"}}},
+				{Name: "demo", ShareLinkSpec: v1alpha1.ShareLinkSpec{Mode: v1alpha1.ShareModeView, MaxViewers: ptr.To[int32](3)}},
 			},
 		}},
 		Status: v1alpha1.AgentStatus{Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue}}},

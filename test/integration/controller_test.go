@@ -190,7 +190,7 @@ func TestController(t *testing.T) {
 		// Timestamps have whole seconds.
 		expiresAt := metav1.NewTime(time.Now().Add(5 * time.Second).Truncate(time.Second))
 		e.updateAgent(a, func(a *v1alpha1.Agent) {
-			a.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ExpiresAt: &expiresAt}
+			a.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{ExpiresAt: &expiresAt}}
 		})
 		agent := e.waitForCondition(a, v1alpha1.ConditionShareReady, metav1.ConditionTrue, share.ReasonActive)
 		if s := agent.Status.Share; s == nil || s.ExpiresAt == nil || !s.ExpiresAt.Equal(&expiresAt) {

@@ -452,7 +452,7 @@ func TestShareLinks(t *testing.T) {
 		}
 		// The Agent's schema refuses bad links too.
 		bad := before.DeepCopy()
-		bad.Spec.Share.Links = append(bad.Spec.Share.Links, kubeopencodev1alpha1.ShareLink{Name: "Bad_Name"}, kubeopencodev1alpha1.ShareLink{Name: "ok", Mode: "admin"})
+		bad.Spec.Share.Links = append(bad.Spec.Share.Links, kubeopencodev1alpha1.NamedShareLink{Name: "Bad_Name"}, kubeopencodev1alpha1.NamedShareLink{Name: "ok", ShareLinkSpec: kubeopencodev1alpha1.ShareLinkSpec{Mode: "admin"}})
 		if err := s.admin.Patch(t.Context(), bad, client.MergeFrom(before)); err == nil || !strings.Contains(err.Error(), "spec.share.links[1].name") || !strings.Contains(err.Error(), "spec.share.links[2].mode") {
 			t.Errorf("updating the Agent with bad links: %v", err)
 		}

@@ -151,8 +151,7 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 				return false, err
 			}
 		}
-		setLink(a, desired)
-		return true, nil
+		return setLink(a, desired), nil
 	})
 	if err != nil {
 		return nil, err
@@ -185,56 +184,47 @@ func (r *REST) Create(ctx context.Context, name string, obj runtime.Object, crea
 	return out, nil
 }
 
-// setLink writes a link into the Agent's spec: the default link into
-// spec.share's own fields, keeping the named links, or a named link into
-// spec.share.links, replacing the entry of that name or adding one.
-func setLink(a *kubeopencodev1alpha1.Agent, l share.Link) {
-	if a.Spec.Share == nil {
-		a.Spec.Share = &kubeopencodev1alpha1.ShareSpec{}
+// setLink writes a link into the Agent's spec and reports whether that
+// changed it. The default link, named "", goes into spec.share's inline
+// fields, keeping the named links; a disabled default link keeps none of its
+// fields. A named link replaces the entry of its name in spec.share.links or
+// is added to it; a disabled one leaves the list.
+func setLink(a *kubeopencodev1alpha1.Agent, l share.Link) bool {
+	if !l.Enabled {
+		l = share.Link{NamedShareLink: kubeopencodev1alpha1.NamedShareLink{Name: l.Name}}
 	}
-	s := a.Spec.Share
-	if l.Name == "" {
-		*s = kubeopencodev1alpha1.ShareSpec{Enabled: l.Enabled, ExpiresAt: l.ExpiresAt, AllowedIPs: l.AllowedIPs,
-			MaxUses: l.MaxUses, MaxViewers: l.MaxViewers, Mode: l.Mode, Links: s.Links}
-		return
-	}
-	entry := kubeopencodev1alpha1.ShareLink{Name: l.Name, ExpiresAt: l.ExpiresAt, AllowedIPs: l.AllowedIPs,
-		MaxUses: l.MaxUses, MaxViewers: l.MaxViewers, Mode: l.Mode}
-	for i := range s.Links {
-		if s.Links[i].Name == l.Name {
-			s.Links[i] = entry
-			return
-		}
-	}
-	s.Links = append(s.Links, entry)
-}
-
-// removeLink disables a link in the Agent's spec: the default link's fields
-// are cleared, keeping the named links; a named link leaves the list. It
-// reports whether anything changed.
-func removeLink(a *kubeopencodev1alpha1.Agent, link string) bool {
 	s := a.Spec.Share
 	if s == nil {
-		return false
-	}
-	if link == "" {
-		cleared := kubeopencodev1alpha1.ShareSpec{Links: s.Links}
-		if apiequality.Semantic.DeepEqual(*s, cleared) {
+		if !l.Enabled {
 			return false
 		}
-		*s = cleared
-		return true
+		s = &kubeopencodev1alpha1.ShareSpec{}
+		a.Spec.Share = s
+	}
+	if l.Name == "" {
+		before := *s
+		s.Enabled, s.ShareLinkSpec = l.Enabled, l.ShareLinkSpec
+		return !apiequality.Semantic.DeepEqual(before, *s)
 	}
 	for i := range s.Links {
-		if s.Links[i].Name == link {
-			s.Links = append(s.Links[:i:i], s.Links[i+1:]...)
-			if len(s.Links) == 0 {
-				s.Links = nil
-			}
+		if s.Links[i].Name != l.Name {
+			continue
+		}
+		if l.Enabled {
+			s.Links[i] = l.NamedShareLink
 			return true
 		}
+		s.Links = append(s.Links[:i:i], s.Links[i+1:]...)
+		if len(s.Links) == 0 {
+			s.Links = nil
+		}
+		return true
 	}
-	return false
+	if !l.Enabled {
+		return false
+	}
+	s.Links = append(s.Links, l.NamedShareLink)
+	return true
 }
 
 // NewGetOptions returns the options of a get: the link query parameter.
@@ -339,7 +329,7 @@ func (r *REST) Delete(ctx context.Context, name string, deleteValidation rest.Va
 				return false, err
 			}
 		}
-		return removeLink(a, link), nil
+		return setLink(a, share.Link{NamedShareLink: kubeopencodev1alpha1.NamedShareLink{Name: link}}), nil
 	})
 	if err != nil {
 		return nil, false, err
@@ -543,7 +533,7 @@ func (r *REST) readToken(ctx context.Context, agent *kubeopencodev1alpha1.Agent,
 // it, since the link works as soon as the Agent is ready.
 func (r *REST) agentShare(agent *kubeopencodev1alpha1.Agent, link, token string, now time.Time) *subresourcesv1alpha1.AgentShare {
 	l, _ := share.FindLink(agent, link)
-	d := share.EvaluateLink(agent, l, now)
+	d := share.Evaluate(agent, l, now)
 	out := &subresourcesv1alpha1.AgentShare{
 		ObjectMeta: metav1.ObjectMeta{Name: agent.Name, Namespace: agent.Namespace},
 		Spec:       subresourcesv1alpha1.AgentShareSpec{Link: link},
@@ -554,10 +544,10 @@ func (r *REST) agentShare(agent *kubeopencodev1alpha1.Agent, link, token string,
 	}
 	mode := string(l.ModeOrDefault())
 	out.Spec.ExpiresAt = l.ExpiresAt.DeepCopy()
-	out.Spec.AllowedIPs = share.LinkAllowedIPStrings(l)
+	out.Spec.AllowedIPs = share.AllowedIPStrings(l)
 	out.Spec.Mode = mode
 	out.Status.ExpiresAt = l.ExpiresAt.DeepCopy()
-	out.Status.AllowedIPs = share.LinkAllowedIPStrings(l)
+	out.Status.AllowedIPs = share.AllowedIPStrings(l)
 	out.Status.Mode = mode
 	if l.MaxViewers != nil {
 		out.Spec.MaxViewers = ptr.To(*l.MaxViewers)
@@ -632,7 +622,7 @@ func normalize(s *subresourcesv1alpha1.AgentShare) {
 // request without an expiry expires at the cap, when there is one. An
 // explicit edit mode is stored as the default it is, unset.
 func desiredShare(spec subresourcesv1alpha1.AgentShareSpec, now time.Time, maxDuration time.Duration) share.Link {
-	out := share.Link{Name: spec.Link, Enabled: true}
+	out := share.Link{NamedShareLink: kubeopencodev1alpha1.NamedShareLink{Name: spec.Link}, Enabled: true}
 	var expiresAt time.Time
 	switch {
 	case spec.ExpiresAt != nil:

@@ -153,7 +153,7 @@ func TestCreateEnables(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Create() (-want +got):\n%s", diff)
 	}
-	wantSpec := &kubeopencodev1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(24 * time.Hour), AllowedIPs: []kubeopencodev1alpha1.IPOrCIDR{"10.0.0.0/8", "192.168.1.7"}}
+	wantSpec := &kubeopencodev1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: kubeopencodev1alpha1.ShareLinkSpec{ExpiresAt: at(24 * time.Hour), AllowedIPs: []kubeopencodev1alpha1.IPOrCIDR{"10.0.0.0/8", "192.168.1.7"}}}
 	if diff := cmp.Diff(wantSpec, f.agent(t).Spec.Share); diff != "" {
 		t.Errorf("Agent spec.share (-want +got):\n%s", diff)
 	}
@@ -476,7 +476,7 @@ func TestGet(t *testing.T) {
 		{name: "never shared", want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonDisabled}},
 		{name: "disabled with a leftover Secret", share: &kubeopencodev1alpha1.ShareSpec{}, secret: true, want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonDisabled}},
 		{
-			name: "active", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true, AllowedIPs: []kubeopencodev1alpha1.IPOrCIDR{"10.0.0.0/8"}}, conditions: ready, secret: true,
+			name: "active", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: kubeopencodev1alpha1.ShareLinkSpec{AllowedIPs: []kubeopencodev1alpha1.IPOrCIDR{"10.0.0.0/8"}}}, conditions: ready, secret: true,
 			want: subresourcesv1alpha1.AgentShareStatus{Active: true, Reason: share.ReasonActive, Token: token, Path: "/s/" + token, URL: "https://share.example.com/s/" + token, AllowedIPs: []string{"10.0.0.0/8"}, Mode: "edit"},
 		},
 		{
@@ -488,7 +488,7 @@ func TestGet(t *testing.T) {
 			want: subresourcesv1alpha1.AgentShareStatus{Active: true, Reason: share.ReasonActive, Mode: "edit"},
 		},
 		{
-			name: "expired", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true, ExpiresAt: at(-time.Minute)}, conditions: ready, secret: true,
+			name: "expired", share: &kubeopencodev1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: kubeopencodev1alpha1.ShareLinkSpec{ExpiresAt: at(-time.Minute)}}, conditions: ready, secret: true,
 			want: subresourcesv1alpha1.AgentShareStatus{Reason: share.ReasonExpired, ExpiresAt: at(-time.Minute), Mode: "edit"},
 		},
 	}

@@ -133,7 +133,7 @@ func TestConsumeUse(t *testing.T) {
 	ctx := context.Background()
 	agent := testAgent("uid-1")
 	one := int32(2)
-	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, MaxUses: &one}
+	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{MaxUses: &one}}
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
 	secret, token, _, err := Ensure(ctx, c, c, testKeys(), agent, "")
 	if err != nil {
@@ -279,7 +279,7 @@ func TestReturnUseNeverGoesBelowZero(t *testing.T) {
 
 func testAgentWithLink(maxUses *int32) *v1alpha1.Agent {
 	agent := testAgent("uid-1")
-	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.ShareLink{{Name: "once", MaxUses: maxUses}}}
+	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.NamedShareLink{{Name: "once", ShareLinkSpec: v1alpha1.ShareLinkSpec{MaxUses: maxUses}}}}
 	return agent
 }
 
@@ -287,7 +287,7 @@ func TestConsumeUseOfNamedLinks(t *testing.T) {
 	ctx := context.Background()
 	agent := testAgent("uid-1")
 	one := int32(1)
-	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.ShareLink{{Name: "once", MaxUses: &one}, {Name: "many"}}}
+	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.NamedShareLink{{Name: "once", ShareLinkSpec: v1alpha1.ShareLinkSpec{MaxUses: &one}}, {Name: "many"}}}
 	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
 	tokens := map[string]string{}
 	for _, link := range []string{"once", "many"} {

@@ -34,7 +34,7 @@ func ConsumeUse(ctx context.Context, r client.Reader, w client.Writer, ring *sha
 		if held, _, err := share.VerifySecret(ring, secret, agent); err != nil || !share.TokensEqual(held, token) {
 			return 0, fmt.Errorf("share Secret %s: %w", key, share.ErrForeignSecret)
 		}
-		if share.LinkUsedUp(l, secret) {
+		if share.UsedUp(l, secret) {
 			return share.Uses(secret), share.ErrUsedUp
 		}
 		n := share.Uses(secret) + 1

@@ -80,12 +80,29 @@ type TerminalSpec struct {
 	Command []string `json:"command,omitempty"`
 }
 
-// ShareSpec configures the share link of an Agent. Whoever holds the link has
-// terminal access to the Agent's pod.
+// ShareSpec configures the share links of an Agent: the default link, which
+// the fields of ShareLinkSpec inline configure, and the named links beside it.
+// Whoever holds a link has terminal access to the Agent's pod.
 type ShareSpec struct {
-	// Enabled turns the share link on. Turning it off deletes the token at once.
+	// Enabled turns the default share link on. Turning it off deletes its
+	// token at once.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
+	// ShareLinkSpec configures the default link.
+	ShareLinkSpec `json:",inline"`
+	// Links are named links beside the default one that the fields above
+	// configure. Each has its own token, in the Secret {agent}-share-{name},
+	// and its own mode, expiry, allowed addresses and limits; each is
+	// enabled while it is listed, whether or not the default link is.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Links []NamedShareLink `json:"links,omitempty"`
+}
+
+// ShareLinkSpec configures one share link, the default one or a named one.
+type ShareLinkSpec struct {
 	// ExpiresAt is the time after which the link stops working.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
@@ -114,15 +131,6 @@ type ShareSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	MaxViewers *int32 `json:"maxViewers,omitempty"`
-	// Links are named links beside the default one that the fields above
-	// configure. Each has its own token, in the Secret {agent}-share-{name},
-	// and its own mode, expiry, allowed addresses and limits; each is
-	// enabled while it is listed, whether or not the default link is.
-	// +optional
-	// +listType=map
-	// +listMapKey=name
-	// +kubebuilder:validation:MaxItems=16
-	Links []ShareLink `json:"links,omitempty"`
 }
 
 // ShareMode is what the holder of a share link may do in the terminal.
@@ -138,38 +146,16 @@ const (
 	ShareModeView ShareMode = "view"
 )
 
-// ShareLink is a named share link of an Agent.
-type ShareLink struct {
+// NamedShareLink is a named share link of an Agent.
+type NamedShareLink struct {
 	// Name names the link: a DNS label of at most 63 characters. Its token
 	// is kept in the Secret {agent}-share-{name}.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
-	// ExpiresAt is the time after which the link stops working.
-	// +optional
-	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
-	// AllowedIPs are the client addresses that may use the link, as CIDR ranges
-	// or single IP addresses. Empty allows every address.
-	// +optional
-	// +listType=set
-	// +kubebuilder:validation:MaxItems=64
-	AllowedIPs []IPOrCIDR `json:"allowedIPs,omitempty"`
-	// MaxUses, when set, is how many terminal connections the link opens
-	// before it stops working; 1 makes a one-time link.
-	// +optional
-	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=1000
-	MaxUses *int32 `json:"maxUses,omitempty"`
-	// Mode is edit (the default) or view.
-	// +optional
-	Mode ShareMode `json:"mode,omitempty"`
-	// MaxViewers, when set, is how many pages may have the link's terminal
-	// open at once.
-	// +optional
-	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=1000
-	MaxViewers *int32 `json:"maxViewers,omitempty"`
+	// ShareLinkSpec configures the link.
+	ShareLinkSpec `json:",inline"`
 }
 
 // IPOrCIDR is an IP address such as 192.168.1.7 or a CIDR range such as
