@@ -71,8 +71,8 @@ const (
 	secretForeign
 )
 
-// shareReconciler keeps an Agent's share Secret, its ShareReady condition and
-// status.share.
+// shareReconciler keeps the Secrets of an Agent's share links, its
+// ShareReady condition and status.share.
 type shareReconciler struct {
 	client    client.Client
 	apiReader client.Reader
@@ -97,24 +97,95 @@ func (s *shareReconciler) reportedEnabled(ctx context.Context, sc *scope) bool {
 	return cond != nil && cond.Reason != share.ReasonDisabled
 }
 
+// reconcile keeps the Secret of each link of the Agent, the default one and
+// the named ones, in one loop, deletes the Secrets of links the spec no longer
+// has, and writes the ShareReady condition and status.share: the default
+// link's state in the condition and the fields of status.share, each named
+// link's in status.share.links.
 func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.Result, error) {
-	logger := klog.FromContext(ctx)
 	agent := sc.agent
-	state := secretOwned
-	var owned *corev1.Secret
-	if agent.Spec.Share == nil || !agent.Spec.Share.Enabled {
-		deleted, err := s.deleteSecret(ctx, agent, "")
+	var (
+		status *v1alpha1.ShareStatus
+		result reconcile.Result
+	)
+	// keepLinks leaves the named links' part of the status as read, for a
+	// reconcile that stops before it has looked at all of them.
+	keepLinks := func() {
+		if status == nil {
+			return
+		}
+		status.Links = nil
+		if sc.prev.Share != nil {
+			status.Links = sc.prev.Share.Links
+		}
+	}
+	listed := map[string]bool{}
+	for _, l := range share.Links(agent) {
+		listed[l.Name] = true
+		found, err := s.reconcileLink(ctx, sc, l)
 		if errors.Is(err, errStale) {
 			sc.stale = true
+			keepLinks()
 			return reconcile.Result{}, nil
 		}
 		if err != nil {
+			keepLinks()
 			return reconcile.Result{}, err
 		}
-		if deleted {
-			logger.Info("Deleted share Secret: share disabled", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
+		result = earliest(result, found.requeue)
+		if l.Name == "" {
+			// share.Links returns the default link first.
+			status = s.defaultStatus(sc, found)
+		} else {
+			status.Links = append(status.Links, found.linkStatus(l))
 		}
-		state = secretAbsent
+	}
+	err := s.deleteRemoved(ctx, sc, listed)
+	if errors.Is(err, errStale) {
+		sc.stale = true
+		keepLinks()
+		return reconcile.Result{}, nil
+	}
+	if err != nil {
+		keepLinks()
+		return reconcile.Result{}, err
+	}
+	return result, nil
+}
+
+// linkState is what the controller found of one link of an Agent.
+type linkState struct {
+	// secret is what was found of the link's Secret.
+	secret secretState
+	// owned is the link's Secret while it belongs to the Agent.
+	owned *corev1.Secret
+	// decision says whether the link gives access: the link's evaluation,
+	// turned off when its Secret is missing, foreign or used up.
+	decision share.Decision
+	// requeue asks to look again at the link's expiry or, for a foreign
+	// Secret, after conflictRecheck.
+	requeue reconcile.Result
+}
+
+// reconcileLink keeps the Secret of one link of the Agent: deletes it while
+// the link is disabled, mints, replaces or signs it again while the link is
+// enabled, announces a new token, and queues the Events of the link's
+// transitions. It returns errStale when the Agent on the API server is no
+// longer the one read.
+func (s *shareReconciler) reconcileLink(ctx context.Context, sc *scope, l share.Link) (linkState, error) {
+	logger := klog.FromContext(ctx)
+	agent := sc.agent
+	secretName := share.LinkSecretName(agent.Name, l.Name)
+	if !l.Enabled {
+		// Only the default link is listed while it is disabled; a named
+		// link is disabled by leaving the list (deleteRemoved).
+		deleted, err := s.deleteSecret(ctx, agent, l.Name)
+		if err != nil {
+			return linkState{}, err
+		}
+		if deleted {
+			logger.Info("Deleted share Secret: share disabled", "agent", klog.KObj(agent), "link", l.DisplayName(), "secret", klog.KRef(agent.Namespace, secretName))
+		}
 		// Announce the end of a share that was reported or had a token:
 		// deleted by this reconcile, or by a replica that stopped before it
 		// wrote the status. The cache may not yet hold the status this
@@ -123,69 +194,76 @@ func (s *shareReconciler) reconcile(ctx context.Context, sc *scope) (reconcile.R
 		if deleted || s.reportedEnabled(ctx, sc) {
 			sc.events = append(sc.events, event{
 				eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
-				note: "Share link disabled; its token no longer works",
+				note: linkWords(l.Name) + " disabled; its token no longer works",
 			})
 		}
-	} else {
-		secret, token, created, err := s.ensureSecret(ctx, sc, "")
-		switch {
-		case errors.Is(err, errStale):
-			sc.stale = true
-			return reconcile.Result{}, nil
-		case errors.Is(err, share.ErrForeignSecret):
-			state = secretForeign
-			// The Warning Event tells the user, once; the log says it at each look.
-			logger.V(2).Info("Share Secret name taken by a Secret that does not belong to the Agent", "agent", klog.KObj(agent), "secret", klog.KRef(agent.Namespace, share.SecretName(agent.Name)))
-		case err != nil:
-			return reconcile.Result{}, err
-		default:
-			owned = secret
-			if err := s.announceToken(ctx, agent, "", secret, token, created); err != nil {
-				return reconcile.Result{}, err
-			}
-		}
+		return linkState{secret: secretAbsent, decision: share.Decision{Reason: share.ReasonDisabled, Message: linkWords(l.Name) + " is disabled"}}, nil
 	}
 
-	def, _ := share.FindLink(agent, "")
-	cond, status, untilExpiry := shareState(agent, state, s.publicURL, sc.now)
-	if cond.Status == metav1.ConditionTrue && share.UsedUp(def, owned) {
-		cond.Status, cond.Reason = metav1.ConditionFalse, share.ReasonUsedUp
-		cond.Message = fmt.Sprintf("Share link has opened all of its %d terminal connections", *agent.Spec.Share.MaxUses)
+	secret, token, created, err := s.ensureSecret(ctx, sc, l.Name)
+	switch {
+	case errors.Is(err, share.ErrForeignSecret):
+		// The Warning Event tells the user, once; the log says it at each look.
+		logger.V(2).Info("Share Secret name taken by a Secret that does not belong to the Agent", "agent", klog.KObj(agent), "link", l.DisplayName(), "secret", klog.KRef(agent.Namespace, secretName))
+		found := linkState{secret: secretForeign, requeue: reconcile.Result{RequeueAfter: conflictRecheck},
+			decision: share.Decision{Reason: share.ReasonSecretConflict, Message: conflictMessage(agent, l.Name)}}
+		s.linkEvent(sc, l.Name, found.decision.Reason, event{eventType: corev1.EventTypeWarning, reason: EventSecretConflict, action: "EnsureSecret", note: found.decision.Message})
+		return found, nil
+	case err != nil:
+		return linkState{}, err
+	}
+	if err := s.announceToken(ctx, agent, l.Name, secret, token, created); err != nil {
+		return linkState{}, err
+	}
+	found := linkState{secret: secretOwned, owned: secret, decision: share.Evaluate(agent, l, sc.now)}
+	d := &found.decision
+	if d.Active && share.UsedUp(l, secret) {
+		d.Active, d.Reason = false, share.ReasonUsedUp
+		d.Message = fmt.Sprintf("%s has opened all of its %d terminal connections", linkWords(l.Name), *l.MaxUses)
+		s.linkEvent(sc, l.Name, d.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareUsedUp, action: "UseUp", note: d.Message})
+	}
+	if d.Reason == share.ReasonExpired {
+		s.linkEvent(sc, l.Name, d.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareExpired, action: "Expire", note: d.Message})
+	} else if d.ExpiresAt != nil {
+		found.requeue = reconcile.Result{RequeueAfter: d.ExpiresAt.Sub(sc.now)}
+	}
+	return found, nil
+}
+
+// defaultStatus writes the ShareReady condition and status.share from what
+// was found of the default link, and returns status.share.
+func (s *shareReconciler) defaultStatus(sc *scope, found linkState) *v1alpha1.ShareStatus {
+	agent := sc.agent
+	cond, status, _ := shareState(agent, found.secret, s.publicURL, sc.now)
+	if cond.Status == metav1.ConditionTrue && found.decision.Reason == share.ReasonUsedUp {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, found.decision.Reason, found.decision.Message
 		status.Active = false
-		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
-			eventType: corev1.EventTypeNormal, reason: EventShareUsedUp, action: "UseUp", note: cond.Message,
-		})
 	}
 	sc.setCondition(cond)
 	if status.SecretName != "" {
+		def, _ := share.FindLink(agent, "")
 		status.Mode = def.ModeOrDefault()
-		status.Viewers = share.Viewers(owned)
+		status.Viewers = share.Viewers(found.owned)
 	}
 	agent.Status.Share = status
-	links, linksRequeue, err := s.reconcileLinks(ctx, sc)
-	if errors.Is(err, errStale) {
-		sc.stale = true
-		if sc.prev.Share != nil {
-			status.Links = sc.prev.Share.Links
-		}
-		return reconcile.Result{}, nil
+	return status
+}
+
+// linkStatus is the status of a named link from what was found of it.
+func (found linkState) linkStatus(l share.Link) v1alpha1.LinkStatus {
+	st := v1alpha1.LinkStatus{Name: l.Name, Mode: l.ModeOrDefault(), ExpiresAt: l.ExpiresAt.DeepCopy(), Reason: found.decision.Reason}
+	if found.secret == secretOwned {
+		st.SecretName, st.Active, st.Viewers = found.owned.Name, found.decision.Active, share.Viewers(found.owned)
 	}
-	if err != nil {
-		return reconcile.Result{}, err
+	return st
+}
+
+// conflictMessage says that a link's Secret name is taken and what to do.
+func conflictMessage(agent *v1alpha1.Agent, link string) string {
+	if link == "" {
+		return fmt.Sprintf("Secret %s exists and does not belong to this Agent; delete it or rename the Agent to enable sharing", share.SecretName(agent.Name))
 	}
-	status.Links = links
-	switch cond.Reason {
-	case share.ReasonExpired:
-		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
-			eventType: corev1.EventTypeNormal, reason: EventShareExpired, action: "Expire", note: cond.Message,
-		})
-	case share.ReasonSecretConflict:
-		sc.eventOnTransition(v1alpha1.ConditionShareReady, cond.Reason, event{
-			eventType: corev1.EventTypeWarning, reason: EventSecretConflict, action: "EnsureSecret", note: cond.Message,
-		})
-		return earliest(reconcile.Result{RequeueAfter: conflictRecheck}, linksRequeue), nil
-	}
-	return earliest(reconcile.Result{RequeueAfter: untilExpiry}, linksRequeue), nil
+	return fmt.Sprintf("Secret %s exists and does not belong to this Agent; delete it or rename the link %q to enable it", share.LinkSecretName(agent.Name, link), link)
 }
 
 // errStale means the Agent changed on the API server since it was read.
@@ -400,7 +478,7 @@ func shareState(agent *v1alpha1.Agent, secret secretState, publicURL string, now
 	status := &v1alpha1.ShareStatus{ExpiresAt: d.ExpiresAt.DeepCopy()}
 	if secret == secretForeign {
 		cond.Reason = share.ReasonSecretConflict
-		cond.Message = fmt.Sprintf("Secret %s exists and does not belong to this Agent; delete it or rename the Agent to enable sharing", share.SecretName(agent.Name))
+		cond.Message = conflictMessage(agent, "")
 		return cond, status, 0
 	}
 	status.SecretName = share.SecretName(agent.Name)
@@ -426,50 +504,12 @@ func linkWords(link string) string {
 	return fmt.Sprintf("Share link %q", link)
 }
 
-// reconcileLinks keeps one Secret for each named link of spec.share.links,
-// deletes the Secrets of links no longer listed, and returns the status of
-// each link and the time until the earliest expiry ahead. It returns
-// errStale when the Agent on the API server is no longer the one read.
-func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1alpha1.LinkStatus, reconcile.Result, error) {
+// deleteRemoved deletes the Secrets of named links the spec no longer lists,
+// so that their tokens stop working, and announces the end of each link that
+// was reported or had a Secret. It returns errStale when the Agent on the API
+// server is no longer the one read.
+func (s *shareReconciler) deleteRemoved(ctx context.Context, sc *scope, listed map[string]bool) error {
 	agent := sc.agent
-	var (
-		out    []v1alpha1.LinkStatus
-		result reconcile.Result
-	)
-	listed := map[string]bool{}
-	for _, l := range share.Links(agent)[1:] {
-		listed[l.Name] = true
-		st := v1alpha1.LinkStatus{Name: l.Name, Mode: l.ModeOrDefault(), ExpiresAt: l.ExpiresAt.DeepCopy()}
-		secret, token, created, err := s.ensureSecret(ctx, sc, l.Name)
-		switch {
-		case errors.Is(err, share.ErrForeignSecret):
-			st.Reason = share.ReasonSecretConflict
-			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeWarning, reason: EventSecretConflict, action: "EnsureSecret",
-				note: fmt.Sprintf("Secret %s exists and does not belong to this Agent; delete it or rename the link %q to enable it", share.LinkSecretName(agent.Name, l.Name), l.Name)})
-			result = earliest(result, reconcile.Result{RequeueAfter: conflictRecheck})
-			out = append(out, st)
-			continue
-		case err != nil:
-			return nil, reconcile.Result{}, err
-		}
-		if err := s.announceToken(ctx, agent, l.Name, secret, token, created); err != nil {
-			return nil, reconcile.Result{}, err
-		}
-		d := share.Evaluate(agent, l, sc.now)
-		st.SecretName, st.Active, st.Reason, st.Viewers = secret.Name, d.Active, d.Reason, share.Viewers(secret)
-		if d.Active && share.UsedUp(l, secret) {
-			st.Active, st.Reason = false, share.ReasonUsedUp
-			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareUsedUp, action: "UseUp",
-				note: fmt.Sprintf("%s has opened all of its %d terminal connections", linkWords(l.Name), *l.MaxUses)})
-		}
-		if d.Reason == share.ReasonExpired {
-			s.linkEvent(sc, l.Name, st.Reason, event{eventType: corev1.EventTypeNormal, reason: EventShareExpired, action: "Expire", note: d.Message})
-		} else if d.ExpiresAt != nil {
-			result = earliest(result, reconcile.Result{RequeueAfter: d.ExpiresAt.Sub(sc.now)})
-		}
-		out = append(out, st)
-	}
-
 	// A link that was reported and is no longer listed was disabled,
 	// whoever deleted its Secret (the aggregated API deletes it itself).
 	disabled := map[string]bool{}
@@ -480,11 +520,9 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 			}
 		}
 	}
-	// The Secrets of links no longer listed go, so that their tokens stop
-	// working.
 	secrets := &corev1.SecretList{}
 	if err := s.client.List(ctx, secrets, client.InNamespace(agent.Namespace), client.MatchingLabels{share.LabelAgent: agent.Name}); err != nil {
-		return nil, reconcile.Result{}, fmt.Errorf("listing the share Secrets of Agent %s: %w", klog.KObj(agent), err)
+		return fmt.Errorf("listing the share Secrets of Agent %s: %w", klog.KObj(agent), err)
 	}
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
@@ -494,7 +532,7 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		}
 		deleted, err := s.deleteSecret(ctx, agent, link)
 		if err != nil {
-			return nil, reconcile.Result{}, err
+			return err
 		}
 		if deleted {
 			klog.FromContext(ctx).Info("Deleted share Secret: link removed", "agent", klog.KObj(agent), "link", link, "secret", klog.KObj(secret))
@@ -510,12 +548,18 @@ func (s *shareReconciler) reconcileLinks(ctx context.Context, sc *scope) ([]v1al
 		sc.events = append(sc.events, event{eventType: corev1.EventTypeNormal, reason: EventShareDisabled, action: "Disable",
 			note: linkWords(link) + " disabled; its token no longer works"})
 	}
-	return out, result, nil
+	return nil
 }
 
-// linkEvent queues an Event about a named link for when the status is
-// written, unless the link already had the reason before this reconcile.
+// linkEvent queues an Event about a link for when the status is written,
+// unless the link already had the reason before this reconcile: the default
+// link's reason is that of the ShareReady condition, a named link's that of
+// its entry in status.share.links.
 func (s *shareReconciler) linkEvent(sc *scope, link, reason string, e event) {
+	if link == "" {
+		sc.eventOnTransition(v1alpha1.ConditionShareReady, reason, e)
+		return
+	}
 	if sc.prev.Share != nil {
 		for _, prev := range sc.prev.Share.Links {
 			if prev.Name == link && prev.Reason == reason {
