@@ -16,6 +16,7 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/kubectl/pkg/util/templates"
 
+	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
@@ -383,11 +384,11 @@ func shareChanges(before, after *subresourcesv1alpha1.AgentShareStatus) []string
 	return out
 }
 
-func modeText(mode string) string {
+func modeText(mode kubeopencodev1alpha1.ShareMode) string {
 	if mode == "" {
-		return "edit"
+		return string(kubeopencodev1alpha1.ShareModeEdit)
 	}
-	return mode
+	return string(mode)
 }
 
 func timeText(t *metav1.Time) string {

@@ -542,7 +542,7 @@ func (r *REST) agentShare(agent *kubeopencodev1alpha1.Agent, link, token string,
 	if !l.Enabled {
 		return out
 	}
-	mode := string(l.ModeOrDefault())
+	mode := l.ModeOrDefault()
 	out.Spec.ExpiresAt = l.ExpiresAt.DeepCopy()
 	out.Spec.AllowedIPs = share.AllowedIPStrings(l)
 	out.Spec.Mode = mode
@@ -645,7 +645,7 @@ func desiredShare(spec subresourcesv1alpha1.AgentShareSpec, now time.Time, maxDu
 	if spec.MaxViewers != nil {
 		out.MaxViewers = ptr.To(*spec.MaxViewers)
 	}
-	if spec.Mode == string(kubeopencodev1alpha1.ShareModeView) {
+	if spec.Mode == kubeopencodev1alpha1.ShareModeView {
 		out.Mode = kubeopencodev1alpha1.ShareModeView
 	}
 	return out

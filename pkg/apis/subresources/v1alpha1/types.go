@@ -2,6 +2,8 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 )
 
 // AgentShare is the request and response of the agents/share subresource.
@@ -56,7 +58,7 @@ type AgentShareSpec struct {
 	// Mode is "edit" (the default), whose holder types into the terminal,
 	// or "view", whose holder only watches it.
 	// +optional
-	Mode string `json:"mode,omitempty"`
+	Mode kubeopencodev1alpha1.ShareMode `json:"mode,omitempty"`
 	// MaxViewers, when set, is how many pages may have the link's terminal
 	// open at once.
 	// +optional
@@ -98,7 +100,7 @@ type AgentShareStatus struct {
 	Link string `json:"link,omitempty"`
 	// Mode is the link's mode, edit or view, while it is enabled.
 	// +optional
-	Mode string `json:"mode,omitempty"`
+	Mode kubeopencodev1alpha1.ShareMode `json:"mode,omitempty"`
 	// MaxViewers is how many pages may have the link's terminal open at
 	// once.
 	// +optional

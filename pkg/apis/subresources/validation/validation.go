@@ -9,12 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	agentvalidation "github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 )
 
 // Modes are the values of spec.mode; empty means edit.
-var Modes = []string{"edit", "view"}
+var Modes = []kubeopencodev1alpha1.ShareMode{kubeopencodev1alpha1.ShareModeEdit, kubeopencodev1alpha1.ShareModeView}
 
 // ValidateAgentShareCreate validates the body of a create on agents/share at
 // time now. maxDuration, when positive, bounds how far in the future the link
