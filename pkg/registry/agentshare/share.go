@@ -667,10 +667,6 @@ func withUses(out *subresourcesv1alpha1.AgentShare, agent *kubeopencodev1alpha1.
 	}
 }
 
-func shareEnabled(agent *kubeopencodev1alpha1.Agent) bool {
-	return agent.Spec.Share != nil && agent.Spec.Share.Enabled
-}
-
 func namespaceFrom(ctx context.Context) (string, error) {
 	namespace, ok := genericapirequest.NamespaceFrom(ctx)
 	if !ok || namespace == "" {

@@ -555,3 +555,9 @@ func TestDeleteDryRunAndAdmission(t *testing.T) {
 		t.Errorf("a dry run or denied disable changed the link")
 	}
 }
+
+// shareEnabled reports whether the Agent's default link is enabled.
+func shareEnabled(agent *kubeopencodev1alpha1.Agent) bool {
+	l, _ := share.FindLink(agent, "")
+	return l.Enabled
+}
