@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -34,6 +35,12 @@ type rawAnswer struct {
 
 // shape is the answer without what differs between any two requests (the
 // date), for comparing answers.
+// pageNonce matches the style nonce of a page (docs/security.md): fresh in
+// every answer, so shape compares everything but its value.
+var pageNonce = regexp.MustCompile(`(nonce-|nonce=")[A-Za-z0-9_-]+`)
+
+// shape is the answer as a probe sees it: status, headers but Date, body,
+// with the per-answer style nonce replaced by a placeholder.
 func (a rawAnswer) shape() string {
 	keys := make([]string, 0, len(a.header))
 	for k := range a.header {
@@ -48,7 +55,7 @@ func (a rawAnswer) shape() string {
 		fmt.Fprintf(&b, "%s: %s\n", k, strings.Join(a.header[k], ", "))
 	}
 	b.WriteString("\n" + a.body)
-	return b.String()
+	return pageNonce.ReplaceAllString(b.String(), "${1}N")
 }
 
 // rawRequest sends "method target HTTP/1.1" with the given header lines on a
