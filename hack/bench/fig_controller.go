@@ -513,12 +513,18 @@ func runController(args []string) error {
 	if err != nil {
 		return err
 	}
-	// As many workers as the shipped controller: only the limit differs.
-	if err := controller.SetupWithManager(mgr, controller.Config{PublicURL: "http://share.bench.invalid", Workers: app.NewOptions().Workers}); err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// As many workers and the same signing keys as the shipped controller:
+	// only the limit differs.
+	shipped := app.NewOptions()
+	keys, err := shipped.SigningKey.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := controller.SetupWithManager(mgr, controller.Config{Keys: keys, PublicURL: "http://share.bench.invalid", Workers: shipped.Workers}); err != nil {
+		return err
+	}
 	return mgr.Start(ctx)
 }
 
