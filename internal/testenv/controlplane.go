@@ -556,51 +556,31 @@ func (cp *ControlPlane) componentKubeconfig(name, user string, groups ...string)
 }
 
 func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
-	kubeconfig, err := cp.componentKubeconfig("kube-controller-manager", "system:kube-controller-manager")
-	if err != nil {
-		return err
-	}
-	return retryStart(ctx, func() error {
-		port, err := FreePort()
-		if err != nil {
-			return err
-		}
-		p, err := StartProcess(cp.dir, "kube-controller-manager", filepath.Join(cp.binDir, "kube-controller-manager"),
-			"--kubeconfig="+kubeconfig,
-			"--authentication-kubeconfig="+kubeconfig,
-			"--authorization-kubeconfig="+kubeconfig,
-			"--bind-address=127.0.0.1",
-			"--secure-port="+itoa(port),
-			"--cert-dir="+cp.path("kube-controller-manager-certs"),
-			"--leader-elect=false",
-			"--use-service-account-credentials=true",
-			"--service-account-private-key-file="+cp.path("sa.key"),
-			"--root-ca-file="+cp.path("serving-ca.crt"),
-			"--service-cluster-ip-range=10.0.0.0/24",
-			"--controllers=*",
-			// The stand-in node heartbeats through its Lease; a stalled test
-			// should not see its pods evicted.
-			"--node-monitor-grace-period=5m",
-			"--profiling=false",
-			"--v=1",
-		)
-		if err != nil {
-			return err
-		}
-		// kube-controller-manager serves /healthz but no /readyz; its
-		// controllers are known to run once the serviceaccount controller
-		// has filled the default namespace.
-		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/healthz", nil, 60*time.Second); err != nil {
-			p.Stop()
-			return err
-		}
-		cp.addProcess(p)
-		return nil
-	})
+	// kube-controller-manager serves /healthz but no /readyz; its
+	// controllers are known to run once the serviceaccount controller has
+	// filled the default namespace.
+	return cp.startComponent(ctx, "kube-controller-manager", "system:kube-controller-manager", "/healthz",
+		"--cert-dir="+cp.path("kube-controller-manager-certs"),
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file="+cp.path("sa.key"),
+		"--root-ca-file="+cp.path("serving-ca.crt"),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--controllers=*",
+		// The stand-in node heartbeats through its Lease; a stalled test
+		// should not see its pods evicted.
+		"--node-monitor-grace-period=5m",
+	)
 }
 
 func (cp *ControlPlane) startScheduler(ctx context.Context) error {
-	kubeconfig, err := cp.componentKubeconfig("kube-scheduler", "system:kube-scheduler")
+	return cp.startComponent(ctx, "kube-scheduler", "system:kube-scheduler", "/readyz")
+}
+
+// startComponent runs the control-plane binary name as user, serving on a
+// free loopback port without leader election or profiling, and waits until
+// its probe path answers 200.
+func (cp *ControlPlane) startComponent(ctx context.Context, name, user, probe string, extra ...string) error {
+	kubeconfig, err := cp.componentKubeconfig(name, user)
 	if err != nil {
 		return err
 	}
@@ -609,20 +589,21 @@ func (cp *ControlPlane) startScheduler(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p, err := StartProcess(cp.dir, "kube-scheduler", filepath.Join(cp.binDir, "kube-scheduler"),
-			"--kubeconfig="+kubeconfig,
-			"--authentication-kubeconfig="+kubeconfig,
-			"--authorization-kubeconfig="+kubeconfig,
+		args := append([]string{
+			"--kubeconfig=" + kubeconfig,
+			"--authentication-kubeconfig=" + kubeconfig,
+			"--authorization-kubeconfig=" + kubeconfig,
 			"--bind-address=127.0.0.1",
-			"--secure-port="+itoa(port),
+			"--secure-port=" + itoa(port),
 			"--leader-elect=false",
 			"--profiling=false",
 			"--v=1",
-		)
+		}, extra...)
+		p, err := StartProcess(cp.dir, name, filepath.Join(cp.binDir, name), args...)
 		if err != nil {
 			return err
 		}
-		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/readyz", nil, 60*time.Second); err != nil {
+		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+probe, nil, 60*time.Second); err != nil {
 			p.Stop()
 			return err
 		}
