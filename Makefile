@@ -52,12 +52,12 @@ test-fuzz:
 ## test-unit: the tests that need no control plane
 .PHONY: test-unit
 test-unit:
-	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /test/integration)
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -e /test/integration -e /internal/testenv)
 
 ## test-integration: the tests on a real control plane
 .PHONY: test-integration
 test-integration: control-plane
-	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/integration/...
+	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./internal/testenv/... ./test/integration/...
 
 ## verify: gofmt, go vet, go mod tidy and generated code are clean
 .PHONY: verify

@@ -35,11 +35,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kubeopencode/share/cmd/controller/app"
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // controllerRun is the outcome of one cold start of a controller.
@@ -91,7 +91,7 @@ func (r controllerRun) String() string {
 func (b *bench) controllerFigures(ctx context.Context) error {
 	o := b.o
 	step("figure 6: starting a control plane without controllers")
-	cp, err := framework.Start(ctx, framework.Options{Dir: filepath.Join(o.work, "controlplane-controller"), WithoutControllers: true})
+	cp, err := testenv.Start(ctx, testenv.Options{Dir: filepath.Join(o.work, "controlplane-controller"), WithoutControllers: true})
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}}); err != nil {
+	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testenv.SystemNamespace}}); err != nil {
 		return err
 	}
 	for _, f := range []string{"controller/serviceaccount.yaml", "controller/rbac.yaml"} {
@@ -116,15 +116,15 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 			return err
 		}
 	}
-	_, kubeconfig, err := serviceAccountConfig(cp, o.work, "controller-fig6", "kubeopencode-controller")
-	if err != nil {
+	kubeconfig := filepath.Join(o.work, "controller-fig6.kubeconfig")
+	if _, err := cp.ServiceAccountKubeconfig(kubeconfig, testenv.ControllerServiceAccount); err != nil {
 		return err
 	}
-	shipped := func(name string) (*child, error) {
-		return startController(cp, o, name, filepath.Join(o.binDir, "controller"), "http://share.bench.invalid")
+	shipped := func(name string) (*testenv.Process, error) {
+		return startController(cp, o, name)
 	}
-	unlimited := func(name string) (*child, error) {
-		return startChild(o.logDir, name, o.self, "controller", "-kubeconfig", kubeconfig)
+	unlimited := func(name string) (*testenv.Process, error) {
+		return testenv.StartProcess(o.logDir, name, o.self, "controller", "-kubeconfig", kubeconfig)
 	}
 
 	n0 := o.agentCounts[0]
@@ -145,12 +145,12 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 		createPer = time.Since(began) / time.Duration(n)
 		return nil
 	}
-	run := func(label string, start func(string) (*child, error), ns string, n int, limit time.Duration) (controllerRun, error) {
+	run := func(label string, start func(string) (*testenv.Process, error), ns string, n int, limit time.Duration) (controllerRun, error) {
 		step("  %s controller, %d Agents: creating them", label, n)
 		if err := prepare(ns, n); err != nil {
 			return controllerRun{}, err
 		}
-		r, err := coldStart(ctx, adminC, scheme, ns, n, limit, func() (*child, error) { return start(ns) })
+		r, err := coldStart(ctx, adminC, scheme, ns, n, limit, func() (*testenv.Process, error) { return start(ns) })
 		if err != nil {
 			return r, err
 		}
@@ -357,7 +357,7 @@ func cleanNamespace(ctx context.Context, c client.Client, ns string) error {
 
 // coldStart starts a controller on a namespace of unreconciled Agents and
 // waits until each reports its generation and ShareReady, or the limit.
-func coldStart(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns string, n int, limit time.Duration, start func() (*child, error)) (controllerRun, error) {
+func coldStart(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns string, n int, limit time.Duration, start func() (*testenv.Process, error)) (controllerRun, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cache, err := crcache.New(cfg, crcache.Options{Scheme: scheme, DefaultNamespaces: map[string]crcache.Config{ns: {}}})
@@ -400,7 +400,7 @@ func coldStart(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns
 	if err != nil {
 		return controllerRun{}, err
 	}
-	defer c.stop()
+	defer c.Stop()
 	began := time.Now()
 	r := controllerRun{agents: n}
 	tick := time.NewTicker(500 * time.Millisecond)
@@ -412,11 +412,11 @@ func coldStart(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns
 			r.complete = true
 		case <-deadline:
 		case <-tick.C:
-			if rss, err := rssBytes(c.pid()); err == nil {
+			if rss, err := rssBytes(c.Pid()); err == nil {
 				r.peakRSS = max(r.peakRSS, rss)
 			}
-			if c.exited() {
-				return r, fmt.Errorf("the controller exited (log %s)", c.log)
+			if c.Exited() {
+				return r, fmt.Errorf("the controller exited (log %s)", c.LogPath())
 			}
 			continue
 		case <-ctx.Done():
@@ -425,7 +425,7 @@ func coldStart(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns
 		break
 	}
 	r.elapsed = time.Since(began)
-	if rss, err := rssBytes(c.pid()); err == nil {
+	if rss, err := rssBytes(c.Pid()); err == nil {
 		r.peakRSS = max(r.peakRSS, rss)
 	}
 	mu.Lock()
@@ -513,39 +513,44 @@ func runController(args []string) error {
 	if err != nil {
 		return err
 	}
-	// As many workers as the shipped controller: only the limit differs.
-	if err := controller.SetupWithManager(mgr, controller.Config{PublicURL: "http://share.bench.invalid", Workers: app.NewOptions().Workers}); err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// As many workers and the same signing keys as the shipped controller:
+	// only the limit differs.
+	shipped := app.NewOptions()
+	keys, err := shipped.SigningKey.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := controller.SetupWithManager(mgr, controller.Config{Keys: keys, PublicURL: "http://share.bench.invalid", Workers: shipped.Workers}); err != nil {
+		return err
+	}
 	return mgr.Start(ctx)
 }
 
 // restartOnReconciled starts the shipped controller on n Agents that are all
 // reconciled, and times it until its reconcile counter (from its metrics)
 // reaches n.
-func restartOnReconciled(ctx context.Context, cp *framework.ControlPlane, o *options, n int) (controllerRun, error) {
-	port, err := freePort()
+func restartOnReconciled(ctx context.Context, cp *testenv.ControlPlane, o *options, n int) (controllerRun, error) {
+	port, err := testenv.FreePort()
 	if err != nil {
 		return controllerRun{}, err
 	}
 	metrics := "127.0.0.1:" + strconv.Itoa(port)
-	c, err := startController(cp, o, "controller-restart", filepath.Join(o.binDir, "controller"), "http://share.bench.invalid",
-		"--metrics-bind-address="+metrics, "--metrics-secure=false")
+	c, err := startController(cp, o, "controller-restart", "--metrics-bind-address="+metrics, "--metrics-secure=false")
 	if err != nil {
 		return controllerRun{}, err
 	}
-	defer c.stop()
+	defer c.Stop()
 	began := time.Now()
 	r := controllerRun{agents: n}
 	deadline := time.Now().Add(controllerLimit)
 	for time.Now().Before(deadline) {
-		if rss, err := rssBytes(c.pid()); err == nil {
+		if rss, err := rssBytes(c.Pid()); err == nil {
 			r.peakRSS = max(r.peakRSS, rss)
 		}
-		if c.exited() {
-			return r, fmt.Errorf("the controller exited (log %s)", c.log)
+		if c.Exited() {
+			return r, fmt.Errorf("the controller exited (log %s)", c.LogPath())
 		}
 		if total, err := reconcileTotal(ctx, "http://"+metrics+"/metrics"); err == nil && total >= float64(n) {
 			r.complete, r.reconciled = true, n

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	"github.com/kubeopencode/share/pkg/sharehttp"
 )
 
@@ -156,16 +157,16 @@ func sampleMemory(pid int, live func() (heap, stack float64, err error)) (memory
 
 // serverMemory samples the listener process.
 func (s *system) serverMemory(ctx context.Context) (memory, error) {
-	return sampleMemory(s.server.pid(), func() (float64, float64, error) { return s.serverLive(ctx) })
+	return sampleMemory(s.server.Pid(), func() (float64, float64, error) { return s.serverLive(ctx) })
 }
 
 // holderMemory samples the exec holder.
-func holderMemory(h *child) (memory, error) {
-	return sampleMemory(h.pid(), func() (float64, float64, error) {
-		if err := h.send("mem"); err != nil {
+func holderMemory(h *testenv.Process) (memory, error) {
+	return sampleMemory(h.Pid(), func() (float64, float64, error) {
+		if err := h.Send("mem"); err != nil {
 			return 0, 0, err
 		}
-		line, err := h.readLine("mem ", time.Minute)
+		line, err := h.ReadLine("mem ", time.Minute)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -202,13 +203,13 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 	}
 
 	step("figure 3: exec streams alone, held by a process of their own, at %v", holderCounts)
-	holder, err := startChildWith(o.logDir, "exec-holder", true, o.self, "exec-holder",
-		"-kubeconfig", s.serverKC, "-namespace", benchNamespace, "-pod", s.agents["echo"].pod)
+	holder, err := testenv.StartInteractiveProcess(o.logDir, "exec-holder", o.self, "exec-holder",
+		"-kubeconfig", s.server.Kubeconfig, "-namespace", benchNamespace, "-pod", s.agents["echo"].pod)
 	if err != nil {
 		return err
 	}
-	defer holder.stop()
-	if err := holder.expect("idle", 2*time.Minute); err != nil {
+	defer holder.Stop()
+	if err := holder.Expect("idle", 2*time.Minute); err != nil {
 		return err
 	}
 	h0, err := holderMemory(holder)
@@ -220,17 +221,17 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		return err
 	}
 	if o.profiles != "" {
-		_ = holder.send("profile " + filepath.Join(o.profiles, "holder-before"))
-		_, _ = holder.readLine("profile ", time.Minute)
+		_ = holder.Send("profile " + filepath.Join(o.profiles, "holder-before"))
+		_, _ = holder.ReadLine("profile ", time.Minute)
 	}
 	execPer := map[int]memory{}
 	var holderSites []siteDelta
 	have := 0
 	for _, n := range holderCounts {
-		if err := holder.send(fmt.Sprintf("open %d", n-have)); err != nil {
+		if err := holder.Send(fmt.Sprintf("open %d", n-have)); err != nil {
 			return err
 		}
-		if err := holder.expect("open", 10*time.Minute); err != nil {
+		if err := holder.Expect("open", 10*time.Minute); err != nil {
 			return err
 		}
 		have = n
@@ -247,14 +248,14 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 			}
 			holderSites = perSession(hg0, hg, n, 0.5)
 			if o.profiles != "" {
-				_ = holder.send("profile " + filepath.Join(o.profiles, "holder"))
-				_, _ = holder.readLine("profile ", time.Minute)
+				_ = holder.Send("profile " + filepath.Join(o.profiles, "holder"))
+				_, _ = holder.ReadLine("profile ", time.Minute)
 			}
 		}
 	}
-	_ = holder.send("close")
-	_ = holder.expect("closed", 2*time.Minute)
-	holder.stop()
+	_ = holder.Send("close")
+	_ = holder.Expect("closed", 2*time.Minute)
+	holder.Stop()
 
 	g0s, err := s.metricSamples(ctx, "go_goroutines")
 	if err != nil {
@@ -511,12 +512,12 @@ func (s *system) serverProfiles(ctx context.Context, heap bool) (goroutines, hea
 }
 
 // holderGoroutines returns the exec holder's goroutines by site.
-func holderGoroutines(h *child, dir string) (map[string]float64, error) {
+func holderGoroutines(h *testenv.Process, dir string) (map[string]float64, error) {
 	file := filepath.Join(dir, "exec-holder-goroutines.txt")
-	if err := h.send("goroutines " + file); err != nil {
+	if err := h.Send("goroutines " + file); err != nil {
 		return nil, err
 	}
-	if _, err := h.readLine("goroutines ", time.Minute); err != nil {
+	if _, err := h.ReadLine("goroutines ", time.Minute); err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(file)

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubeopencode/share/internal/testenv"
 )
 
 // opener opens one session of a kind under test, its output going to out.
@@ -226,7 +228,7 @@ func (b *bench) sharePath() path {
 	s := b.sys
 	return path{
 		name:  "share",
-		procs: map[string]int{"kube-apiserver": b.apiserverPid, "share server": s.server.pid(), "benchmark process": os.Getpid()},
+		procs: map[string]int{"kube-apiserver": b.apiserverPid, "share server": s.server.Pid(), "benchmark process": os.Getpid()},
 		echo: func(ctx context.Context, out sink) (terminal, error) {
 			return s.dialShare(ctx, s.agents["echo"].token, out)
 		},
@@ -411,27 +413,27 @@ func (b *bench) startWetty(ctx context.Context) (*path, func()) {
 	if v, err := exec.Command(node, "--version").Output(); err == nil {
 		b.nodeVersion = strings.TrimSpace(string(v))
 	}
-	start := func(name string, command []string) (string, *child, error) {
-		port, err := freePort()
+	start := func(name string, command []string) (string, *testenv.Process, error) {
+		port, err := testenv.FreePort()
 		if err != nil {
 			return "", nil, err
 		}
-		c, err := startChild(b.o.logDir, name, node, b.o.wettyMain, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		c, err := testenv.StartProcess(b.o.logDir, name, node, b.o.wettyMain, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
 			"--command", shellJoin(command), "--log-level", "warn")
 		if err != nil {
 			return "", nil, err
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) && !c.exited() {
+		for time.Now().Before(deadline) && !c.Exited() {
 			if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 				conn.Close()
 				return addr, c, nil
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		c.stop()
-		return "", nil, fmt.Errorf("WeTTY did not listen on %s within 30s (log %s)", addr, c.log)
+		c.Stop()
+		return "", nil, fmt.Errorf("WeTTY did not listen on %s within 30s (log %s)", addr, c.LogPath())
 	}
 	echoAddr, echoChild, err := start("wetty-echo", echoCommand(b.o.echoBytes()))
 	if err != nil {
@@ -440,7 +442,7 @@ func (b *bench) startWetty(ctx context.Context) (*path, func()) {
 	}
 	catAddr, catChild, err := start("wetty-cat", catCommand(b.o.payload))
 	if err != nil {
-		echoChild.stop()
+		echoChild.Stop()
 		b.r.note("WeTTY was not measured: %v", err)
 		return nil, nothing
 	}
@@ -448,17 +450,17 @@ func (b *bench) startWetty(ctx context.Context) (*path, func()) {
 		return func(ctx context.Context, out sink) (terminal, error) { return dialWetty(ctx, addr, out) }
 	}
 	p := &path{name: "WeTTY", echo: dial(echoAddr), cat: dial(catAddr), lossy: true,
-		procs: map[string]int{"WeTTY (node)": catChild.pid(), "benchmark process": os.Getpid()}}
+		procs: map[string]int{"WeTTY (node)": catChild.Pid(), "benchmark process": os.Getpid()}}
 	// One session first: a WeTTY that starts but cannot spawn a terminal
 	// (node-pty not built for this Node) is reported, not measured.
 	if _, err := echoOnce(ctx, p.echo, 5); err != nil {
-		echoChild.stop()
-		catChild.stop()
-		b.r.note("WeTTY was not measured: it started but a session failed: %v (log %s)", err, echoChild.log)
+		echoChild.Stop()
+		catChild.Stop()
+		b.r.note("WeTTY was not measured: it started but a session failed: %v (log %s)", err, echoChild.LogPath())
 		return nil, nothing
 	}
 	b.r.note("WeTTY %s on Node %s, two servers on loopback, each with --command running the same command as the other paths", b.wettyVersion, b.nodeVersion)
-	return p, func() { echoChild.stop(); catChild.stop() }
+	return p, func() { echoChild.Stop(); catChild.Stop() }
 }
 
 // shellJoin quotes a command for a shell.
@@ -468,15 +470,6 @@ func shellJoin(args []string) string {
 		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(q, " ")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // profileCPU saves CPU profiles of the first throughput run of a path, for a

@@ -71,7 +71,7 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 	}
 
 	step("figure 4: creating %d share Secrets", o.secrets)
-	rssBefore, _ := rssBytes(s.server.pid())
+	rssBefore, _ := rssBytes(s.server.Pid())
 	start := time.Now()
 	if err := s.cp.CreateNamespace(ctx, tokenNamespace); err != nil {
 		return err
@@ -117,7 +117,7 @@ func (b *bench) tokenFigures(ctx context.Context) error {
 	// The control plane digests the new objects for a while (its
 	// controllers see 10,000 new Secrets): measure once it is done.
 	quiesce(30 * time.Second)
-	rssAfter, _ := settledRSS(s.server.pid(), time.Second)
+	rssAfter, _ := settledRSS(s.server.Pid(), time.Second)
 	step("  created and cached in %s; server RSS %s → %s", time.Since(start).Round(time.Millisecond), fmtMiB(float64(rssBefore)), fmtMiB(float64(rssAfter)))
 	many := few + o.secrets + 1
 	manyLabel := fmt.Sprintf("%d Secrets", many)

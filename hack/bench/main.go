@@ -24,7 +24,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/kubeopencode/share/test/integration/framework"
+	"github.com/kubeopencode/share/internal/testenv"
 )
 
 type options struct {
@@ -148,7 +148,7 @@ func run() error {
 	if o.controllerReps < 1 {
 		return fmt.Errorf("-controller-reps must be at least 1")
 	}
-	if o.root, err = framework.RepoRoot(); err != nil {
+	if o.root, err = testenv.RepoRoot(); err != nil {
 		return err
 	}
 	for _, p := range []*string{&o.binDir, &o.work, &o.doc, &o.wettyMain, &o.micro, &o.profiles} {

@@ -25,19 +25,17 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 const (
-	systemNamespace = "kubeopencode-system"
-	apiServiceName  = "kubeopencode-apiserver"
-	benchNamespace  = "bench"
-	sharer          = "sharer"
-	nodeName        = "bench-node"
+	benchNamespace = "bench"
+	sharer         = "sharer"
+	nodeName       = "bench-node"
 )
 
 // system is the whole product on a local control plane, assembled as
@@ -47,20 +45,19 @@ const (
 // exec'd commands as local processes on a PTY.
 type system struct {
 	o      *options
-	cp     *framework.ControlPlane
+	cp     *testenv.ControlPlane
 	admin  client.Client
 	adminC *rest.Config
 	// user is a person with the edit role in the bench namespace.
 	user       *rest.Config
 	userHTTP   *http.Client
-	serverCfg  *rest.Config
-	serverKC   string
 	executor   *kubectlExecutor
-	controller *child
-	server     *child
-	shareAddr  string
-	apiPort    int
-	agents     map[string]*agentInfo
+	controller *testenv.Process
+	// server is the aggregated API server, with the share listener on
+	// shareAddr.
+	server    *testenv.AggregatedAPIServer
+	shareAddr string
+	agents    map[string]*agentInfo
 	// metricsHTTP reads the aggregated API server's /metrics.
 	metricsHTTP *http.Client
 	// idleTokens are the links of figure 3's separate sessions.
@@ -77,8 +74,10 @@ func (s *system) stop() {
 	if s == nil {
 		return
 	}
-	s.server.stop()
-	s.controller.stop()
+	if s.server != nil {
+		s.server.Stop()
+	}
+	s.controller.Stop()
 	s.cp.Stop()
 }
 
@@ -93,7 +92,7 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 		}
 	}()
 	step("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a stand-in node")
-	if s.cp, err = framework.Start(ctx, framework.Options{Dir: filepath.Join(o.work, "controlplane"), StandinNode: nodeName}); err != nil {
+	if s.cp, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(o.work, "controlplane"), StandinNode: nodeName}); err != nil {
 		return nil, err
 	}
 	scheme, err := controller.NewScheme()
@@ -104,16 +103,8 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	if s.admin, err = client.New(s.adminC, client.Options{Scheme: scheme}); err != nil {
 		return nil, err
 	}
-	if _, err := s.cp.InstallCRDs(ctx, filepath.Join(o.root, "artifacts", "crd")); err != nil {
+	if err := s.cp.InstallProject(ctx, o.root); err != nil {
 		return nil, err
-	}
-	if err := s.cp.CreateNamespace(ctx, systemNamespace); err != nil {
-		return nil, err
-	}
-	for _, f := range []string{"apiserver/serviceaccount.yaml", "apiserver/rbac.yaml", "apiserver/roles.yaml", "controller/serviceaccount.yaml", "controller/rbac.yaml"} {
-		if err := s.cp.CreateFromFile(ctx, filepath.Join(o.root, "artifacts", f)); err != nil {
-			return nil, err
-		}
 	}
 	shareLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,18 +117,25 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	// limiting (bench controller): the shipped binary would take minutes to
 	// make the Agents of figure 3 (see figure 6); no figure here measures it.
 	step("starting the controller (without client-side rate limiting)")
-	_, controllerKC, err := serviceAccountConfig(s.cp, o.work, "controller", "kubeopencode-controller")
-	if err != nil {
+	controllerKC := filepath.Join(o.work, "controller.kubeconfig")
+	if _, err := s.cp.ServiceAccountKubeconfig(controllerKC, testenv.ControllerServiceAccount); err != nil {
 		return nil, err
 	}
-	if s.controller, err = startChild(o.logDir, "controller", o.self, "controller", "-kubeconfig", controllerKC); err != nil {
+	if s.controller, err = testenv.StartProcess(o.logDir, "controller", o.self, "controller", "-kubeconfig", controllerKC); err != nil {
 		return nil, err
 	}
 	step("starting the aggregated API server with the share listener on %s", s.shareAddr)
-	if err := s.startAPIServer(ctx); err != nil {
+	s.server, err = testenv.StartAggregatedAPIServer(ctx, s.cp, testenv.ServerOptions{
+		Bin: filepath.Join(o.binDir, "aggregated-apiserver"), Dir: o.work, LogDir: o.logDir, ShareAddr: s.shareAddr,
+		// The figures measure the listener, not its abuse limits: the
+		// per-address rate limit is off and the session limits are above
+		// the counts of figure 3.
+		Args: []string{"--share-requests-per-second=0", "--share-max-sessions=5000", "--share-max-sessions-per-agent=5000"},
+	})
+	if err != nil {
 		return nil, err
 	}
-	if s.executor, err = newKubectlExecutor(s.serverCfg); err != nil {
+	if s.executor, err = newKubectlExecutor(s.server.Config); err != nil {
 		return nil, err
 	}
 
@@ -284,92 +282,12 @@ func unthrottled(cfg *rest.Config) *rest.Config {
 	return cfg
 }
 
-// serviceAccountConfig returns the client configuration of one of the
-// project's ServiceAccounts, and writes it as a kubeconfig.
-func serviceAccountConfig(cp *framework.ControlPlane, dir, name, serviceAccount string) (*rest.Config, string, error) {
-	cfg, err := cp.UserConfig("system:serviceaccount:"+systemNamespace+":"+serviceAccount,
-		"system:serviceaccounts", "system:serviceaccounts:"+systemNamespace, "system:authenticated")
-	if err != nil {
-		return nil, "", err
-	}
-	path := filepath.Join(dir, name+".kubeconfig")
-	return cfg, path, framework.WriteKubeconfig(path, cfg, "")
-}
-
-// startController runs the controller binary as its ServiceAccount.
-func startController(cp *framework.ControlPlane, o *options, name, bin, publicURL string, extra ...string) (*child, error) {
-	_, kubeconfig, err := serviceAccountConfig(cp, o.work, name, "kubeopencode-controller")
-	if err != nil {
-		return nil, err
-	}
-	probes, err := framework.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"--kubeconfig=" + kubeconfig, "--leader-elect=false",
-		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probes), "--public-url=" + publicURL}
-	return startChild(o.logDir, name, bin, append(args, extra...)...)
-}
-
-func (s *system) startAPIServer(ctx context.Context) error {
-	var err error
-	if s.serverCfg, s.serverKC, err = serviceAccountConfig(s.cp, s.o.work, "apiserver", "kubeopencode-apiserver"); err != nil {
-		return err
-	}
-	ca, err := framework.NewCA("kubeopencode-bench-apiserver")
-	if err != nil {
-		return err
-	}
-	cert, err := ca.IssueServing([]string{apiServiceName + "." + systemNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		return err
-	}
-	certFile, keyFile := filepath.Join(s.o.work, "apiserver.crt"), filepath.Join(s.o.work, "apiserver.key")
-	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
-		return err
-	}
-	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
-		return err
-	}
-	if s.apiPort, err = framework.FreePort(); err != nil {
-		return err
-	}
-	host, port, _ := net.SplitHostPort(s.shareAddr)
-	s.server, err = startChild(s.o.logDir, "aggregated-apiserver", filepath.Join(s.o.binDir, "aggregated-apiserver"),
-		"--kubeconfig="+s.serverKC,
-		"--authentication-kubeconfig="+s.serverKC,
-		"--authorization-kubeconfig="+s.serverKC,
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(s.apiPort),
-		"--tls-cert-file="+certFile,
-		"--tls-private-key-file="+keyFile,
-		"--public-url=http://"+s.shareAddr,
-		"--share-bind-address="+host,
-		"--share-port="+port,
-		// The figures measure the listener, not its abuse limits: the
-		// per-address rate limit is off and the session limits are above
-		// the counts of figure 3.
-		"--share-requests-per-second=0",
-		"--share-max-sessions=5000",
-		"--share-max-sessions-per-agent=5000",
-	)
-	if err != nil {
-		return err
-	}
-	if err := s.cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", systemNamespace, apiServiceName, s.apiPort, ca.CertPEM); err != nil {
-		return err
-	}
-	if err := s.cp.WaitForAPIService(ctx, "v1alpha1."+subresourcesv1alpha1.GroupName, 2*time.Minute); err != nil {
-		return fmt.Errorf("%w (log %s)", err, s.server.log)
-	}
-	// The share listener serves once its caches are filled.
-	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		resp, err := http.Get("http://" + s.shareAddr + "/healthz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+// startController runs the shipped controller binary as its ServiceAccount,
+// named name, with extra flags, for the links of an unreachable listener.
+func startController(cp *testenv.ControlPlane, o *options, name string, extra ...string) (*testenv.Process, error) {
+	return testenv.StartController(cp, testenv.ServerOptions{
+		Bin: filepath.Join(o.binDir, "controller"), Name: name, Dir: o.work, LogDir: o.logDir,
+		PublicURL: "http://share.bench.invalid", Args: extra,
 	})
 }
 
@@ -502,7 +420,7 @@ func (s *system) dialShare(ctx context.Context, token string, out sink) (*wsTerm
 // the cluster admin, over one kept connection (so that fetching leaves the
 // server's goroutine count as it was).
 func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
-	host := "https://127.0.0.1:" + strconv.Itoa(s.apiPort)
+	host := "https://127.0.0.1:" + strconv.Itoa(s.server.Port)
 	if s.metricsHTTP == nil {
 		cfg := s.cp.Config()
 		cfg.Host = host

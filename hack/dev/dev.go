@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,19 +19,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 const (
-	systemNamespace = "kubeopencode-system"
-	apiServiceName  = "kubeopencode-apiserver"
-	demoNamespace   = "demo"
-	demoAgent       = "team-agent"
-	developer       = "developer"
-	viewer          = "viewer"
+	demoNamespace = "demo"
+	demoAgent     = "team-agent"
+	developer     = "developer"
+	viewer        = "viewer"
 )
 
 // Options configure the development environment.
@@ -68,11 +64,11 @@ func (o *Options) AddFlags() {
 // env is a running development environment.
 type env struct {
 	o        *Options
-	cp       *framework.ControlPlane
+	cp       *testenv.ControlPlane
 	admin    client.Client
 	binDir   string
 	logDir   string
-	children []*exec.Cmd
+	children []*testenv.Process
 }
 
 func (o *Options) step(format string, args ...any) {
@@ -81,7 +77,7 @@ func (o *Options) step(format string, args ...any) {
 
 // Run starts everything, prints the link and waits until ctx ends.
 func (o *Options) Run(ctx context.Context) error {
-	root, err := framework.RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -115,7 +111,7 @@ func (o *Options) Run(ctx context.Context) error {
 	o.step("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler (logs in %s)", filepath.Join(o.StateDir, "controlplane"))
 	cpDir := filepath.Join(o.StateDir, "controlplane")
 	_ = os.RemoveAll(cpDir)
-	if e.cp, err = framework.Start(ctx, framework.Options{Dir: cpDir}); err != nil {
+	if e.cp, err = testenv.Start(ctx, testenv.Options{Dir: cpDir}); err != nil {
 		return err
 	}
 	o.step("registering the stand-in node")
@@ -131,43 +127,34 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 
 	o.step("installing the Agent CRD and RBAC")
-	if _, err := e.cp.InstallCRDs(ctx, filepath.Join(root, "artifacts", "crd")); err != nil {
+	if err := e.cp.InstallProject(ctx, root); err != nil {
 		return err
-	}
-	if err := e.cp.CreateNamespace(ctx, systemNamespace); err != nil {
-		return err
-	}
-	for _, f := range []string{"apiserver/serviceaccount.yaml", "apiserver/rbac.yaml", "apiserver/roles.yaml", "controller/serviceaccount.yaml", "controller/rbac.yaml"} {
-		if err := e.cp.CreateFromFile(ctx, filepath.Join(root, "artifacts", f)); err != nil {
-			return err
-		}
 	}
 
-	publicURL := ""
 	shareAddr, err := freeAddr(o.SharePort)
 	if err != nil {
 		return fmt.Errorf("share port %d: %w", o.SharePort, err)
 	}
-	publicURL = "http://" + shareAddr
+	publicURL := "http://" + shareAddr
 
 	o.step("starting the controller")
-	controllerKubeconfig, err := e.serviceAccountKubeconfig("controller", "kubeopencode-controller")
+	c, err := testenv.StartController(e.cp, testenv.ServerOptions{
+		Bin: filepath.Join(e.binDir, "controller"), Dir: o.StateDir, LogDir: e.logDir, PublicURL: publicURL,
+	})
 	if err != nil {
 		return err
 	}
-	probes, err := freeAddr(0)
-	if err != nil {
-		return err
-	}
-	if err := e.run(ctx, "controller", "--kubeconfig="+controllerKubeconfig, "--leader-elect=false",
-		"--metrics-bind-address=0", "--health-probe-bind-address="+probes, "--public-url="+publicURL); err != nil {
-		return err
-	}
+	e.children = append(e.children, c)
 
 	o.step("starting the aggregated API server and the share listener on %s", publicURL)
-	if err := e.startAPIServer(ctx, shareAddr, publicURL); err != nil {
+	server, err := testenv.StartAggregatedAPIServer(ctx, e.cp, testenv.ServerOptions{
+		Bin: filepath.Join(e.binDir, "aggregated-apiserver"), Dir: o.StateDir, LogDir: e.logDir,
+		ShareAddr: shareAddr, PublicURL: publicURL, Args: []string{"--max-share-duration=168h"},
+	})
+	if err != nil {
 		return err
 	}
+	e.children = append(e.children, server.Process)
 
 	o.step("creating the demo Agent %s/%s and waiting for it to be ready", demoNamespace, demoAgent)
 	userKubeconfig, err := e.developerKubeconfig(ctx)
@@ -214,30 +201,13 @@ func (o *Options) Run(ctx context.Context) error {
 	return nil
 }
 
-// run starts one of the built binaries, its output in the log folder.
-func (e *env) run(ctx context.Context, name string, args ...string) error {
-	logFile, err := os.Create(filepath.Join(e.logDir, name+".log"))
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(filepath.Join(e.binDir, name), args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// The children die with this process, even when it is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	e.children = append(e.children, cmd)
-	return nil
-}
-
 // exited reports the first child that ends on its own.
 func (e *env) exited() <-chan error {
 	ch := make(chan error, len(e.children))
 	for _, c := range e.children {
 		go func() {
-			err := c.Wait()
-			ch <- fmt.Errorf("%s exited (%v); see %s", filepath.Base(c.Path), err, e.logDir)
+			<-c.Done()
+			ch <- fmt.Errorf("%s exited (%v); see %s", c.Name(), c.Err(), c.LogPath())
 		}()
 	}
 	return ch
@@ -245,85 +215,11 @@ func (e *env) exited() <-chan error {
 
 func (e *env) stop() {
 	for _, c := range e.children {
-		if c.Process != nil {
-			_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, c := range e.children {
-		if c.Process == nil {
-			continue
-		}
-		for syscall.Kill(c.Process.Pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		c.Stop()
 	}
 	if e.cp != nil {
 		e.cp.Stop()
 	}
-}
-
-// serviceAccountKubeconfig writes a kubeconfig that authenticates as a
-// ServiceAccount of the system namespace would, so the servers run with
-// the shipped RBAC only.
-func (e *env) serviceAccountKubeconfig(name, serviceAccount string) (string, error) {
-	cfg, err := e.cp.UserConfig("system:serviceaccount:"+systemNamespace+":"+serviceAccount,
-		"system:serviceaccounts", "system:serviceaccounts:"+systemNamespace, "system:authenticated")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(e.o.StateDir, name+".kubeconfig")
-	return path, framework.WriteKubeconfig(path, cfg, "")
-}
-
-func (e *env) startAPIServer(ctx context.Context, shareAddr, publicURL string) error {
-	kubeconfig, err := e.serviceAccountKubeconfig("apiserver", "kubeopencode-apiserver")
-	if err != nil {
-		return err
-	}
-	ca, err := framework.NewCA("kubeopencode-dev-apiserver")
-	if err != nil {
-		return err
-	}
-	cert, err := ca.IssueServing([]string{apiServiceName + "." + systemNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		return err
-	}
-	certFile, keyFile := filepath.Join(e.o.StateDir, "apiserver.crt"), filepath.Join(e.o.StateDir, "apiserver.key")
-	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
-		return err
-	}
-	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
-		return err
-	}
-	port, err := framework.FreePort()
-	if err != nil {
-		return err
-	}
-	shareHost, sharePort, _ := net.SplitHostPort(shareAddr)
-	if err := e.run(ctx, "aggregated-apiserver",
-		"--kubeconfig="+kubeconfig,
-		"--authentication-kubeconfig="+kubeconfig,
-		"--authorization-kubeconfig="+kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(port),
-		"--tls-cert-file="+certFile,
-		"--tls-private-key-file="+keyFile,
-		"--public-url="+publicURL,
-		"--max-share-duration=168h",
-		"--share-bind-address="+shareHost,
-		"--share-port="+sharePort,
-	); err != nil {
-		return err
-	}
-	if err := e.cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", systemNamespace, apiServiceName, port, ca.CertPEM); err != nil {
-		return err
-	}
-	if err := e.cp.WaitForAPIService(ctx, "v1alpha1."+subresourcesv1alpha1.GroupName, 2*time.Minute); err != nil {
-		return fmt.Errorf("%w\n%s", err, tail(filepath.Join(e.logDir, "aggregated-apiserver.log")))
-	}
-	return nil
 }
 
 // developerKubeconfig makes the demo namespace, binds the developer to edit
@@ -367,7 +263,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: %s}]
 		return "", err
 	}
 	kubeconfig := filepath.Join(e.o.StateDir, file)
-	return kubeconfig, framework.WriteKubeconfig(kubeconfig, cfg, demoNamespace)
+	return kubeconfig, testenv.WriteKubeconfig(kubeconfig, cfg, demoNamespace)
 }
 
 func (e *env) demoAgent(ctx context.Context) error {
@@ -402,21 +298,4 @@ func freeAddr(port int) (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-func tail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	var lines []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		lines = append(lines, s.Text())
-		if len(lines) > 30 {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
 }

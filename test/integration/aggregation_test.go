@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
-	"github.com/kubeopencode/share/test/integration/framework"
+	"github.com/kubeopencode/share/internal/testenv"
 )
 
 const (
@@ -83,7 +83,7 @@ func serveWhoami(t *testing.T, serving tls.Certificate) int {
 
 func TestAggregatedAPIOnLoopback(t *testing.T) {
 	const service = "whoami"
-	cert, err := shared.cp.ServingCertFor([]string{service + "." + framework.SystemNamespace + ".svc"}, nil)
+	cert, err := shared.cp.ServingCertFor([]string{service + "." + testenv.SystemNamespace + ".svc"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestAggregatedAPIOnLoopback(t *testing.T) {
 	port := serveWhoami(t, serving)
 
 	name := whoamiVersion + "." + whoamiGroup
-	if err := shared.cp.RegisterAPIService(t.Context(), whoamiGroup, whoamiVersion, framework.SystemNamespace, service, port, shared.cp.ServingCA().CertPEM); err != nil {
+	if err := shared.cp.RegisterAPIService(t.Context(), whoamiGroup, whoamiVersion, testenv.SystemNamespace, service, port, shared.cp.ServingCA().CertPEM); err != nil {
 		t.Fatal(err)
 	}
 	// Runs before the server closes: an APIService left pointing at
@@ -139,7 +139,7 @@ func TestAggregatedAPIOnLoopback(t *testing.T) {
 		wantStatus int
 	}{
 		{name: "admin", cfg: func() (*rest.Config, error) { return shared.cp.Config(), nil },
-			wantUser: framework.AdminUser, wantGroups: []string{"system:masters"}, wantStatus: http.StatusOK},
+			wantUser: testenv.AdminUser, wantGroups: []string{"system:masters"}, wantStatus: http.StatusOK},
 		{name: "reader", cfg: func() (*rest.Config, error) { return shared.cp.UserConfig("bob", "readers") },
 			wantUser: "bob", wantGroups: []string{"readers", "system:authenticated"}, wantStatus: http.StatusOK},
 		// The kube-apiserver authorizes before it proxies.

@@ -34,10 +34,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apiserverapp "github.com/kubeopencode/share/cmd/aggregated-apiserver/app"
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 const (
@@ -418,7 +418,7 @@ func (e *apiEnv) testDiscovery(t *testing.T) {
 // apiEnv is the state the subtests share.
 type apiEnv struct {
 	t     *testing.T
-	cp    *framework.ControlPlane
+	cp    *testenv.ControlPlane
 	admin client.Client
 	// nsA and nsB are the test's namespaces: alice may edit nsA only.
 	nsA, nsB string
@@ -600,7 +600,7 @@ func (e *apiEnv) waitFor(what string, cond func(context.Context) (bool, error)) 
 func (e *apiEnv) kubeconfig(name string, cfg *rest.Config) string {
 	e.t.Helper()
 	path := filepath.Join(e.t.TempDir(), name+".kubeconfig")
-	if err := framework.WriteKubeconfig(path, cfg, ""); err != nil {
+	if err := testenv.WriteKubeconfig(path, cfg, ""); err != nil {
 		e.t.Fatal(err)
 	}
 	return path
@@ -763,23 +763,15 @@ func serveAggregatedAPI(t *testing.T, admin client.Client, kubeconfig string, co
 // serveAggregatedAPIOn is serveAggregatedAPI on a control plane of the
 // caller's choice, for a server the caller may restart. The server stops
 // when the test ends.
-func serveAggregatedAPIOn(t *testing.T, cp *framework.ControlPlane, admin client.Client, kubeconfig string, a *aggregatedServer) (*aggregatedServer, []byte) {
+func serveAggregatedAPIOn(t *testing.T, cp *testenv.ControlPlane, admin client.Client, kubeconfig string, a *aggregatedServer) (*aggregatedServer, []byte) {
 	t.Helper()
 	// The loopback Service has a name of its own: the shipped
 	// kubeopencode-apiserver Service is dry-run by the artifacts test.
-	const svcNamespace, svcName = "kubeopencode-system", "kubeopencode-apiserver-loopback"
-	ca, err := framework.NewCA("aggregated-apiserver")
+	const svcNamespace, svcName = testenv.SystemNamespace, "kubeopencode-apiserver-loopback"
+	caPEM, certFile, keyFile, err := testenv.WriteServingCert(t.TempDir(), "tls", svcName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.IssueServing([]string{svcName + "." + svcNamespace + ".svc", "localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := t.TempDir()
-	certFile, keyFile := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
-	apiWriteFile(t, certFile, cert.CertPEM)
-	apiWriteFile(t, keyFile, cert.KeyPEM)
 	a.args = append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--authentication-kubeconfig=" + kubeconfig,
@@ -790,7 +782,7 @@ func serveAggregatedAPIOn(t *testing.T, cp *framework.ControlPlane, admin client
 	a.start(t)
 	t.Cleanup(func() { a.stop(t) })
 	name := "v1alpha1." + subresourcesv1alpha1.GroupName
-	if err := cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, a.port, ca.CertPEM); err != nil {
+	if err := cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", svcNamespace, svcName, a.port, caPEM); err != nil {
 		t.Fatalf("registering the APIService: %v", err)
 	}
 	t.Cleanup(func() {
@@ -807,5 +799,5 @@ func serveAggregatedAPIOn(t *testing.T, cp *framework.ControlPlane, admin client
 	if err := cp.WaitForAPIService(t.Context(), name, time.Minute); err != nil {
 		t.Fatalf("waiting for the APIService: %v", err)
 	}
-	return a, ca.CertPEM
+	return a, caPEM
 }

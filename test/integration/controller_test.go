@@ -30,11 +30,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeopencode/share/cmd/controller/app"
+	"github.com/kubeopencode/share/internal/testenv"
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/secrets"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 const (
@@ -77,7 +77,7 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	kubeconfig := filepath.Join(t.TempDir(), "controller.kubeconfig")
-	if err := framework.WriteKubeconfig(kubeconfig, userConfig, ""); err != nil {
+	if err := testenv.WriteKubeconfig(kubeconfig, userConfig, ""); err != nil {
 		t.Fatal(err)
 	}
 

@@ -15,9 +15,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/cli"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // runKubeocEnv runs kubeoc with args and, in place of the test's own
@@ -51,7 +51,7 @@ func TestKubeocCLI(t *testing.T) {
 	s := startSystem(t)
 	userKubeconfig := s.userKubeconfig(t)
 	adminKubeconfig := filepath.Join(t.TempDir(), "admin.kubeconfig")
-	if err := framework.WriteKubeconfig(adminKubeconfig, s.cp.Config(), ""); err != nil {
+	if err := testenv.WriteKubeconfig(adminKubeconfig, s.cp.Config(), ""); err != nil {
 		t.Fatal(err)
 	}
 	env := append(os.Environ(), "KUBECONFIG="+userKubeconfig)

@@ -13,8 +13,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // runProgram runs bin with args in env and returns stdout, stderr and the
@@ -143,7 +143,7 @@ func TestKubeocCompletion(t *testing.T) {
 			t.Fatal(err)
 		}
 		kubeconfig := filepath.Join(t.TempDir(), "completer.kubeconfig")
-		if err := framework.WriteKubeconfig(kubeconfig, cfg, ""); err != nil {
+		if err := testenv.WriteKubeconfig(kubeconfig, cfg, ""); err != nil {
 			t.Fatal(err)
 		}
 		allowListNamespaces(t, s, "completer")

@@ -11,15 +11,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/signingkey"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // shared is the control plane the tests of this package share: starting one
 // takes seconds, so each test works in a namespace of its own instead.
 var shared struct {
-	cp       *framework.ControlPlane
+	cp       *testenv.ControlPlane
 	nodeName string
 	root     string
 }
@@ -31,14 +31,14 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	root, err := framework.RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	const nodeName = "standin-node"
 	start := time.Now()
-	cp, err := framework.Start(ctx, framework.Options{StandinNode: nodeName})
+	cp, err := testenv.Start(ctx, testenv.Options{StandinNode: nodeName})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
 		return 1

@@ -16,9 +16,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubeopencode/share/cmd/controller/app"
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // TestReliabilityAPIServerOutage stops the kube-apiserver of a control plane
@@ -99,7 +99,7 @@ func (c codeTally) String() string {
 }
 
 func testAPIServerOutage(t *testing.T, outage time.Duration) {
-	cp := framework.RunControlPlane(t, framework.Options{StandinNode: "outage-node"})
+	cp := testenv.RunControlPlane(t, testenv.Options{StandinNode: "outage-node"})
 	if _, err := cp.InstallCRDs(t.Context(), filepath.Join(shared.root, "artifacts", "crd")); err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // apiProxy stands between one client and the kube-apiserver, as the network
@@ -64,7 +64,7 @@ type proxiedWrite struct {
 
 // newAPIProxy starts a proxy to cp's kube-apiserver acting as user in
 // groups. It stops when the test ends.
-func newAPIProxy(t *testing.T, cp *framework.ControlPlane, user string, groups ...string) *apiProxy {
+func newAPIProxy(t *testing.T, cp *testenv.ControlPlane, user string, groups ...string) *apiProxy {
 	t.Helper()
 	upstreamConfig, err := cp.UserConfig(user, groups...)
 	if err != nil {
@@ -167,11 +167,11 @@ func (s *statusRecorder) Flush() {
 
 // kubeconfig writes a kubeconfig that reaches the kube-apiserver through the
 // proxy.
-func (p *apiProxy) kubeconfig(t *testing.T, cp *framework.ControlPlane) string {
+func (p *apiProxy) kubeconfig(t *testing.T, cp *testenv.ControlPlane) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "proxied.kubeconfig")
 	cfg := &rest.Config{Host: p.host, TLSClientConfig: rest.TLSClientConfig{CAData: cp.ServingCA().CertPEM}}
-	if err := framework.WriteKubeconfig(path, cfg, ""); err != nil {
+	if err := testenv.WriteKubeconfig(path, cfg, ""); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -21,7 +21,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/controller"
 
-	"github.com/kubeopencode/share/test/integration/framework"
+	"github.com/kubeopencode/share/internal/testenv"
 )
 
 // TestReliabilityBadInput sends every field of the Agent and of the
@@ -133,7 +133,7 @@ func (s *system) expectInvalidSpecReported(t *testing.T, key types.NamespacedNam
 func (s *system) userKubeconfig(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sharer.kubeconfig")
-	if err := framework.WriteKubeconfig(path, s.user, ""); err != nil {
+	if err := testenv.WriteKubeconfig(path, s.user, ""); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -26,12 +26,12 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
-	"github.com/kubeopencode/share/test/integration/framework"
 )
 
 // system is the whole product on a control plane: the controller and the
@@ -39,7 +39,7 @@ import (
 // with the shipped RBAC, behind a real APIService.
 type system struct {
 	t       *testing.T
-	cp      *framework.ControlPlane
+	cp      *testenv.ControlPlane
 	admin   client.Client
 	user    *rest.Config
 	shareLn string // host:port of the share listener
@@ -56,7 +56,7 @@ const systemMaxSessionsPerAgent = 2
 // systemConfig varies the system a test starts.
 type systemConfig struct {
 	// cp is the control plane; nil means the shared one.
-	cp *framework.ControlPlane
+	cp *testenv.ControlPlane
 	// listenerArgs are flags of the aggregated API server after the
 	// defaults, which they override.
 	listenerArgs []string
@@ -92,7 +92,7 @@ func startSystemWith(t *testing.T, cfg systemConfig) *system {
 			t.Fatal(err)
 		}
 		path := filepath.Join(t.TempDir(), name+".kubeconfig")
-		if err := framework.WriteKubeconfig(path, cfg, ""); err != nil {
+		if err := testenv.WriteKubeconfig(path, cfg, ""); err != nil {
 			t.Fatal(err)
 		}
 		return path

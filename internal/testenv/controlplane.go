@@ -1,4 +1,4 @@
-package framework
+package testenv
 
 import (
 	"context"
@@ -30,7 +30,7 @@ import (
 	"k8s.io/client-go/util/keyutil"
 	"k8s.io/klog/v2"
 
-	"github.com/kubeopencode/share/test/integration/framework/standin"
+	"github.com/kubeopencode/share/internal/testenv/standin"
 )
 
 // EnvBinDir names the environment variable holding the folder of the
@@ -81,7 +81,7 @@ type ControlPlane struct {
 	apiServerArgs []string
 
 	mu        sync.Mutex
-	processes []*process
+	processes []*Process
 	nodes     []*standin.Kubelet
 }
 
@@ -192,7 +192,7 @@ func (cp *ControlPlane) Stop() {
 	}
 	cp.nodes = nil
 	for i := len(cp.processes) - 1; i >= 0; i-- {
-		cp.processes[i].stop()
+		cp.processes[i].Stop()
 	}
 	cp.processes = nil
 	if cp.removeDir {
@@ -203,7 +203,7 @@ func (cp *ControlPlane) Stop() {
 }
 
 // addProcess records a started process, for Stop.
-func (cp *ControlPlane) addProcess(p *process) {
+func (cp *ControlPlane) addProcess(p *Process) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	cp.processes = append(cp.processes, p)
@@ -387,7 +387,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) (string, error) {
 		peerURL := "http://127.0.0.1:" + itoa(peerPort)
 		dataDir := cp.path("etcd")
 		_ = os.RemoveAll(dataDir)
-		p, err := startProcess(cp.dir, "etcd", filepath.Join(cp.binDir, "etcd"),
+		p, err := StartProcess(cp.dir, "etcd", filepath.Join(cp.binDir, "etcd"),
 			"--name=default",
 			"--data-dir="+dataDir,
 			"--listen-client-urls="+clientURL,
@@ -403,7 +403,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) (string, error) {
 			return err
 		}
 		if err := waitHTTP(ctx, p, clientURL+"/health", nil, 60*time.Second); err != nil {
-			p.stop()
+			p.Stop()
 			return err
 		}
 		cp.addProcess(p)
@@ -456,18 +456,18 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 			"--v=1",
 		}
 		args = append(args, extra...)
-		p, err := startProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), args...)
+		p, err := StartProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), args...)
 		if err != nil {
 			return err
 		}
 		admin, err := cp.UserConfig(AdminUser, "system:masters")
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return err
 		}
 		cp.admin = admin
 		if err := waitHTTP(ctx, p, cp.host+"/readyz", admin, 120*time.Second); err != nil {
-			p.stop()
+			p.Stop()
 			return err
 		}
 		cp.addProcess(p)
@@ -479,7 +479,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 
 // apiServerProcess returns the running or stopped kube-apiserver and its
 // index among the processes.
-func (cp *ControlPlane) apiServerProcess() (*process, int) {
+func (cp *ControlPlane) apiServerProcess() (*Process, int) {
 	for i, p := range cp.processes {
 		if p.name == "kube-apiserver" {
 			return p, i
@@ -501,7 +501,7 @@ func (cp *ControlPlane) StopAPIServer() error {
 	if p == nil {
 		return errors.New("no kube-apiserver was started")
 	}
-	p.stop()
+	p.Stop()
 	return nil
 }
 
@@ -516,12 +516,12 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 	if old == nil || args == nil {
 		return errors.New("no kube-apiserver was started")
 	}
-	if !old.exited() {
+	if !old.Exited() {
 		return nil
 	}
 	// The log of the first run is kept beside the new one.
 	_ = os.Rename(old.logPath, strings.TrimSuffix(old.logPath, ".log")+fmt.Sprintf(".%d.log", time.Now().UnixNano()))
-	p, err := startProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), args...)
+	p, err := StartProcess(cp.dir, "kube-apiserver", filepath.Join(cp.binDir, "kube-apiserver"), args...)
 	if err != nil {
 		return err
 	}
@@ -556,51 +556,31 @@ func (cp *ControlPlane) componentKubeconfig(name, user string, groups ...string)
 }
 
 func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
-	kubeconfig, err := cp.componentKubeconfig("kube-controller-manager", "system:kube-controller-manager")
-	if err != nil {
-		return err
-	}
-	return retryStart(ctx, func() error {
-		port, err := FreePort()
-		if err != nil {
-			return err
-		}
-		p, err := startProcess(cp.dir, "kube-controller-manager", filepath.Join(cp.binDir, "kube-controller-manager"),
-			"--kubeconfig="+kubeconfig,
-			"--authentication-kubeconfig="+kubeconfig,
-			"--authorization-kubeconfig="+kubeconfig,
-			"--bind-address=127.0.0.1",
-			"--secure-port="+itoa(port),
-			"--cert-dir="+cp.path("kube-controller-manager-certs"),
-			"--leader-elect=false",
-			"--use-service-account-credentials=true",
-			"--service-account-private-key-file="+cp.path("sa.key"),
-			"--root-ca-file="+cp.path("serving-ca.crt"),
-			"--service-cluster-ip-range=10.0.0.0/24",
-			"--controllers=*",
-			// The stand-in node heartbeats through its Lease; a stalled test
-			// should not see its pods evicted.
-			"--node-monitor-grace-period=5m",
-			"--profiling=false",
-			"--v=1",
-		)
-		if err != nil {
-			return err
-		}
-		// kube-controller-manager serves /healthz but no /readyz; its
-		// controllers are known to run once the serviceaccount controller
-		// has filled the default namespace.
-		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/healthz", nil, 60*time.Second); err != nil {
-			p.stop()
-			return err
-		}
-		cp.addProcess(p)
-		return nil
-	})
+	// kube-controller-manager serves /healthz but no /readyz; its
+	// controllers are known to run once the serviceaccount controller has
+	// filled the default namespace.
+	return cp.startComponent(ctx, "kube-controller-manager", "system:kube-controller-manager", "/healthz",
+		"--cert-dir="+cp.path("kube-controller-manager-certs"),
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file="+cp.path("sa.key"),
+		"--root-ca-file="+cp.path("serving-ca.crt"),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--controllers=*",
+		// The stand-in node heartbeats through its Lease; a stalled test
+		// should not see its pods evicted.
+		"--node-monitor-grace-period=5m",
+	)
 }
 
 func (cp *ControlPlane) startScheduler(ctx context.Context) error {
-	kubeconfig, err := cp.componentKubeconfig("kube-scheduler", "system:kube-scheduler")
+	return cp.startComponent(ctx, "kube-scheduler", "system:kube-scheduler", "/readyz")
+}
+
+// startComponent runs the control-plane binary name as user, serving on a
+// free loopback port without leader election or profiling, and waits until
+// its probe path answers 200.
+func (cp *ControlPlane) startComponent(ctx context.Context, name, user, probe string, extra ...string) error {
+	kubeconfig, err := cp.componentKubeconfig(name, user)
 	if err != nil {
 		return err
 	}
@@ -609,21 +589,22 @@ func (cp *ControlPlane) startScheduler(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p, err := startProcess(cp.dir, "kube-scheduler", filepath.Join(cp.binDir, "kube-scheduler"),
-			"--kubeconfig="+kubeconfig,
-			"--authentication-kubeconfig="+kubeconfig,
-			"--authorization-kubeconfig="+kubeconfig,
+		args := append([]string{
+			"--kubeconfig=" + kubeconfig,
+			"--authentication-kubeconfig=" + kubeconfig,
+			"--authorization-kubeconfig=" + kubeconfig,
 			"--bind-address=127.0.0.1",
-			"--secure-port="+itoa(port),
+			"--secure-port=" + itoa(port),
 			"--leader-elect=false",
 			"--profiling=false",
 			"--v=1",
-		)
+		}, extra...)
+		p, err := StartProcess(cp.dir, name, filepath.Join(cp.binDir, name), args...)
 		if err != nil {
 			return err
 		}
-		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+"/readyz", nil, 60*time.Second); err != nil {
-			p.stop()
+		if err := waitHTTP(ctx, p, "https://127.0.0.1:"+itoa(port)+probe, nil, 60*time.Second); err != nil {
+			p.Stop()
 			return err
 		}
 		cp.addProcess(p)
@@ -634,7 +615,7 @@ func (cp *ControlPlane) startScheduler(ctx context.Context) error {
 // waitHTTP polls url until it answers 200, the process exits or the timeout
 // passes. A nil cfg skips server verification, for components whose serving
 // certificate is self-signed.
-func waitHTTP(ctx context.Context, p *process, url string, cfg *rest.Config, timeout time.Duration) error {
+func waitHTTP(ctx context.Context, p *Process, url string, cfg *rest.Config, timeout time.Duration) error {
 	if cfg == nil {
 		cfg = &rest.Config{TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 	}
@@ -646,8 +627,8 @@ func waitHTTP(ctx context.Context, p *process, url string, cfg *rest.Config, tim
 	}
 	var last string
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		if p.exited() {
-			if strings.Contains(p.logTail(4000), "address already in use") {
+		if p.Exited() {
+			if strings.Contains(p.LogTail(4000), "address already in use") {
 				return false, fmt.Errorf("%s exited (%w): %w", p.name, errPortTaken, p.err)
 			}
 			return false, fmt.Errorf("%s exited: %w", p.name, p.err)
@@ -662,7 +643,7 @@ func waitHTTP(ctx context.Context, p *process, url string, cfg *rest.Config, tim
 		return resp.StatusCode == 200, nil
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for %s at %s (last: %s): %w\n--- %s log tail ---\n%s", p.name, url, last, err, p.name, p.logTail(3000))
+		return fmt.Errorf("waiting for %s at %s (last: %s): %w\n--- %s log tail ---\n%s", p.name, url, last, err, p.name, p.LogTail(3000))
 	}
 	return nil
 }
@@ -674,7 +655,7 @@ func (cp *ControlPlane) LogTails() string {
 	defer cp.mu.Unlock()
 	var b strings.Builder
 	for _, p := range cp.processes {
-		fmt.Fprintf(&b, "--- %s (%s) ---\n%s\n", p.name, p.logPath, p.logTail(2000))
+		fmt.Fprintf(&b, "--- %s (%s) ---\n%s\n", p.name, p.logPath, p.LogTail(2000))
 	}
 	return b.String()
 }

@@ -1,4 +1,4 @@
-package framework
+package testenv
 
 import (
 	"crypto/x509"

@@ -1,5 +1,5 @@
-// Package framework runs a real Kubernetes control plane on loopback for the
-// integration tests and for `make dev`: etcd, kube-apiserver with RBAC and
+// Package testenv runs a real Kubernetes control plane on loopback for the
+// integration tests, `make dev` and the bench: etcd, kube-apiserver with RBAC and
 // the aggregation layer, kube-controller-manager and kube-scheduler, built
 // from their Go modules by hack/build-control-plane.sh into _output/bin (or
 // found in $KUBEOPENCODE_CONTROL_PLANE_BIN), plus in-process stand-in
@@ -14,5 +14,10 @@
 // UserConfig), FrontProxyCA the front proxy's, and two more the kubelets'
 // serving and client certificates.
 //
+// On it, InstallProject, StartController and StartAggregatedAPIServer run
+// the project's own servers as processes, each as its ServiceAccount, the
+// way `make dev` and the bench assemble the system; StartProcess runs any
+// other child that must die with its parent.
+//
 // It binds to loopback only and is never shipped.
-package framework
+package testenv

@@ -1,4 +1,4 @@
-package framework
+package testenv
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"net"
 	"path/filepath"
 
-	"github.com/kubeopencode/share/test/integration/framework/standin"
+	"github.com/kubeopencode/share/internal/testenv/standin"
 )
 
 // StartStandinNode registers a Node served by an in-process stand-in
