@@ -18,13 +18,6 @@ import (
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
-// ringKeys are fixed keys of any ring, which tell of no change.
-type ringKeys struct{ ring *share.KeyRing }
-
-func (k ringKeys) KeyRing() *share.KeyRing                         { return k.ring }
-func (k ringKeys) Refresh(context.Context) (*share.KeyRing, error) { return k.ring, nil }
-func (ringKeys) OnChange(func())                                   {}
-
 func TestReconcileShareSecretProof(t *testing.T) {
 	const planted = "PLANTEDplantedPLANTEDplantedPLANTEDplantedA"
 	if !share.ValidToken(planted) {
@@ -67,7 +60,7 @@ func TestReconcileShareSecretProof(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent.DeepCopy(), tc.secret.DeepCopy()).
 				WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 			rec := events.NewFakeRecorder(16)
-			r := NewAgentReconciler(c, c, rec, Config{Keys: ringKeys{tc.keys}})
+			r := NewAgentReconciler(c, c, rec, Config{Keys: share.StaticKeys{Ring: tc.keys}})
 			if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 				t.Fatal(err)
 			}

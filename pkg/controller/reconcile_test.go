@@ -52,7 +52,7 @@ func newHarness(t *testing.T, start time.Time, objs ...client.Object) *harness {
 		events: events.NewFakeRecorder(16),
 		key:    types.NamespacedName{Namespace: "default", Name: "team-agent"},
 	}
-	h.r = NewAgentReconciler(c, c, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: testKeys{}})
+	h.r = NewAgentReconciler(c, c, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: sharetest.Keys()})
 	return h
 }
 
@@ -106,14 +106,6 @@ func (h *harness) agent() *v1alpha1.Agent {
 	}
 	return a
 }
-
-// testKeys are the fixed signing keys of sharetest, which tell of no
-// change.
-type testKeys struct{}
-
-func (testKeys) KeyRing() *share.KeyRing                         { return sharetest.Ring() }
-func (testKeys) Refresh(context.Context) (*share.KeyRing, error) { return sharetest.Ring(), nil }
-func (testKeys) OnChange(func())                                 {}
 
 func conditionReason(agent *v1alpha1.Agent, conditionType string) string {
 	if c := meta.FindStatusCondition(agent.Status.Conditions, conditionType); c != nil {
@@ -385,7 +377,7 @@ func TestReconcileEventsFollowTheStatus(t *testing.T) {
 					},
 				}).Build()
 			rec := events.NewFakeRecorder(16)
-			r := NewAgentReconciler(c, c, rec, Config{Keys: testKeys{}})
+			r := NewAgentReconciler(c, c, rec, Config{Keys: sharetest.Keys()})
 			for i, want := range tc.wantEvents {
 				_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)})
 				if wantErr := tc.failDeployment || (tc.failStatus && i == 0); (err != nil) != wantErr {
@@ -457,7 +449,7 @@ func TestReconcileInvalidSpec(t *testing.T) {
 			},
 		}).Build()
 	rec := events.NewFakeRecorder(16)
-	r := NewAgentReconciler(c, c, rec, Config{Keys: testKeys{}})
+	r := NewAgentReconciler(c, c, rec, Config{Keys: sharetest.Keys()})
 	key := client.ObjectKeyFromObject(agent)
 	run := func() (reconcile.Result, *v1alpha1.Agent, []string) {
 		t.Helper()
@@ -574,7 +566,7 @@ func TestReconcileAnnouncesADisableOnce(t *testing.T) {
 			cache := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached).WithStatusSubresource(&v1alpha1.Agent{}).Build()
 			apiServer := fake.NewClientBuilder().WithScheme(scheme).WithObjects(live).Build()
 			rec := events.NewFakeRecorder(16)
-			r := NewAgentReconciler(cache, apiServer, rec, Config{Keys: testKeys{}})
+			r := NewAgentReconciler(cache, apiServer, rec, Config{Keys: sharetest.Keys()})
 			if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 				t.Fatal(err)
 			}
@@ -613,7 +605,7 @@ func TestReconcileWritesPastAStaleCache(t *testing.T) {
 	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	h := newHarness(t, start, testAgent())
 	cache := &staleAgentCache{Client: h.client}
-	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: testKeys{}})
+	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: sharetest.Keys()})
 	setAvailable := func(available bool) {
 		d := &appsv1.Deployment{}
 		if err := h.client.Get(context.Background(), h.key, d); err != nil {

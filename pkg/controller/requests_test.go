@@ -83,7 +83,7 @@ func TestReconcileNewAgentRequests(t *testing.T) {
 	funcs.Get = nil
 	cached := interceptor.NewClient(store.(client.WithWatch), funcs)
 	rec := events.NewFakeRecorder(16)
-	r := NewAgentReconciler(cached, apiReader, rec, Config{Keys: testKeys{}})
+	r := NewAgentReconciler(cached, apiReader, rec, Config{Keys: sharetest.Keys()})
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestReconcileSecretNotInCacheYet(t *testing.T) {
 		},
 	})
 	rec := events.NewFakeRecorder(16)
-	r := NewAgentReconciler(cached, store, rec, Config{Keys: testKeys{}})
+	r := NewAgentReconciler(cached, store, rec, Config{Keys: sharetest.Keys()})
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
 		t.Fatal(err)
 	}

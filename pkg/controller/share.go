@@ -359,12 +359,9 @@ func rejectedOutcome(err error) string {
 // mint creates the Secret of a link with a newly minted token and its
 // announcement fingerprint.
 func (s *shareReconciler) mint(ctx context.Context, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
-	ring := s.keys.KeyRing()
-	if ring.Empty() {
-		var err error
-		if ring, err = s.keys.Refresh(ctx); err != nil {
-			return nil, "", fmt.Errorf("reading the share signing keys: %w", err)
-		}
+	ring, err := share.SigningRing(ctx, s.keys)
+	if err != nil {
+		return nil, "", err
 	}
 	secret, token, err := share.MintSecret(ring, agent, link)
 	if err != nil {

@@ -138,6 +138,9 @@ type StaticKeys struct{ Ring *KeyRing }
 // KeyRing returns the ring.
 func (s StaticKeys) KeyRing() *KeyRing { return s.Ring }
 
+// OnChange does nothing: the ring never changes.
+func (StaticKeys) OnChange(func()) {}
+
 // Refresh returns the ring, or ErrNoSigningKey when it is empty.
 func (s StaticKeys) Refresh(context.Context) (*KeyRing, error) {
 	if s.Ring.Empty() {

@@ -126,6 +126,19 @@ func VerifySecret(ring *KeyRing, secret *corev1.Secret, agent *v1alpha1.Agent) (
 	return token, keyID, nil
 }
 
+// SigningRing returns keys that can sign, reading them from the API server
+// (and so making the first key) when none is known yet.
+func SigningRing(ctx context.Context, keys Keys) (*KeyRing, error) {
+	if ring := keys.KeyRing(); !ring.Empty() {
+		return ring, nil
+	}
+	ring, err := keys.Refresh(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the share signing keys: %w", err)
+	}
+	return ring, nil
+}
+
 // VerifySecretFresh is VerifySecret that reads the keys from the API server
 // before it calls a Secret unproven, so that a key added moments ago on
 // another replica does not get a good Secret rejected.

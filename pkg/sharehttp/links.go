@@ -401,24 +401,21 @@ func (l *Links) Confirm(ctx context.Context, grant *Grant, token string, client 
 		}
 		return nil, refuseUnavailable
 	}
-	if !share.TokensEqual(string(secret.Data[share.SecretTokenKey]), token) {
+	if !l.proven(secret, agent, token) {
 		return nil, refuseNotFound
 	}
 	return l.decide(secret, agent, token, client)
 }
 
-// decide applies the link rules to a token's Secret and Agent. The Secret
-// names the link it holds the token of; the link must still be in the
-// Agent's spec.
+// decide applies the link rules to a token's Secret and Agent, which the
+// caller has found proven (Resolve, Confirm): a Secret left over from a
+// deleted Agent of the same name, or one that someone else made or edited,
+// however well it imitates the real one, never gets here. The Secret names
+// the link it holds the token of; the link must still be in the Agent's
+// spec.
 func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token string, client netip.Addr) (*Grant, *Refusal) {
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}
 	linkName := secret.Labels[share.LabelShareLink]
-	// A Secret left over from a deleted Agent of the same name, one that
-	// someone else made or edited, however well it imitates the real one,
-	// or the Secret of a link the Agent no longer has, opens nothing.
-	if !l.proven(secret, agent, token) {
-		return nil, refuseNotFound
-	}
 	link, ok := share.FindLink(agent, linkName)
 	if !ok {
 		return nil, refuseNotFound

@@ -31,53 +31,11 @@ func TestMakeDev(t *testing.T) {
 	stateDir := t.TempDir()
 	cmd := exec.Command(bin, "--state-dir", stateDir, "--share-port", "0")
 	cmd.Dir = shared.root
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &syncBuilder{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-	})
-
-	// Read what make dev prints until the link.
-	linkRE := regexp.MustCompile(`^Share link: (http://\S+/s/(\S+))$`)
-	lines := make(chan string)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			lines <- s.Text()
-		}
-		close(lines)
-	}()
+	printed, stderr, exited := startDev(t, cmd, 5*time.Minute)
 	var link, token string
-	var printed []string
-	timeout := time.After(5 * time.Minute)
-	for ready := false; !ready; {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("make dev ended without a link:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
-			}
-			printed = append(printed, line)
-			if m := linkRE.FindStringSubmatch(line); m != nil {
-				link, token = m[1], m[2]
-			}
-			ready = strings.HasPrefix(line, "Press Ctrl-C")
-		case <-timeout:
-			t.Fatalf("no link after 5 minutes:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
-		}
+	if m := regexp.MustCompile(`(?m)^Share link: (http://\S+/s/(\S+))$`).FindStringSubmatch(strings.Join(printed, "\n")); m != nil {
+		link, token = m[1], m[2]
 	}
-	go func() {
-		for range lines {
-		}
-	}()
 	if link == "" {
 		t.Fatalf("no link printed:\n%s", strings.Join(printed, "\n"))
 	}
@@ -176,45 +134,7 @@ func TestMakeDevStopsWithMake(t *testing.T) {
 	// A group of its own, so that the SIGTERM below reaches make alone and
 	// the cleanup can still reach whatever it left.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &syncBuilder{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-
-	var printed []string
-	lines := make(chan string)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			lines <- s.Text()
-		}
-		close(lines)
-	}()
-	timeout := time.After(8 * time.Minute)
-	for ready := false; !ready; {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("make dev ended before it was ready:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
-			}
-			printed = append(printed, line)
-			ready = strings.HasPrefix(line, "Press Ctrl-C")
-		case <-timeout:
-			t.Fatalf("make dev not ready after 8 minutes:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
-		}
-	}
-	go func() {
-		for range lines {
-		}
-	}()
+	printed, stderr, exited := startDev(t, cmd, 8*time.Minute)
 	out := strings.Join(printed, "\n")
 	link := regexp.MustCompile(`(?m)^Share link: http://(\S+)/s/`).FindStringSubmatch(out)
 	viewerConfig := regexp.MustCompile(`(?m)^  export KUBECONFIG=(\S+viewer\.kubeconfig)$`).FindStringSubmatch(out)
@@ -272,6 +192,59 @@ func TestMakeDevStopsWithMake(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startDev starts a make dev command and reads what it prints until it is
+// ready (the line "Press Ctrl-C"); it fails the test if the command ends or
+// is not ready within the time. It returns the lines printed, the command's
+// standard error as it goes on, and its end.
+func startDev(t *testing.T, cmd *exec.Cmd, within time.Duration) ([]string, *syncBuilder, <-chan error) {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuilder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.SysProcAttr != nil && cmd.SysProcAttr.Setpgid {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			return
+		}
+		_ = cmd.Process.Kill()
+	})
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	lines := make(chan string)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	var printed []string
+	timeout := time.After(within)
+	for ready := false; !ready; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("make dev ended before it was ready:\n%s\n%s", strings.Join(printed, "\n"), stderr.String())
+			}
+			printed = append(printed, line)
+			ready = strings.HasPrefix(line, "Press Ctrl-C")
+		case <-timeout:
+			t.Fatalf("make dev not ready after %s:\n%s\n%s", within, strings.Join(printed, "\n"), stderr.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return printed, stderr, exited
 }
 
 // processesUnder returns the command lines of running processes that name

@@ -18,19 +18,6 @@ import (
 // changes under it before it answers with a conflict.
 const maxEnsureAttempts = 5
 
-// signingRing returns keys that can sign, reading them from the API server
-// (and so making the first key) when none is known yet.
-func signingRing(ctx context.Context, keys share.Keys) (*share.KeyRing, error) {
-	if ring := keys.KeyRing(); !ring.Empty() {
-		return ring, nil
-	}
-	ring, err := keys.Refresh(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading the share signing keys: %w", err)
-	}
-	return ring, nil
-}
-
 // Ensure returns the Secret of the Agent's link ("" being the
 // default link) and its token, minting them when there is none. Enabling is
 // idempotent: a Secret whose token this system minted keeps it, and when two
@@ -80,7 +67,7 @@ func Ensure(ctx context.Context, r client.Reader, w client.Writer, keys share.Ke
 // AlreadyExists error is returned as it is, for the caller to decide on the
 // Secret that is there.
 func Create(ctx context.Context, w client.Writer, keys share.Keys, agent *v1alpha1.Agent, link string) (*corev1.Secret, string, error) {
-	ring, err := signingRing(ctx, keys)
+	ring, err := share.SigningRing(ctx, keys)
 	if err != nil {
 		return nil, "", err
 	}
@@ -103,7 +90,7 @@ func Create(ctx context.Context, w client.Writer, keys share.Keys, agent *v1alph
 // read, so a Secret changed meanwhile makes it fail with a conflict, to be
 // looked at again.
 func Replace(ctx context.Context, w client.Writer, keys share.Keys, agent *v1alpha1.Agent, link string, existing *corev1.Secret) (*corev1.Secret, string, error) {
-	ring, err := signingRing(ctx, keys)
+	ring, err := share.SigningRing(ctx, keys)
 	if err != nil {
 		return nil, "", err
 	}
@@ -124,7 +111,7 @@ func Replace(ctx context.Context, w client.Writer, keys share.Keys, agent *v1alp
 // resourceVersion, so of two concurrent rotations one fails with a conflict
 // instead of both minting tokens.
 func Rotate(ctx context.Context, w client.Writer, keys share.Keys, agent *v1alpha1.Agent, link string, secret *corev1.Secret) (*corev1.Secret, string, error) {
-	ring, err := signingRing(ctx, keys)
+	ring, err := share.SigningRing(ctx, keys)
 	if err != nil {
 		return nil, "", err
 	}

@@ -17,7 +17,7 @@ func Ring() *share.KeyRing {
 }
 
 // Keys returns share.Keys holding Ring.
-func Keys() share.Keys { return share.StaticKeys{Ring: Ring()} }
+func Keys() share.StaticKeys { return share.StaticKeys{Ring: Ring()} }
 
 // Secret returns the proven share Secret of the Agent's link holding token.
 // It panics on error: the ring always signs.
