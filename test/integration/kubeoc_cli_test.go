@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,24 +23,7 @@ import (
 // environment, env; it returns stdout, stderr and the exit code.
 func runKubeocEnv(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, buildKubeoc(t), args...)
-	cmd.Env = env
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	code := 0
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		code = exitErr.ExitCode()
-	default:
-		t.Fatalf("running kubeoc: %v", err)
-	}
-	t.Logf("$ kubeoc %s  # exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
-	return out.String(), errOut.String(), code
+	return runProgram(t, env, "kubeoc", buildKubeoc(t), args...)
 }
 
 // TestKubeocCLI drives kubeoc against the whole system (controller,
