@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
 
@@ -50,7 +51,7 @@ type Server struct {
 	clientIP ClientIPResolver
 	limiter  *ipRateLimiter
 	slots    *sessionSlots
-	hubs     *hubs
+	sessions *session.Registry
 	viewers  *viewerCounts
 	audit    *auditor
 	exec     Executor
@@ -61,15 +62,16 @@ type Server struct {
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 
-	// sessions are the live terminal sessions, so that shutdown can end them
-	// and wait for them; once closing, a session that starts is ended at
-	// once. ended is closed when the last one leaves, for waitSessions. Not
-	// a sync.WaitGroup: a session let in as shutdown begins still joins,
-	// and a WaitGroup may not grow from zero while it is waited on.
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	closing  bool
-	ended    chan struct{}
+	// pages are the connections of live terminal pages, so that shutdown
+	// can end them and wait for them; once closing, a page that starts is
+	// ended at once. ended is closed when the last one leaves, for
+	// waitPages. Not a sync.WaitGroup: a page let in as shutdown begins
+	// still joins, and a WaitGroup may not grow from zero while it is
+	// waited on.
+	mu      sync.Mutex
+	pages   map[*pageConn]struct{}
+	closing bool
+	ended   chan struct{}
 }
 
 // NewServer returns a share listener. config is the server's own identity:
@@ -111,13 +113,13 @@ func newServer(opts *Options, links *Links, exec Executor, recorder record.Event
 		clientIP: ClientIPResolver{TrustedProxies: proxies},
 		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
-		hubs:     newHubs(),
+		sessions: session.NewRegistry(opts.SessionTuning),
 		viewers:  newViewerCounts(links.recordViewers),
 		audit:    newAuditor(recorder),
 		exec:     exec,
 		clock:    clk,
 		origins:  map[string]bool{},
-		sessions: map[*session]struct{}{},
+		pages:    map[*pageConn]struct{}{},
 	}
 	if opts.PublicURL != "" {
 		u, _ := url.Parse(opts.PublicURL)
@@ -376,7 +378,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          nil,
 		// Requests keep ctx's values but not its end: at shutdown the
-		// sessions are ended by closeSessions, which tells each page why,
+		// sessions are ended by closePages, which tells each page why,
 		// rather than by their context, which would end them as Closed.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -407,8 +409,8 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	// stranger to learn that the server is going.
 	shutdownErr := make(chan error, 1)
 	go func() { shutdownErr <- srv.Shutdown(shutdownCtx) }()
-	s.closeSessions()
-	s.waitSessions()
+	s.closePages()
+	s.waitPages()
 	err := <-shutdownErr
 	// The pages are gone: record it on the links' Secrets before leaving.
 	s.viewers.wait(shutdownCtx)
@@ -421,9 +423,9 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 // shutdownMessage is what a page shows when the listener stops.
 const shutdownMessage = "The share server is restarting. Reconnect in a moment."
 
-func (s *Server) track(sess *session) (untrack func()) {
+func (s *Server) track(sess *pageConn) (untrack func()) {
 	s.mu.Lock()
-	s.sessions[sess] = struct{}{}
+	s.pages[sess] = struct{}{}
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
@@ -432,8 +434,8 @@ func (s *Server) track(sess *session) (untrack func()) {
 	}
 	return func() {
 		s.mu.Lock()
-		delete(s.sessions, sess)
-		if len(s.sessions) == 0 && s.ended != nil {
+		delete(s.pages, sess)
+		if len(s.pages) == 0 && s.ended != nil {
 			close(s.ended)
 			s.ended = nil
 		}
@@ -441,11 +443,11 @@ func (s *Server) track(sess *session) (untrack func()) {
 	}
 }
 
-// waitSessions waits until no session is live, including those let in while
+// waitPages waits until no page is connected, including those let in while
 // it waits.
-func (s *Server) waitSessions() {
+func (s *Server) waitPages() {
 	s.mu.Lock()
-	if len(s.sessions) == 0 {
+	if len(s.pages) == 0 {
 		s.mu.Unlock()
 		return
 	}
@@ -457,15 +459,15 @@ func (s *Server) waitSessions() {
 	<-ended
 }
 
-// closeSessions ends every live session, and every one that starts from now
-// on, with ServerShutdown: the page offers to reconnect. Each end waits a
-// moment for its page to answer the close, so they run in parallel and
-// without holding s.mu, which ending sessions take to untrack themselves.
-func (s *Server) closeSessions() {
+// closePages ends every page's connection, and every one that starts from
+// now on, with ServerShutdown: the page offers to reconnect. Each end waits
+// a moment for its page to answer the close, so they run in parallel and
+// without holding s.mu, which ending pages take to untrack themselves.
+func (s *Server) closePages() {
 	s.mu.Lock()
 	s.closing = true
-	live := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
+	live := make([]*pageConn, 0, len(s.pages))
+	for sess := range s.pages {
 		live = append(live, sess)
 	}
 	s.mu.Unlock()
@@ -476,13 +478,13 @@ func (s *Server) closeSessions() {
 	wg.Wait()
 }
 
-// sessionCount returns the number of live sessions of an Agent, or of all
+// pageCount returns the number of connected pages of an Agent, or of all
 // Agents for an empty name.
-func (s *Server) sessionCount(agent types.NamespacedName) int {
+func (s *Server) pageCount(agent types.NamespacedName) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for sess := range s.sessions {
+	for sess := range s.pages {
 		if agent.Name == "" || sess.grant.Agent == agent {
 			n++
 		}

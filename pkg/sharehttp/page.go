@@ -20,6 +20,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
@@ -32,12 +33,16 @@ const (
 	closeServerError = terminal.CloseServerError
 )
 
+// slowViewerStatus ends the connection of a page that stopped taking output.
+var slowViewerStatus = wire.Status{Reason: "TooSlow", Message: "This page fell too far behind the terminal's output and was disconnected. Reconnect to catch up."}
+
 // handshakeTimeout bounds the wait for the page's first message, which
 // carries the terminal size.
 const handshakeTimeout = 15 * time.Second
 
-// session is one browser terminal bridged to an exec stream.
-type session struct {
+// pageConn is one page's connection: a browser terminal on its Agent's
+// shared session.
+type pageConn struct {
 	grant  *Grant
 	token  string
 	client netip.Addr
@@ -51,28 +56,28 @@ type session struct {
 
 // end closes the session with a status the page shows. Only the first call
 // counts; it reports whether it was the first.
-func (s *session) end(code int, reason, message string) bool {
-	return s.endWith(code, wire.Status{Reason: reason, Message: message})
+func (pc *pageConn) end(code int, reason, message string) bool {
+	return pc.endWith(code, wire.Status{Reason: reason, Message: message})
 }
 
-func (s *session) endWith(code int, status wire.Status) bool {
-	s.mu.Lock()
-	if s.reason != "" {
-		s.mu.Unlock()
+func (pc *pageConn) endWith(code int, status wire.Status) bool {
+	pc.mu.Lock()
+	if pc.reason != "" {
+		pc.mu.Unlock()
 		return false
 	}
-	s.reason = status.Reason
-	s.mu.Unlock()
+	pc.reason = status.Reason
+	pc.mu.Unlock()
 	// Stop the exec first: Close waits for the page to answer.
-	s.cancel()
-	s.term.Close(code, status)
+	pc.cancel()
+	pc.term.Close(code, status)
 	return true
 }
 
-func (s *session) endedBy() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reason
+func (pc *pageConn) endedBy() string {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.reason
 }
 
 func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
@@ -108,8 +113,8 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, refusal, true)
 		return
 	}
-	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
-	resumed := s.hubs.resumable(grant, resume)
+	resume, _ := session.ParseResumePoint(r.URL.Query().Get("resume"))
+	resumed := s.sessions.Resumable(grant.AgentUID, resume)
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
 		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
@@ -147,7 +152,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use)
+	s.runPage(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use)
 }
 
 // validUpgrade reports whether r is a WebSocket handshake the upgrader will
@@ -175,9 +180,9 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// runSession runs a page's terminal. use, the use of a one-time link the
+// runPage runs a page's terminal. use, the use of a one-time link the
 // connection took, is kept once the page's terminal starts.
-func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint, use *linkUse) {
+func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *session.ResumePoint, use *linkUse) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The page's input goes straight into the command, from the read loop
@@ -195,7 +200,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 		IdleTimeout: s.opts.IdleTimeout,
 		Input:       input,
 	})
-	sess := &session{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
+	sess := &pageConn{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
 	defer s.track(sess)()
 	activeSessions.Inc()
 	defer activeSessions.Dec()
@@ -219,14 +224,16 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	// Every page of an Agent's links shares one command: the first to
 	// arrive starts it, later ones join and are shown the recent output
 	// first.
-	h, v, first := s.hubs.join(grant, term, size, resume, grant.ReadOnly, func() { sess.endWith(closeServerError, slowViewerStatus) })
-	input.connect(h.inputOf(v))
+	shared, v, first := s.sessions.Join(grant.AgentUID, term, size, resume, grant.ReadOnly, func() { sess.endWith(closeServerError, slowViewerStatus) })
+	input.connect(shared.Input(v))
 	// A page whose connection dropped, rather than one the server ended,
 	// may come back to resume: the command waits for it a while.
 	linger := false
-	defer func() { h.leave(v, linger) }()
+	defer func() { shared.Leave(v, linger) }()
 	if first {
-		go s.runHub(h, grant, pod)
+		go shared.Run(func(ctx context.Context, opts remotecommand.StreamOptions) error {
+			return s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, opts)
+		})
 	}
 
 	changes, unsubscribe := s.links.Subscribe(grant.Agent)
@@ -235,20 +242,20 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	start := s.clock.Now()
 	s.audit.sessionStarted(grant, pod, client.String())
 	// In this goroutine rather than one of its own: most sessions sit idle.
-	s.watchSession(ctx, sess, changes, h.done)
+	s.watchLink(ctx, sess, changes, shared.Done())
 	var outcome string
 	select {
-	case <-h.done:
+	case <-shared.Done():
 		// The page sees the command's last output before its status.
-		drain := time.NewTimer(drainTimeout)
+		drain := time.NewTimer(s.opts.SessionTuning.DrainTimeout)
 		select {
-		case <-v.drained:
+		case <-v.Drained():
 		case <-term.Done():
 		case <-ctx.Done():
 		case <-drain.C:
 		}
 		drain.Stop()
-		outcome = s.finish(ctx, sess, h.result)
+		outcome = s.finish(ctx, sess, shared.Err())
 	case <-ctx.Done():
 		outcome = s.finish(ctx, sess, ctx.Err())
 	case <-term.Done():
@@ -262,7 +269,7 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 }
 
 // finish tells the page how the session ended and returns the outcome.
-func (s *Server) finish(ctx context.Context, sess *session, err error) string {
+func (s *Server) finish(ctx context.Context, sess *pageConn, err error) string {
 	if reason := sess.endedBy(); reason != "" {
 		return reason
 	}
@@ -291,7 +298,7 @@ func (s *Server) finish(ctx context.Context, sess *session, err error) string {
 	}
 }
 
-func sessionClosedByClient(sess *session) bool {
+func sessionClosedByClient(sess *pageConn) bool {
 	select {
 	case <-sess.term.Done():
 		return true
@@ -300,13 +307,13 @@ func sessionClosedByClient(sess *session) bool {
 	}
 }
 
-// watchSession re-checks the link whenever the Agent, its Secret or its pods
+// watchLink re-checks the link whenever the Agent, its Secret or its pods
 // change, when the caches stop following the cluster, and at the expiry, and
 // ends the session the moment the link no longer gives access: disabled,
 // rotated, expired, address no longer allowed, Agent not ready, the pod gone,
 // or no way to know (Unavailable). It returns once the session is ending:
 // ctx is done, the page went, or the command ended (done).
-func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan struct{}, done <-chan struct{}) {
+func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan struct{}, done <-chan struct{}) {
 	expiresAt := sess.grant.ExpiresAt
 	var timer clock.Timer
 	var expiry <-chan time.Time
@@ -388,14 +395,28 @@ func clusterUnreachable(err error) bool {
 		(errors.As(err, &closeErr) && closeErr.Code == websocket.CloseAbnormalClosure) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// runHub runs the command of a shared session until it ends or every page
-// has left.
-func (s *Server) runHub(h *hub, grant *Grant, pod string) {
-	err := s.exec.Exec(h.ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
-		Stdin:             h.stdin,
-		Stdout:            h,
-		Tty:               true,
-		TerminalSizeQueue: h,
+// pageInput is where a page's typed input goes: it waits for the page to
+// join its session, then goes where the session says (session.Session.Input). The
+// page's connection is not read while it waits, nor while the command's
+// input is full.
+type pageInput struct {
+	once      sync.Once
+	connected chan struct{}
+	to        io.Writer
+}
+
+func newPageInput() *pageInput { return &pageInput{connected: make(chan struct{})} }
+
+func (p *pageInput) Write(b []byte) (int, error) {
+	<-p.connected
+	return p.to.Write(b)
+}
+
+// connect sends the input to w from now on. Only the first call counts: a
+// page that never joins is connected to io.Discard when its session ends.
+func (p *pageInput) connect(w io.Writer) {
+	p.once.Do(func() {
+		p.to = w
+		close(p.connected)
 	})
-	h.finish(err)
 }
