@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
@@ -47,6 +49,8 @@ type linkFixture struct {
 	token  string
 	agent  *v1alpha1.Agent
 	exec   *blockingExecutor
+	// cacheLost makes the listener's caches stop following the cluster.
+	cacheLost atomic.Bool
 }
 
 func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
@@ -69,9 +73,9 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
 		}},
 	}
-	c := fake.NewClientBuilder().WithScheme(NewScheme()).
+	c := fake.NewClientBuilder().WithScheme(access.NewScheme()).
 		WithObjects(agent, secret, pod).
-		WithIndex(&corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
+		WithIndex(&corev1.Secret{}, access.TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
 	opts := NewOptions()
@@ -83,8 +87,11 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 		t.Fatal(errs)
 	}
 	exec := &blockingExecutor{started: make(chan struct{}, 16)}
-	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, sharetest.Keys(), clock.RealClock{})
-	return &linkFixture{server: newServer(opts, links, exec, nil, clock.RealClock{}), client: c, token: token, agent: agent, exec: exec}
+	f := &linkFixture{client: c, token: token, agent: agent, exec: exec}
+	cache := &fakeCache{FakeInformers: &informertest.FakeInformers{Scheme: access.NewScheme()}, reader: c}
+	resolver := access.NewResolverFor(cache, c, sharetest.Keys(), clock.RealClock{}, func() bool { return !f.cacheLost.Load() })
+	f.server = newServer(opts, resolver, exec, nil, clock.RealClock{})
+	return f
 }
 
 // blockingExecutor runs a command that prints nothing and ends only when its

@@ -20,6 +20,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
@@ -43,7 +44,7 @@ const handshakeTimeout = 15 * time.Second
 // pageConn is one page's connection: a browser terminal on its Agent's
 // shared session.
 type pageConn struct {
-	grant  *Grant
+	grant  *access.Grant
 	token  string
 	client netip.Addr
 	pod    string
@@ -85,29 +86,29 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	// malformed upgrade is refused like any other bad request and never gets
 	// as far as taking a use of a one-time link.
 	if !validUpgrade(r) {
-		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "A WebSocket upgrade is required."}, true)
+		writeRefusal(w, &access.Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "A WebSocket upgrade is required."}, true)
 		return
 	}
 	if !s.checkOrigin(r) {
 		client, _ := s.clientIP.ClientIP(r)
 		s.audit.refused(nil, client.String(), "ForeignOrigin")
-		writeRefusal(w, &Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
+		writeRefusal(w, &access.Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
 		return
 	}
 	grant, client, ok := s.admit(w, r, true)
 	if !ok {
 		return
 	}
-	pod, ok := s.links.ReadyPod(r.Context(), grant.Agent)
+	pod, ok := s.resolver.ReadyPod(r.Context(), grant.Agent)
 	if !ok {
-		s.audit.refused(&grant.Agent, client.String(), ReasonNoPod)
-		writeRefusal(w, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable,
+		s.audit.refused(&grant.Agent, client.String(), access.ReasonNoPod)
+		writeRefusal(w, &access.Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable,
 			Message: "The Agent has no running pod. Try again when it is ready."}, true)
 		return
 	}
 	// The caches said yes; the API server must too, so that a revocation
 	// whose watch event is still on its way opens nothing.
-	grant, refusal := s.links.Confirm(r.Context(), grant, r.PathValue("token"), client)
+	grant, refusal := s.resolver.Confirm(r.Context(), grant, r.PathValue("token"), client)
 	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		writeRefusal(w, refusal, true)
@@ -117,17 +118,16 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	resumed := s.sessions.Resumable(grant.AgentUID, resume)
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
-		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
+		s.audit.refused(&grant.Agent, client.String(), access.ReasonTooManyRequest)
 		w.Header().Set("Retry-After", "10")
-		writeRefusal(w, &Refusal{Reason: ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+		writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
 			Message: "Too many terminal sessions are open. Try again later."}, true)
 		return
 	}
 	defer release()
 	// Each link counts its pages, for its maxViewers and its status.
-	leave, ok := s.viewers.join(grant, !resumed)
-	if !ok {
-		refusal := refuseTooManyViewers(grant)
+	leave, refusal := s.viewers.Join(grant, !resumed)
+	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		w.Header().Set("Retry-After", "10")
 		writeRefusal(w, refusal, true)
@@ -138,15 +138,15 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	// never by the page or /info (which link previews fetch), nor by a page
 	// resuming the session it lost. The use is taken last, once nothing
 	// but the connection itself can fail, and given back if it does.
-	var use *linkUse
+	var use *access.Use
 	if !resumed {
-		if use, refusal = s.links.takeUse(r.Context(), grant, r.PathValue("token")); refusal != nil {
+		if use, refusal = s.resolver.TakeUse(r.Context(), grant, r.PathValue("token")); refusal != nil {
 			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 			writeRefusal(w, refusal, true)
 			return
 		}
 	}
-	defer use.giveBack()
+	defer use.GiveBack()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered the client.
@@ -182,7 +182,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // runPage runs a page's terminal. use, the use of a one-time link the
 // connection took, is kept once the page's terminal starts.
-func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *session.ResumePoint, use *linkUse) {
+func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *access.Grant, token string, client netip.Addr, pod string, resume *session.ResumePoint, use *access.Use) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The page's input goes straight into the command, from the read loop
@@ -219,7 +219,7 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *Gr
 	}
 	// The page has its terminal: from here on the link has been used,
 	// however the session ends.
-	use.keep()
+	use.Keep()
 
 	// Every page of an Agent's links shares one command: the first to
 	// arrive starts it, later ones join and are shown the recent output
@@ -236,7 +236,7 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *Gr
 		})
 	}
 
-	changes, unsubscribe := s.links.Subscribe(grant.Agent)
+	changes, unsubscribe := s.resolver.Subscribe(grant.Agent)
 	defer unsubscribe()
 
 	start := s.clock.Now()
@@ -283,12 +283,12 @@ func (s *Server) finish(ctx context.Context, sess *pageConn, err error) string {
 		code := exitErr.ExitStatus()
 		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
 		return "Exited"
-	case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
+	case !s.resolver.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
 		sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 		return "PodGone"
 	case clusterUnreachable(err):
-		sess.end(closeServerError, ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
-		return ReasonUnavailable
+		sess.end(closeServerError, access.ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
+		return access.ReasonUnavailable
 	case errors.Is(err, context.Canceled), sessionClosedByClient(sess):
 		sess.end(closeNormal, "Closed", "The session was closed.")
 		return "Closed"
@@ -346,7 +346,7 @@ func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan s
 			return
 		case <-changes:
 		}
-		grant, refusal := s.links.Resolve(ctx, sess.token, sess.client)
+		grant, refusal := s.resolver.Resolve(ctx, sess.token, sess.client)
 		switch {
 		case refusal != nil && refusal.Reason == share.ReasonUsedUp:
 			// A used-up link opens no new terminal; the ones it opened go on.
@@ -354,9 +354,9 @@ func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan s
 		case refusal != nil:
 			code, reason, message := closePolicy, refusal.Reason, refusal.Message
 			switch reason {
-			case ReasonNotFound:
+			case access.ReasonNotFound:
 				reason, message = "Revoked", "This share link was disabled or replaced."
-			case ReasonUnavailable:
+			case access.ReasonUnavailable:
 				// The caches lost the cluster: the link may have been
 				// revoked unseen, so the session fails closed.
 				code, message = closeServerError, "The share server cannot reach the cluster right now. Try again shortly."
@@ -371,7 +371,7 @@ func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan s
 			// switched to view must stop typing at once.
 			sess.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
 			return
-		case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
+		case !s.resolver.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
 			sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 			return
 		}

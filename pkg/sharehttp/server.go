@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
@@ -47,12 +48,12 @@ const contentSecurityPolicy = web.ContentSecurityPolicy
 // and for the life of each session.
 type Server struct {
 	opts     *Options
-	links    *Links
-	clientIP ClientIPResolver
-	limiter  *ipRateLimiter
-	slots    *sessionSlots
+	resolver *access.Resolver
+	clientIP access.ClientIPResolver
+	limiter  *access.RateLimiter
+	slots    *access.Slots
 	sessions *session.Registry
-	viewers  *viewerCounts
+	viewers  *access.Viewers
 	audit    *auditor
 	exec     Executor
 	clock    clock.Clock
@@ -88,7 +89,7 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	if err != nil {
 		return nil, err
 	}
-	links, err := NewLinks(config, keys, clk)
+	resolver, err := access.NewResolver(config, keys, clk)
 	if err != nil {
 		return nil, err
 	}
@@ -98,23 +99,23 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	}
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(NewScheme(), corev1.EventSource{Component: EventComponent})
-	s := newServer(opts, links, exec, recorder, clk)
+	recorder := broadcaster.NewRecorder(access.NewScheme(), corev1.EventSource{Component: EventComponent})
+	s := newServer(opts, resolver, exec, recorder, clk)
 	s.events = broadcaster
 	return s, nil
 }
 
 // newServer assembles a Server from its parts.
-func newServer(opts *Options, links *Links, exec Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
+func newServer(opts *Options, resolver *access.Resolver, exec Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
 	proxies, _ := opts.trustedProxies()
 	s := &Server{
 		opts:     opts,
-		links:    links,
-		clientIP: ClientIPResolver{TrustedProxies: proxies},
-		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
-		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
+		resolver: resolver,
+		clientIP: access.ClientIPResolver{TrustedProxies: proxies},
+		limiter:  access.NewRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
+		slots:    access.NewSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
 		sessions: session.NewRegistry(opts.SessionTuning),
-		viewers:  newViewerCounts(links.recordViewers),
+		viewers:  access.NewViewers(resolver),
 		audit:    newAuditor(recorder),
 		exec:     exec,
 		clock:    clk,
@@ -211,20 +212,20 @@ func securityHeaders(next http.Handler) http.Handler {
 
 // admit applies the per-address rate limit and resolves the token. On
 // refusal it has written the answer.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, asJSON bool) (*Grant, netip.Addr, bool) {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, asJSON bool) (*access.Grant, netip.Addr, bool) {
 	client, ok := s.clientIP.ClientIP(r)
 	if !ok {
-		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "Bad request."}, asJSON)
+		writeRefusal(w, &access.Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "Bad request."}, asJSON)
 		return nil, client, false
 	}
 	if ok, retry := s.limiter.Allow(client, s.clock.Now()); !ok {
-		s.audit.refused(nil, client.String(), ReasonTooManyRequest)
+		s.audit.refused(nil, client.String(), access.ReasonTooManyRequest)
 		w.Header().Set("Retry-After", retryAfterSeconds(retry))
-		writeRefusal(w, &Refusal{Reason: ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+		writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
 			Message: "Too many requests. Wait a moment and try again."}, asJSON)
 		return nil, client, false
 	}
-	grant, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client)
+	grant, refusal := s.resolver.Resolve(r.Context(), r.PathValue("token"), client)
 	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		writeRefusal(w, refusal, asJSON)
@@ -238,7 +239,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
 			w.Header().Set("Retry-After", retryAfterSeconds(retry))
-			refusalsTotal.WithLabelValues(ReasonTooManyRequest).Inc()
+			refusalsTotal.WithLabelValues(access.ReasonTooManyRequest).Inc()
 			http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
 			return
 		}
@@ -247,7 +248,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	// from /info, so an invalid link still shows a clear message. Its status
 	// code still tells crawlers and scripts that the link does not work.
 	code := http.StatusOK
-	if _, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client); refusal != nil {
+	if _, refusal := s.resolver.Resolve(r.Context(), r.PathValue("token"), client); refusal != nil {
 		code = refusal.Code
 	}
 	web.WritePage(w, code)
@@ -305,7 +306,7 @@ func originOf(scheme, host string) string {
 	return strings.ToLower(scheme) + "://" + strings.ToLower(host)
 }
 
-func writeRefusal(w http.ResponseWriter, refusal *Refusal, asJSON bool) {
+func writeRefusal(w http.ResponseWriter, refusal *access.Refusal, asJSON bool) {
 	if asJSON {
 		writeJSON(w, refusal.Code, map[string]string{"reason": refusal.Reason, "message": refusal.Message})
 		return
@@ -346,8 +347,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cacheErr := make(chan error, 1)
-	go func() { cacheErr <- s.links.Run(ctx) }()
-	if !s.links.WaitForCacheSync(ctx) {
+	go func() { cacheErr <- s.resolver.Run(ctx) }()
+	if !s.resolver.WaitForCacheSync(ctx) {
 		ln.Close()
 		cancel()
 		if err := <-cacheErr; err != nil && parent.Err() == nil {
@@ -358,7 +359,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// A listener that restarted in the same pod starts with no pages:
 	// counts it recorded before are cleared before it serves.
 	clearCtx, clearCancel := context.WithTimeout(ctx, 10*time.Second)
-	s.links.clearViewers(clearCtx)
+	s.resolver.ClearViewers(clearCtx)
 	clearCancel()
 	err := s.serve(ctx, ln)
 	cancel()
@@ -413,7 +414,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	s.waitPages()
 	err := <-shutdownErr
 	// The pages are gone: record it on the links' Secrets before leaving.
-	s.viewers.wait(shutdownCtx)
+	s.viewers.Wait(shutdownCtx)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
