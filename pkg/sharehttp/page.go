@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
@@ -232,7 +233,7 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 	defer func() { shared.Leave(v, linger) }()
 	if first {
 		go shared.Run(func(ctx context.Context, opts remotecommand.StreamOptions) error {
-			return s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, opts)
+			return s.exec.Exec(ctx, grant.Agent.Namespace, pod, podexec.AgentContainer, grant.Command, opts)
 		})
 	}
 

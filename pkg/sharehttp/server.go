@@ -28,6 +28,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
@@ -55,7 +56,7 @@ type Server struct {
 	sessions *session.Registry
 	viewers  *access.Viewers
 	audit    *auditor
-	exec     Executor
+	exec     podexec.Executor
 	clock    clock.Clock
 	events   record.EventBroadcaster
 	// origins are the serialized origins (scheme://host) of pages served
@@ -85,7 +86,7 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	if errs := opts.Validate(); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	exec, err := NewPodExecutor(config)
+	exec, err := podexec.NewClient(config)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 }
 
 // newServer assembles a Server from its parts.
-func newServer(opts *Options, resolver *access.Resolver, exec Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
+func newServer(opts *Options, resolver *access.Resolver, exec podexec.Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
 	proxies, _ := opts.trustedProxies()
 	s := &Server{
 		opts:     opts,
