@@ -56,7 +56,7 @@ type pageConn struct {
 	reason string
 }
 
-// end closes the session with a status the page shows. Only the first call
+// end closes the page's connection with a status the page shows. Only the first call
 // counts; it reports whether it was the first.
 func (pc *pageConn) end(code int, reason, message string) bool {
 	return pc.endWith(code, wire.Status{Reason: reason, Message: message})
@@ -201,8 +201,8 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 		IdleTimeout: s.opts.IdleTimeout,
 		Input:       input,
 	})
-	sess := &pageConn{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
-	defer s.track(sess)()
+	page := &pageConn{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
+	defer s.track(page)()
 	activeSessions.Inc()
 	defer activeSessions.Dec()
 
@@ -210,9 +210,9 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 	size, err := term.WaitForSize(handshakeCtx)
 	handshakeCancel()
 	if err != nil {
-		if !sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.") {
+		if !page.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.") {
 			// The server ended it first, at shutdown.
-			sessionsTotal.WithLabelValues(sess.endedBy()).Inc()
+			sessionsTotal.WithLabelValues(page.endedBy()).Inc()
 			return
 		}
 		sessionsTotal.WithLabelValues("handshake_failed").Inc()
@@ -225,7 +225,7 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 	// Every page of an Agent's links shares one command: the first to
 	// arrive starts it, later ones join and are shown the recent output
 	// first.
-	shared, v, first := s.sessions.Join(grant.AgentUID, term, size, resume, grant.ReadOnly, func() { sess.endWith(closeServerError, slowViewerStatus) })
+	shared, v, first := s.sessions.Join(grant.AgentUID, term, size, resume, grant.ReadOnly, func() { page.endWith(closeServerError, slowViewerStatus) })
 	input.connect(shared.Input(v))
 	// A page whose connection dropped, rather than one the server ended,
 	// may come back to resume: the command waits for it a while.
@@ -243,7 +243,7 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 	start := s.clock.Now()
 	s.audit.sessionStarted(grant, pod, client.String())
 	// In this goroutine rather than one of its own: most sessions sit idle.
-	s.watchLink(ctx, sess, changes, shared.Done())
+	s.watchLink(ctx, page, changes, shared.Done())
 	var outcome string
 	select {
 	case <-shared.Done():
@@ -256,12 +256,12 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 		case <-drain.C:
 		}
 		drain.Stop()
-		outcome = s.finish(ctx, sess, shared.Err())
+		outcome = s.finish(ctx, page, shared.Err())
 	case <-ctx.Done():
-		outcome = s.finish(ctx, sess, ctx.Err())
+		outcome = s.finish(ctx, page, ctx.Err())
 	case <-term.Done():
 		linger = term.Status() == nil
-		outcome = s.finish(ctx, sess, context.Canceled)
+		outcome = s.finish(ctx, page, context.Canceled)
 	}
 	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))
 	bytesTotal.WithLabelValues("out").Add(float64(term.BytesOut()))
@@ -270,38 +270,38 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 }
 
 // finish tells the page how the session ended and returns the outcome.
-func (s *Server) finish(ctx context.Context, sess *pageConn, err error) string {
-	if reason := sess.endedBy(); reason != "" {
+func (s *Server) finish(ctx context.Context, page *pageConn, err error) string {
+	if reason := page.endedBy(); reason != "" {
 		return reason
 	}
 	var exitErr utilexec.ExitError
 	switch {
 	case err == nil:
 		code := 0
-		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: "The session ended.", ExitCode: &code})
+		page.endWith(closeNormal, wire.Status{Reason: "Exited", Message: "The session ended.", ExitCode: &code})
 		return "Exited"
 	case errors.As(err, &exitErr):
 		code := exitErr.ExitStatus()
-		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
+		page.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
 		return "Exited"
-	case !s.resolver.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
-		sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
+	case !s.resolver.PodExists(ctx, page.grant.Agent.Namespace, page.pod):
+		page.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 		return "PodGone"
 	case clusterUnreachable(err):
-		sess.end(closeServerError, access.ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
+		page.end(closeServerError, access.ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
 		return access.ReasonUnavailable
-	case errors.Is(err, context.Canceled), sessionClosedByClient(sess):
-		sess.end(closeNormal, "Closed", "The session was closed.")
+	case errors.Is(err, context.Canceled), closedByPage(page):
+		page.end(closeNormal, "Closed", "The session was closed.")
 		return "Closed"
 	default:
-		sess.end(closeServerError, "Error", "The terminal connection to the Agent failed.")
+		page.end(closeServerError, "Error", "The terminal connection to the Agent failed.")
 		return "Error"
 	}
 }
 
-func sessionClosedByClient(sess *pageConn) bool {
+func closedByPage(page *pageConn) bool {
 	select {
-	case <-sess.term.Done():
+	case <-page.term.Done():
 		return true
 	default:
 		return false
@@ -314,8 +314,8 @@ func sessionClosedByClient(sess *pageConn) bool {
 // rotated, expired, address no longer allowed, Agent not ready, the pod gone,
 // or no way to know (Unavailable). It returns once the session is ending:
 // ctx is done, the page went, or the command ended (done).
-func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan struct{}, done <-chan struct{}) {
-	expiresAt := sess.grant.ExpiresAt
+func (s *Server) watchLink(ctx context.Context, page *pageConn, changes <-chan struct{}, done <-chan struct{}) {
+	expiresAt := page.grant.ExpiresAt
 	var timer clock.Timer
 	var expiry <-chan time.Time
 	setExpiry := func() {
@@ -338,16 +338,16 @@ func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan s
 		select {
 		case <-ctx.Done():
 			return
-		case <-sess.term.Done():
+		case <-page.term.Done():
 			return
 		case <-done:
 			return
 		case <-expiry:
-			sess.end(closePolicy, share.ReasonExpired, "This share link has expired.")
+			page.end(closePolicy, share.ReasonExpired, "This share link has expired.")
 			return
 		case <-changes:
 		}
-		grant, refusal := s.resolver.Resolve(ctx, sess.token, sess.client)
+		grant, refusal := s.resolver.Resolve(ctx, page.token, page.client)
 		switch {
 		case refusal != nil && refusal.Reason == share.ReasonUsedUp:
 			// A used-up link opens no new terminal; the ones it opened go on.
@@ -362,18 +362,18 @@ func (s *Server) watchLink(ctx context.Context, sess *pageConn, changes <-chan s
 				// revoked unseen, so the session fails closed.
 				code, message = closeServerError, "The share server cannot reach the cluster right now. Try again shortly."
 			}
-			sess.end(code, reason, message)
+			page.end(code, reason, message)
 			return
-		case grant.AgentUID != sess.grant.AgentUID:
-			sess.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
+		case grant.AgentUID != page.grant.AgentUID:
+			page.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
 			return
-		case grant.ReadOnly != sess.grant.ReadOnly:
+		case grant.ReadOnly != page.grant.ReadOnly:
 			// A page joins its session as an editor or a watcher; a link
 			// switched to view must stop typing at once.
-			sess.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
+			page.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
 			return
-		case !s.resolver.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
-			sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
+		case !s.resolver.PodExists(ctx, page.grant.Agent.Namespace, page.pod):
+			page.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 			return
 		}
 		if !grant.ExpiresAt.Equal(expiresAt) {
@@ -397,7 +397,7 @@ func clusterUnreachable(err error) bool {
 }
 
 // pageInput is where a page's typed input goes: it waits for the page to
-// join its session, then goes where the session says (session.Session.Input). The
+// join its session, then goes where the session says (Session.Input). The
 // page's connection is not read while it waits, nor while the command's
 // input is full.
 type pageInput struct {

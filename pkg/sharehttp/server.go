@@ -425,18 +425,18 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 // shutdownMessage is what a page shows when the listener stops.
 const shutdownMessage = "The share server is restarting. Reconnect in a moment."
 
-func (s *Server) track(sess *pageConn) (untrack func()) {
+func (s *Server) track(page *pageConn) (untrack func()) {
 	s.mu.Lock()
-	s.pages[sess] = struct{}{}
+	s.pages[page] = struct{}{}
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
 		// It was let in as the listener began to stop.
-		sess.end(closeGoingAway, "ServerShutdown", shutdownMessage)
+		page.end(closeGoingAway, "ServerShutdown", shutdownMessage)
 	}
 	return func() {
 		s.mu.Lock()
-		delete(s.pages, sess)
+		delete(s.pages, page)
 		if len(s.pages) == 0 && s.ended != nil {
 			close(s.ended)
 			s.ended = nil
@@ -469,13 +469,13 @@ func (s *Server) closePages() {
 	s.mu.Lock()
 	s.closing = true
 	live := make([]*pageConn, 0, len(s.pages))
-	for sess := range s.pages {
-		live = append(live, sess)
+	for page := range s.pages {
+		live = append(live, page)
 	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sess := range live {
-		wg.Go(func() { sess.end(closeGoingAway, "ServerShutdown", shutdownMessage) })
+	for _, page := range live {
+		wg.Go(func() { page.end(closeGoingAway, "ServerShutdown", shutdownMessage) })
 	}
 	wg.Wait()
 }
@@ -486,8 +486,8 @@ func (s *Server) pageCount(agent types.NamespacedName) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for sess := range s.pages {
-		if agent.Name == "" || sess.grant.Agent == agent {
+	for page := range s.pages {
+		if agent.Name == "" || page.grant.Agent == agent {
 			n++
 		}
 	}

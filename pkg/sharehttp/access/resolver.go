@@ -122,9 +122,9 @@ var (
 		Message: "The share server is starting or cannot reach the cluster. Try again shortly."}
 )
 
-// DefaultCommand is what a session runs when the Agent names no terminal
+// defaultCommand is what a session runs when the Agent names no terminal
 // command: a login shell, bash where the image has it, sh otherwise.
-var DefaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l 2>/dev/null || exec sh"}
+var defaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l 2>/dev/null || exec sh"}
 
 // Resolver resolves share tokens to Agents from informer caches, so that no
 // request of the public listener reaches the API server, and tells live
@@ -202,10 +202,10 @@ func NewResolverFor(cache crcache.Cache, live client.Client, keys share.Keys, cl
 		subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
 }
 
-// Healthy reports whether the caches follow the cluster: the watch of every
-// kind they hold is open, or was a moment ago. While they do not, a
-// revocation may not have reached them.
-func (r *Resolver) Healthy() bool {
+// followsCluster reports whether the caches follow the cluster: the watch
+// of every kind they hold is open, or was a moment ago. While they do not,
+// a revocation may not have reached them.
+func (r *Resolver) followsCluster() bool {
 	return r.healthy == nil || r.healthy()
 }
 
@@ -228,7 +228,7 @@ func (r *Resolver) monitor(ctx context.Context) {
 			return
 		case <-t.C():
 		}
-		now := r.Healthy()
+		now := r.followsCluster()
 		if healthy && !now {
 			klog.InfoS("The share caches lost their watch of the cluster; refusing links until it is back")
 			r.notifyAll()
@@ -353,13 +353,13 @@ func (r *Resolver) Subscribe(agent types.NamespacedName) (<-chan struct{}, func(
 // by the share Secret of the very Agent it was made for, sharing is enabled
 // and not expired, the address is allowed and the Agent is ready. It reads
 // only the caches. While the caches cannot follow the cluster (see
-// Healthy), it refuses with 503: a revocation it cannot see must not let
+// followsCluster), it refuses with 503: a revocation it cannot see must not let
 // anyone in.
 func (r *Resolver) Resolve(ctx context.Context, token string, client netip.Addr) (*Grant, *Refusal) {
 	if !share.ValidToken(token) {
 		return nil, refuseNotFound
 	}
-	if !r.Healthy() {
+	if !r.followsCluster() {
 		return nil, refuseUnavailable
 	}
 	secrets := &corev1.SecretList{}
@@ -452,7 +452,7 @@ func (r *Resolver) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token st
 	if share.UsedUp(link, secret) {
 		return nil, refuseUsedUp(known)
 	}
-	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand, Limited: link.MaxUses != nil,
+	g := &Grant{Agent: key, AgentUID: agent.UID, Command: defaultCommand, Limited: link.MaxUses != nil,
 		Link: link.Name, ReadOnly: link.ReadOnly(), SecretName: secret.Name,
 		viewersElsewhere: share.ViewersExcept(secret, replicaAnnotation()), agent: agent}
 	if link.MaxViewers != nil {

@@ -249,9 +249,6 @@ type sizeQueue struct{ s *Session }
 
 func (q sizeQueue) Next() *remotecommand.TerminalSize { return q.s.nextSize() }
 
-// ID names the session, for pages that resume it.
-func (s *Session) ID() string { return s.id }
-
 // Done is closed when the command has ended; Err then tells how.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
