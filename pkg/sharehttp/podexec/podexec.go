@@ -46,12 +46,13 @@ func NewClient(config *rest.Config) (*Client, error) {
 //
 // kubectl builds client-go's WebSocket and SPDY executors and a fallback
 // executor of the two. Measured with the same harness (hack/bench, figures
-// 1–3), that costs an idle shared session about 107 KiB more live memory in
-// the listener (327 KiB against 220 KiB a session, 100 sessions): client-go
-// reads each connection into a 32 KiB buffer, hands every message through a
-// pipe to a goroutine of each stream, and the SPDY executor made up front
-// holds a TLS configuration of its own for the stream's life. Throughput and
-// keystroke echo were the same within the machine's noise. Idle memory per
+// 1–3), that costs an idle shared session about 105 KiB more live memory in
+// the listener (322–327 KiB against 218–220 KiB a session, 100 sessions),
+// while throughput and keystroke echo were the same within the machine's
+// noise. client-go's WebSocket executor alone makes the difference (making
+// its SPDY executor only on fallback changed nothing): among other things it
+// reads the connection into a 32 KiB buffer of its own and hands each
+// message through a pipe to a goroutine of each stream. Idle memory per
 // session is one of the listener's goals, so the client stays.
 func (c *Client) Exec(ctx context.Context, namespace, pod, container string, command []string, opts remotecommand.StreamOptions) error {
 	u := c.URL(namespace, pod, container, command, opts)
