@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -23,23 +22,9 @@ import (
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
+	"github.com/kubeopencode/share/pkg/sharehttp/access/accesstest"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
-
-// fakeCache is a cache whose reads are served by a fake client holding the
-// objects, indexed as the real cache is.
-type fakeCache struct {
-	*informertest.FakeInformers
-	reader client.Reader
-}
-
-func (c *fakeCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	return c.reader.Get(ctx, key, obj, opts...)
-}
-
-func (c *fakeCache) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	return c.reader.List(ctx, list, opts...)
-}
 
 // linkFixture is a listener with one working link: a Ready Agent with its
 // share enabled, its share Secret and a running pod.
@@ -55,13 +40,7 @@ type linkFixture struct {
 
 func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 	t.Helper()
-	agent := &v1alpha1.Agent{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "agent", UID: "agent-uid"},
-		Spec:       v1alpha1.AgentSpec{Image: "busybox", Share: &v1alpha1.ShareSpec{Enabled: true}},
-		Status: v1alpha1.AgentStatus{Conditions: []metav1.Condition{
-			{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "DeploymentAvailable", LastTransitionTime: metav1.Now()},
-		}},
-	}
+	agent := accesstest.ReadyAgent()
 	token, err := share.NewToken()
 	if err != nil {
 		t.Fatal(err)
@@ -88,8 +67,7 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 	}
 	exec := &blockingExecutor{started: make(chan struct{}, 16)}
 	f := &linkFixture{client: c, token: token, agent: agent, exec: exec}
-	cache := &fakeCache{FakeInformers: &informertest.FakeInformers{Scheme: access.NewScheme()}, reader: c}
-	resolver := access.NewResolverFor(cache, c, sharetest.Keys(), clock.RealClock{}, func() bool { return !f.cacheLost.Load() })
+	resolver := access.NewResolverFor(accesstest.NewCache(c, access.NewScheme()), c, sharetest.Keys(), clock.RealClock{}, func() bool { return !f.cacheLost.Load() })
 	f.server = newServer(opts, resolver, exec, nil, clock.RealClock{})
 	return f
 }

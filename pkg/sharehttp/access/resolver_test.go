@@ -13,13 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
+	"github.com/kubeopencode/share/pkg/sharehttp/access/accesstest"
 )
 
 func TestResolveNamedLinks(t *testing.T) {
@@ -58,7 +58,7 @@ func TestResolveNamedLinks(t *testing.T) {
 		WithIndex(&corev1.Secret{}, TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
-	links := NewResolverFor(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, sharetest.Keys(), clock.RealClock{}, nil)
+	links := NewResolverFor(accesstest.NewCache(c, NewScheme()), c, sharetest.Keys(), clock.RealClock{}, nil)
 
 	tests := []struct {
 		name         string
