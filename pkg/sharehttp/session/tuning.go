@@ -40,7 +40,8 @@ type Tuning struct {
 	// messages cost the listener and the page less per byte, and the page
 	// would queue the output behind what it is parsing anyway. Output that
 	// does not stream — a keystroke's echo, a prompt after a pause — goes
-	// at once. Tests make CoalesceDelay and StreamGap long, so that only
+	// at once. CoalesceBytes is a message's worth, FeedChunk by default.
+	// Tests make CoalesceDelay and StreamGap long, so that only
 	// gathered output or the command's end releases held output, and
 	// output streams however slowly the test runs.
 	CoalesceBehind int
