@@ -3,18 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,15 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/kubeopencode/share/cmd/controller/app"
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
@@ -116,15 +106,11 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 			return err
 		}
 	}
-	kubeconfig := filepath.Join(o.work, "controller-fig6.kubeconfig")
-	if _, err := cp.ServiceAccountKubeconfig(kubeconfig, testenv.ControllerServiceAccount); err != nil {
-		return err
-	}
 	shipped := func(name string) (*testenv.Process, error) {
 		return startController(cp, o, name)
 	}
 	unlimited := func(name string) (*testenv.Process, error) {
-		return testenv.StartProcess(o.logDir, name, o.self, "controller", "-kubeconfig", kubeconfig)
+		return startController(cp, o, name, unlimitedArgs...)
 	}
 
 	n0 := o.agentCounts[0]
@@ -483,49 +469,6 @@ func writeFloor(ctx context.Context, c client.Client, ns string, n int) (time.Du
 		}
 	}
 	return time.Since(start), nil
-}
-
-// runController is the controller subcommand: the Agent controller as
-// cmd/controller runs it, with as many workers, but with client-side rate
-// limiting off (QPS -1, as controller-runtime's own config loader sets), to
-// show what that limit costs. No leader election, metrics or probes.
-func runController(args []string) error {
-	fs := flag.NewFlagSet("controller", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the controller's identity")
-	_ = fs.Parse(args)
-	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	if err != nil {
-		return err
-	}
-	cfg.UserAgent = controller.Name
-	cfg.QPS = -1
-	ctrl.SetLogger(klog.Background())
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                 scheme,
-		Cache:                  controller.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// As many workers and the same signing keys as the shipped controller:
-	// only the limit differs.
-	shipped := app.NewOptions()
-	keys, err := shipped.SigningKey.Start(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := controller.SetupWithManager(mgr, controller.Config{Keys: keys, PublicURL: "http://share.bench.invalid", Workers: shipped.Workers}); err != nil {
-		return err
-	}
-	return mgr.Start(ctx)
 }
 
 // restartOnReconciled starts the shipped controller on n Agents that are all
