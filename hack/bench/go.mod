@@ -8,6 +8,7 @@ go 1.26.0
 
 require (
 	github.com/creack/pty v1.1.24
+	github.com/google/go-cmp v0.7.0
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	github.com/kubeopencode/share v0.0.0-00010101000000-000000000000
 	golang.org/x/sync v0.23.0
