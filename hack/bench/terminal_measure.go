@@ -255,6 +255,7 @@ func (b *bench) compareEcho(ctx context.Context, paths []path) (map[string]echoR
 			limit = 30 * time.Second
 		}
 		busy := b.settle(ctx, limit)
+		gc0 := b.collections(ctx)
 		var parts []string
 		for _, p := range paths {
 			s, err := echoOnce(ctx, p.echo, o.echoPerRound())
@@ -265,7 +266,9 @@ func (b *bench) compareEcho(ctx context.Context, paths []path) (map[string]echoR
 			out[p.name] = echoResult{rounds: append(out[p.name].rounds, l)}
 			parts = append(parts, fmt.Sprintf("%s %s", p.name, l))
 		}
-		step("  round %d (machine %.0f%% busy before it): %s", round+1, busy*100, strings.Join(parts, "; "))
+		gc := b.collections(ctx).since(gc0)
+		step("  round %d (machine %.0f%% busy before it; collections during it: listener %d, harness %d): %s",
+			round+1, busy*100, gc.listener, gc.harness, strings.Join(parts, "; "))
 	}
 	return out, nil
 }
@@ -285,6 +288,26 @@ func (b *bench) settle(ctx context.Context, limit time.Duration) float64 {
 		step("  collecting the listener's garbage: %v", err)
 	}
 	return quiesce(limit)
+}
+
+// gcCounts are the garbage collections so far of the processes of ours on
+// the echo path; the log of each echo round says how many fell in it, to
+// tell a tail of ours from the machine's.
+type gcCounts struct{ listener, harness int }
+
+func (b *bench) collections(ctx context.Context) gcCounts {
+	var c gcCounts
+	if n, err := b.sys.serverMetric(ctx, "go_gc_duration_seconds_count"); err == nil {
+		c.listener = int(n)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	c.harness = int(ms.NumGC)
+	return c
+}
+
+func (c gcCounts) since(before gcCounts) gcCounts {
+	return gcCounts{listener: c.listener - before.listener, harness: c.harness - before.harness}
 }
 
 // p50s and p99s pick one percentile of each round.
