@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -256,6 +257,7 @@ func (b *bench) compareEcho(ctx context.Context, paths []path) (map[string]echoR
 		}
 		busy := b.settle(ctx, limit)
 		gc0 := b.collections(ctx)
+		resumeGC := pauseGC()
 		var parts []string
 		for _, p := range paths {
 			s, err := echoOnce(ctx, p.echo, o.echoPerRound())
@@ -266,6 +268,7 @@ func (b *bench) compareEcho(ctx context.Context, paths []path) (map[string]echoR
 			out[p.name] = echoResult{rounds: append(out[p.name].rounds, l)}
 			parts = append(parts, fmt.Sprintf("%s %s", p.name, l))
 		}
+		resumeGC()
 		gc := b.collections(ctx).since(gc0)
 		step("  round %d (machine %.0f%% busy before it; collections during it: listener %d, harness %d): %s",
 			round+1, busy*100, gc.listener, gc.harness, strings.Join(parts, "; "))
@@ -288,6 +291,22 @@ func (b *bench) settle(ctx context.Context, limit time.Duration) float64 {
 		step("  collecting the listener's garbage: %v", err)
 	}
 	return quiesce(limit)
+}
+
+// pauseGC stops the harness's garbage collector, unless its heap passes
+// 1 GiB, until the function it returns is called. The harness is on every
+// echo path (the stand-in kubelet, the floor, the clients), and a round
+// allocates enough to start a collection in it even right after one (a
+// test run on 2 shared cores showed one in every round): it would land on
+// the round trips of whichever path is measured at that moment. A round
+// allocates a few MiB; the limit only guards against a runaway.
+func pauseGC() func() {
+	percent := debug.SetGCPercent(-1)
+	limit := debug.SetMemoryLimit(1 << 30)
+	return func() {
+		debug.SetGCPercent(percent)
+		debug.SetMemoryLimit(limit)
+	}
 }
 
 // gcCounts are the garbage collections so far of the processes of ours on
