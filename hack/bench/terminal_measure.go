@@ -268,8 +268,10 @@ func (b *bench) compareEcho(ctx context.Context, paths []path) (map[string]echoR
 			out[p.name] = echoResult{rounds: append(out[p.name].rounds, l)}
 			parts = append(parts, fmt.Sprintf("%s %s", p.name, l))
 		}
-		resumeGC()
+		// Counted before the collector resumes, which then collects what
+		// the round left at once.
 		gc := b.collections(ctx).since(gc0)
+		resumeGC()
 		step("  round %d (machine %.0f%% busy before it; collections during it: listener %d, harness %d): %s",
 			round+1, busy*100, gc.listener, gc.harness, strings.Join(parts, "; "))
 	}
