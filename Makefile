@@ -35,6 +35,7 @@ control-plane:
 .PHONY: test
 test: verify control-plane
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	$(GO) test -C hack/bench $(TEST_FLAGS) ./...
 	$(GO) test -race $(TEST_FLAGS) ./pkg/sharehttp/... ./pkg/controller/... ./pkg/share/...
 	hack/fuzz.sh
 
@@ -53,6 +54,7 @@ test-fuzz:
 .PHONY: test-unit
 test-unit:
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -e /test/integration -e /internal/testenv)
+	$(GO) test -C hack/bench $(TEST_FLAGS) ./...
 
 ## test-integration: the tests on a real control plane
 .PHONY: test-integration

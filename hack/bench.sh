@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Measures the share path against baselines taken in the same run and writes
 # the table to docs/benchmarks.md (make bench). It builds the servers and the
-# harness (hack/bench), installs WeTTY with npm for figure 7 when it can, runs
-# the micro benchmarks, then starts a local control plane and runs every
-# figure. Arguments go to the harness: for instance -only terminal, or
-# -agents 1000 for a shorter run; see `_output/bench/bin/bench -help`.
+# harness (hack/bench, a module of its own), installs WeTTY with npm for
+# figure 7 when it can, runs the micro benchmarks, then starts a local control
+# plane and runs every figure. Arguments go to the harness: for instance
+# -only terminal, or -agents 1000 for a shorter run; see
+# `_output/bench/bin/bench -help`.
 #
 # The control-plane binaries come from $KUBEOPENCODE_CONTROL_PLANE_BIN, else
 # _output/bin; missing ones are built first (minutes, once).
@@ -19,7 +20,10 @@ mkdir -p "${OUT}/bin"
 t0="$(date +%s)"
 
 echo ">>> building aggregated-apiserver, controller and the harness"
-go build -o "${OUT}/bin/" ./cmd/aggregated-apiserver ./cmd/controller ./hack/bench
+go build -o "${OUT}/bin/" ./cmd/aggregated-apiserver ./cmd/controller
+# The harness is a module of its own that uses the project's code from this
+# tree (its go.mod replaces the project's module with ../..).
+go build -C hack/bench -o "${OUT}/bin/bench" .
 
 # WeTTY, the dedicated web terminal of figure 7, from npm into _output (never
 # into the repository). Its node-pty is a native module: if npm cannot build

@@ -3,18 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,15 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/kubeopencode/share/cmd/controller/app"
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/controller"
@@ -79,208 +69,315 @@ func (r controllerRun) String() string {
 	return fmt.Sprintf("~%s (%d of %d in %s), peak RSS %s", r.estimate().Round(time.Second), r.reconciled, r.agents, r.elapsed.Round(time.Second), fmtMiB(float64(r.peakRSS)))
 }
 
-// controllerFigures measures figure 6 on a control plane of its own without
+// controllerEnv is figure 6's control plane: one without
 // kube-controller-manager and kube-scheduler, so that the Deployments the
-// controller makes stay as they are and only the controller works: the time
-// from a cold start of the shipped controller, with its shipped flags, until
-// every Agent's status reports its generation and ShareReady, and its peak
-// resident set. The first Agent count is measured -controller-reps times,
-// each run after one of the write floor, then a restart on the reconciled
-// Agents of the last run, once the controller without client-side rate
-// limit (what the limit costs), and each larger count once, to the end.
-func (b *bench) controllerFigures(ctx context.Context) error {
-	o := b.o
+// controller makes stay as they are and only the controller works, with the
+// CRDs and the controller's ServiceAccount and RBAC.
+type controllerEnv struct {
+	o      *options
+	cp     *testenv.ControlPlane
+	adminC *rest.Config
+	admin  client.Client
+	scheme *runtime.Scheme
+	// createPer is the time creating one Agent took, in the last namespace
+	// prepared: the budget's estimates count it.
+	createPer time.Duration
+}
+
+func startControllerEnv(ctx context.Context, o *options) (_ *controllerEnv, err error) {
 	step("figure 6: starting a control plane without controllers")
-	cp, err := testenv.Start(ctx, testenv.Options{Dir: filepath.Join(o.work, "controlplane-controller"), WithoutControllers: true})
-	if err != nil {
-		return err
+	e := &controllerEnv{o: o}
+	if e.cp, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(o.work, "controlplane-controller"), WithoutControllers: true}); err != nil {
+		return nil, err
 	}
-	defer cp.Stop()
-	if _, err := cp.InstallCRDs(ctx, filepath.Join(o.root, "artifacts", "crd")); err != nil {
-		return err
+	defer func() {
+		if err != nil {
+			e.cp.Stop()
+		}
+	}()
+	if _, err := e.cp.InstallCRDs(ctx, filepath.Join(o.root, "artifacts", "crd")); err != nil {
+		return nil, err
 	}
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
+	if e.scheme, err = controller.NewScheme(); err != nil {
+		return nil, err
 	}
-	adminC := unthrottled(cp.Config())
-	admin, err := client.New(adminC, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
+	e.adminC = unthrottled(e.cp.Config())
+	if e.admin, err = client.New(e.adminC, client.Options{Scheme: e.scheme}); err != nil {
+		return nil, err
 	}
-	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testenv.SystemNamespace}}); err != nil {
-		return err
+	if err := e.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testenv.SystemNamespace}}); err != nil {
+		return nil, err
 	}
 	for _, f := range []string{"controller/serviceaccount.yaml", "controller/rbac.yaml"} {
-		if err := cp.CreateFromFile(ctx, filepath.Join(o.root, "artifacts", f)); err != nil {
-			return err
+		if err := e.cp.CreateFromFile(ctx, filepath.Join(o.root, "artifacts", f)); err != nil {
+			return nil, err
 		}
 	}
-	kubeconfig := filepath.Join(o.work, "controller-fig6.kubeconfig")
-	if _, err := cp.ServiceAccountKubeconfig(kubeconfig, testenv.ControllerServiceAccount); err != nil {
+	return e, nil
+}
+
+func (e *controllerEnv) stop() { e.cp.Stop() }
+
+// prepare creates n Agents in a new namespace.
+func (e *controllerEnv) prepare(ctx context.Context, ns string, n int) error {
+	began := time.Now()
+	if err := createAgents(ctx, e.admin, ns, n); err != nil {
 		return err
 	}
-	shipped := func(name string) (*testenv.Process, error) {
-		return startController(cp, o, name)
-	}
-	unlimited := func(name string) (*testenv.Process, error) {
-		return testenv.StartProcess(o.logDir, name, o.self, "controller", "-kubeconfig", kubeconfig)
-	}
+	e.createPer = time.Since(began) / time.Duration(n)
+	return nil
+}
 
-	n0 := o.agentCounts[0]
-	var (
-		floors, floorReqs []float64 // seconds and requests per Agent of each floor run
-		floorCounts       apiCounts
-		ours              []controllerRun
-		createPer         time.Duration
-		restart           controllerRun
-		listFloor         time.Duration
-	)
-	// prepare creates n Agents in a new namespace.
-	prepare := func(ns string, n int) error {
-		began := time.Now()
-		if err := createAgents(ctx, admin, ns, n); err != nil {
-			return err
-		}
-		createPer = time.Since(began) / time.Duration(n)
-		return nil
+// coldStart creates n Agents in ns and times a cold start of the shipped
+// controller on them, with extra flags, up to limit.
+func (e *controllerEnv) coldStart(ctx context.Context, label, ns string, n int, limit time.Duration, extra ...string) (controllerRun, error) {
+	step("  %s controller, %d Agents: creating them", label, n)
+	if err := e.prepare(ctx, ns, n); err != nil {
+		return controllerRun{}, err
 	}
-	run := func(label string, start func(string) (*testenv.Process, error), ns string, n int, limit time.Duration) (controllerRun, error) {
-		step("  %s controller, %d Agents: creating them", label, n)
-		if err := prepare(ns, n); err != nil {
-			return controllerRun{}, err
-		}
-		r, err := coldStart(ctx, adminC, scheme, ns, n, limit, func() (*testenv.Process, error) { return start(ns) })
-		if err != nil {
-			return r, err
-		}
-		step("  %s controller, %d Agents: %s; API requests per Agent %s", label, n, r, r.requests.perAgent(max(r.reconciled, 1)))
-		return r, nil
+	done, err := watchDone(ctx, e.adminC, e.scheme, ns, n)
+	if err != nil {
+		return controllerRun{}, err
 	}
+	defer done.stop()
+	before, err := readAPICounts(ctx, e.adminC)
+	if err != nil {
+		return controllerRun{}, err
+	}
+	c, err := startController(e.cp, e.o, ns, extra...)
+	if err != nil {
+		return controllerRun{}, err
+	}
+	defer c.Stop()
+	r, err := waitRun(ctx, c, done, n, limit)
+	if err != nil {
+		return r, err
+	}
+	after, err := readAPICounts(ctx, e.adminC)
+	if err != nil {
+		return r, err
+	}
+	r.requests = after.since(before)
+	step("  %s controller, %d Agents: %s; API requests per Agent %s", label, n, r, r.requests.perAgent(max(r.reconciled, 1)))
+	return r, nil
+}
 
-	// The floor: the controller's writes for each Agent (create Deployment,
-	// read the Secret from the API server, create the Secret, patch the
-	// status), made one Agent after another, as one worker would, by an
-	// unthrottled client. Floor and controller runs alternate, so that a
-	// neighbour's load falls on both.
+// floorRun is one run of the write floor.
+type floorRun struct {
+	elapsed  time.Duration
+	requests apiCounts
+}
+
+// floor creates n Agents in ns and makes the controller's writes for each
+// (create Deployment, read the Secret from the API server, create the
+// Secret, patch the status) one Agent after another, as one worker would,
+// with an unthrottled client.
+func (e *controllerEnv) floor(ctx context.Context, ns string, n int) (floorRun, error) {
+	if err := e.prepare(ctx, ns, n); err != nil {
+		return floorRun{}, err
+	}
+	before, err := readAPICounts(ctx, e.adminC)
+	if err != nil {
+		return floorRun{}, err
+	}
+	elapsed, err := writeFloor(ctx, e.admin, ns, n)
+	if err != nil {
+		return floorRun{}, err
+	}
+	after, err := readAPICounts(ctx, e.adminC)
+	if err != nil {
+		return floorRun{}, err
+	}
+	r := floorRun{elapsed: elapsed, requests: after.since(before)}
+	step("  floor, %d Agents: %s; API requests per Agent %s", n, elapsed.Round(100*time.Millisecond), r.requests.perAgent(n))
+	return r, nil
+}
+
+// firstCount is what figure 6 measures on its first Agent count: the runs
+// of the floor and of the shipped controller, alternating, and a restart
+// on the reconciled Agents of the last run with its floor, listing them.
+type firstCount struct {
+	n         int
+	floors    []floorRun
+	ours      []controllerRun
+	restart   controllerRun
+	listFloor time.Duration
+}
+
+func (f firstCount) floorSeconds() []float64 {
+	var out []float64
+	for _, r := range f.floors {
+		out = append(out, r.elapsed.Seconds())
+	}
+	return out
+}
+
+func (f firstCount) floorRequests() []float64 {
+	var out []float64
+	for _, r := range f.floors {
+		out = append(out, r.requests.total()/float64(f.n))
+	}
+	return out
+}
+
+func (f firstCount) floorMedian() time.Duration {
+	return time.Duration(median(f.floorSeconds()) * float64(time.Second))
+}
+
+// controllerFigures measures figure 6 on a control plane of its own: the
+// time from a cold start of the shipped controller, with its shipped flags,
+// until every Agent's status reports its generation and ShareReady, and its
+// peak resident set. The first Agent count is measured -controller-reps
+// times, each run after one of the write floor, then a restart on the
+// reconciled Agents of the last run, once the controller without
+// client-side rate limit (what the limit costs), and each larger count
+// once, to the end.
+func (b *bench) controllerFigures(ctx context.Context) error {
+	e, err := startControllerEnv(ctx, b.o)
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	first, err := b.measureFirstCount(ctx, e)
+	if err != nil {
+		return err
+	}
+	b.reportFirstCount(first)
+	// An Agent of a larger count takes about a quarter as long again as
+	// one of the first (10,000 Agents took 1.1–1.2 times as long per Agent
+	// as 1,000), and must be created first.
+	per := medianRun(first.ours).perAgent()*5/4 + e.createPer
+	if err := b.measureUnthrottled(ctx, e, first, per); err != nil {
+		return err
+	}
+	if err := b.measureLargerCounts(ctx, e, first, per); err != nil {
+		return err
+	}
+	b.r.note("figure 6: a new Agent is done when its status reports its generation and ShareReady; the write floor is %d Agents × 4 sequential API calls (create Deployment, read Secret, create Secret, patch status) by an unthrottled client; a restart is done when the controller's reconcile count reaches the number of Agents", first.n)
+	return nil
+}
+
+// measureFirstCount runs the floor and the shipped controller in turn on
+// the first Agent count, so that a neighbour's load falls on both, then the
+// restart.
+func (b *bench) measureFirstCount(ctx context.Context, e *controllerEnv) (firstCount, error) {
+	o := b.o
+	f := firstCount{n: o.agentCounts[0]}
 	for i := range o.controllerReps {
 		ns := fmt.Sprintf("floor-%d", i)
-		if err := prepare(ns, n0); err != nil {
-			return err
-		}
-		before, err := readAPICounts(ctx, adminC)
+		fr, err := e.floor(ctx, ns, f.n)
 		if err != nil {
-			return err
+			return f, err
 		}
-		floor, err := writeFloor(ctx, admin, ns, n0)
+		f.floors = append(f.floors, fr)
+		if err := cleanNamespace(ctx, e.admin, ns); err != nil {
+			return f, err
+		}
+		ns = fmt.Sprintf("shipped-%d-%d", f.n, i)
+		r, err := e.coldStart(ctx, "shipped", ns, f.n, controllerLimit)
 		if err != nil {
-			return err
+			return f, err
 		}
-		after, err := readAPICounts(ctx, adminC)
-		if err != nil {
-			return err
+		f.ours = append(f.ours, r)
+		if i == o.controllerReps-1 {
+			if f.restart, f.listFloor, err = e.restartOn(ctx, ns, f.n); err != nil {
+				return f, err
+			}
 		}
-		reqs := after.since(before)
-		step("  floor, %d Agents: %s; API requests per Agent %s", n0, floor.Round(100*time.Millisecond), reqs.perAgent(n0))
-		floors, floorReqs, floorCounts = append(floors, floor.Seconds()), append(floorReqs, reqs.total()/float64(n0)), reqs
-		if err := cleanNamespace(ctx, admin, ns); err != nil {
-			return err
+		if err := cleanNamespace(ctx, e.admin, ns); err != nil {
+			return f, err
 		}
+	}
+	return f, nil
+}
 
-		ns = fmt.Sprintf("shipped-%d-%d", n0, i)
-		r, err := run("shipped", shipped, ns, n0, controllerLimit)
-		if err != nil {
-			return err
-		}
-		ours = append(ours, r)
-		if i < o.controllerReps-1 {
-			if err := cleanNamespace(ctx, admin, ns); err != nil {
-				return err
-			}
-			continue
-		}
-		// A restart: the shipped controller on Agents that are all
-		// reconciled already, until it has reconciled each once. Its floor:
-		// the lists that fill its caches.
-		began := time.Now()
-		for _, l := range []client.ObjectList{&kubeopencodev1alpha1.AgentList{}, &appsv1.DeploymentList{}, &corev1.SecretList{}} {
-			if err := admin.List(ctx, l, client.InNamespace(ns)); err != nil {
-				return err
-			}
-		}
-		listFloor = time.Since(began)
-		if restart, err = restartOnReconciled(ctx, cp, o, n0); err != nil {
-			return err
-		}
-		step("  shipped controller restarted on %d reconciled Agents: %s", n0, restart)
-		if err := cleanNamespace(ctx, admin, ns); err != nil {
-			return err
+// restartOn restarts the shipped controller on the n Agents of ns, all
+// reconciled already, until it has reconciled each once; its floor is the
+// lists that fill its caches.
+func (e *controllerEnv) restartOn(ctx context.Context, ns string, n int) (controllerRun, time.Duration, error) {
+	began := time.Now()
+	for _, l := range []client.ObjectList{&kubeopencodev1alpha1.AgentList{}, &appsv1.DeploymentList{}, &corev1.SecretList{}} {
+		if err := e.admin.List(ctx, l, client.InNamespace(ns)); err != nil {
+			return controllerRun{}, 0, err
 		}
 	}
-	floorMed := time.Duration(median(floors) * float64(time.Second))
-	floorPer := floorMed / time.Duration(n0)
-	secs := func(rs []controllerRun) []float64 {
-		out := make([]float64, len(rs))
-		for i, r := range rs {
-			out[i] = r.estimate().Seconds()
-		}
-		return out
+	listFloor := time.Since(began)
+	r, err := restartOnReconciled(ctx, e.cp, e.o, n)
+	if err != nil {
+		return r, 0, err
 	}
-	fmtSecs := func(x float64) string {
-		return (time.Duration(x * float64(time.Second))).Round(100 * time.Millisecond).String()
-	}
-	med := medianRun(ours)
-	b.r.add(row{fig: "6", measure: fmt.Sprintf("cold start, %d new Agents with share enabled: shipped controller (median of %d)", n0, len(ours)),
-		baseline: "write floor " + floorMed.Round(100*time.Millisecond).String(), ours: med.String(),
-		ratio: fmtRatio(med.estimate().Seconds() / floorMed.Seconds()), spread: fmtSpread(floors, secs(ours), fmtSecs),
-		goal: "≤ 1.5 × floor", met: yesNo(med.complete && med.estimate() <= floorMed*3/2)})
-	var ourReqs []float64
-	for _, r := range ours {
+	step("  shipped controller restarted on %d reconciled Agents: %s", n, r)
+	return r, listFloor, nil
+}
+
+func fmtSecs(x float64) string {
+	return (time.Duration(x * float64(time.Second))).Round(100 * time.Millisecond).String()
+}
+
+// reportFirstCount adds the rows of the first Agent count: the cold start
+// against the floor, the requests per Agent and the restart.
+func (b *bench) reportFirstCount(f firstCount) {
+	floorMed := f.floorMedian()
+	med := medianRun(f.ours)
+	var ourSecs, ourReqs []float64
+	for _, r := range f.ours {
+		ourSecs = append(ourSecs, r.estimate().Seconds())
 		ourReqs = append(ourReqs, r.requests.total()/float64(max(r.reconciled, 1)))
 	}
+	b.r.add(row{fig: "6", measure: fmt.Sprintf("cold start, %d new Agents with share enabled: shipped controller (median of %d)", f.n, len(f.ours)),
+		baseline: "write floor " + floorMed.Round(100*time.Millisecond).String(), ours: med.String(),
+		ratio: fmtRatio(med.estimate().Seconds() / floorMed.Seconds()), spread: fmtSpread(f.floorSeconds(), ourSecs, fmtSecs),
+		goal: "≤ 1.5 × floor", met: yesNo(med.complete && med.estimate() <= floorMed*3/2)})
 	fmtReq := func(x float64) string { return fmt.Sprintf("%.2f", x) }
-	b.r.add(row{fig: "6", measure: fmt.Sprintf("kube-apiserver requests per new Agent (%d Agents): shipped controller", n0),
-		baseline: "write floor " + fmtReq(median(floorReqs)), ours: fmtReq(median(ourReqs)),
-		ratio: fmtRatio(median(ourReqs) / median(floorReqs)), spread: fmtSpread(floorReqs, ourReqs, fmtReq)})
+	b.r.add(row{fig: "6", measure: fmt.Sprintf("kube-apiserver requests per new Agent (%d Agents): shipped controller", f.n),
+		baseline: "write floor " + fmtReq(median(f.floorRequests())), ours: fmtReq(median(ourReqs)),
+		ratio: fmtRatio(median(ourReqs) / median(f.floorRequests())), spread: fmtSpread(f.floorRequests(), ourReqs, fmtReq)})
 	b.r.note("figure 6: requests per new Agent by verb and resource (kube-apiserver's apiserver_request_total on Agents, Deployments, Secrets and Events over a run, lists and watches left out): floor %s (it reads each Agent for its UID, which the controller has from its cache); shipped controller %s",
-		floorCounts.perAgent(n0), med.requests.perAgent(max(med.reconciled, 1)))
-	b.r.add(row{fig: "6", measure: fmt.Sprintf("restart on %d reconciled Agents: shipped controller", n0),
-		baseline: "listing them " + listFloor.Round(time.Millisecond).String(), ours: restart.String(),
-		ratio: fmtRatio(restart.estimate().Seconds() / listFloor.Seconds()), spread: "1 run"})
+		f.floors[len(f.floors)-1].requests.perAgent(f.n), med.requests.perAgent(max(med.reconciled, 1)))
+	b.r.add(row{fig: "6", measure: fmt.Sprintf("restart on %d reconciled Agents: shipped controller", f.n),
+		baseline: "listing them " + f.listFloor.Round(time.Millisecond).String(), ours: f.restart.String(),
+		ratio: fmtRatio(f.restart.estimate().Seconds() / f.listFloor.Seconds()), spread: "1 run"})
+}
 
-	// What the client-side limit costs: the same controller without it,
-	// when the budget holds it besides the larger counts, which come first.
-	per := med.perAgent()*5/4 + createPer
+// measureUnthrottled measures what the client-side limit costs: the same
+// controller without it on the first count, when the budget holds it
+// besides the larger counts, which come first; per is the estimated time
+// of one Agent of those.
+func (b *bench) measureUnthrottled(ctx context.Context, e *controllerEnv, f firstCount, per time.Duration) error {
+	o := b.o
 	reserve := time.Duration(0)
 	for _, n := range o.agentCounts[1:] {
 		reserve += per * time.Duration(n)
 	}
-	unthrottledCost := med.estimate() + createPer*time.Duration(n0) + 10*time.Second
-	if remaining := o.budget - time.Since(o.t0); remaining < reserve+unthrottledCost {
+	cost := medianRun(f.ours).estimate() + e.createPer*time.Duration(f.n) + 10*time.Second
+	if remaining := o.budget - time.Since(o.t0); remaining < reserve+cost {
 		b.r.note("figure 6: the controller without client-side rate limit was not measured: the run's budget of %s would not hold it", o.budget)
-	} else {
-		ns := fmt.Sprintf("unthrottled-%d", n0)
-		u, err := run("unthrottled", unlimited, ns, n0, controllerLimit)
-		if err != nil {
-			return err
-		}
-		b.r.add(row{fig: "6", measure: fmt.Sprintf("cold start, %d new Agents: the same controller without client-side rate limit", n0),
-			baseline: "write floor " + floorMed.Round(100*time.Millisecond).String(), ours: u.String(),
-			ratio: fmtRatio(u.estimate().Seconds() / floorMed.Seconds()), spread: fmtRange(floors, fmtSecs) + "; 1 run"})
-		if err := cleanNamespace(ctx, admin, ns); err != nil {
-			return err
-		}
+		return nil
 	}
+	ns := fmt.Sprintf("unthrottled-%d", f.n)
+	u, err := e.coldStart(ctx, "unthrottled", ns, f.n, controllerLimit, unlimitedArgs()...)
+	if err != nil {
+		return err
+	}
+	floorMed := f.floorMedian()
+	b.r.add(row{fig: "6", measure: fmt.Sprintf("cold start, %d new Agents: the same controller without client-side rate limit", f.n),
+		baseline: "write floor " + floorMed.Round(100*time.Millisecond).String(), ours: u.String(),
+		ratio: fmtRatio(u.estimate().Seconds() / floorMed.Seconds()), spread: fmtRange(f.floorSeconds(), fmtSecs) + "; 1 run"})
+	return cleanNamespace(ctx, e.admin, ns)
+}
 
+// measureLargerCounts runs the shipped controller once on each larger
+// count, to the end, however long it takes within reason (a run stopped
+// early says so in the table). To keep the whole run within its budget, a
+// count is scaled down to what fits at per, and the table says so.
+func (b *bench) measureLargerCounts(ctx context.Context, e *controllerEnv, f firstCount, per time.Duration) error {
+	o := b.o
+	floorPer := f.floorMedian() / time.Duration(f.n)
 	for k, n := range o.agentCounts[1:] {
-		// Keep the whole run within its budget: at the rate of the first
-		// count, with a quarter as much again for larger caches (10,000
-		// Agents took 1.1–1.2 times as long per Agent as 1,000), scale the
-		// count down to what fits, and say so.
 		remaining := o.budget - time.Since(o.t0)
 		measure := fmt.Sprintf("cold start, %d new Agents with share enabled: shipped controller", n)
 		if fits := int(remaining/per) / 1000 * 1000; fits < n {
-			if fits <= n0 {
+			if fits <= f.n {
 				b.r.add(row{fig: "6", measure: measure, baseline: "—", ours: "not measured: the run's budget of " + o.budget.String() + " would not hold it", ratio: "—", spread: "—"})
 				continue
 			}
@@ -288,10 +385,8 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 			measure = fmt.Sprintf("cold start, %d new Agents with share enabled (%d did not fit the budget): shipped controller", fits, n)
 			n = fits
 		}
-		// Run to the end, however long it takes, within reason: a run
-		// stopped early says so in the table.
 		ns := fmt.Sprintf("shipped-%d", n)
-		r, err := run("shipped", shipped, ns, n, max(remaining, 2*time.Minute))
+		r, err := e.coldStart(ctx, "shipped", ns, n, max(remaining, 2*time.Minute))
 		if err != nil {
 			return err
 		}
@@ -299,15 +394,15 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 			measure += ", NOT DONE: stopped at the run's budget, time extrapolated at its rate"
 		}
 		b.r.add(row{fig: "6", measure: measure,
-			baseline: fmt.Sprintf("write floor %s per Agent (%d Agents)", floorPer.Round(10*time.Microsecond), n0), ours: r.String(),
+			baseline: fmt.Sprintf("write floor %s per Agent (%d Agents)", floorPer.Round(10*time.Microsecond), f.n), ours: r.String(),
 			ratio: fmtRatio(r.perAgent().Seconds()/floorPer.Seconds()) + " per Agent", spread: "1 run"})
+		// The last count's objects go with the control plane.
 		if k < len(o.agentCounts)-2 {
-			if err := cleanNamespace(ctx, admin, ns); err != nil {
+			if err := cleanNamespace(ctx, e.admin, ns); err != nil {
 				return err
 			}
 		}
 	}
-	b.r.note("figure 6: a new Agent is done when its status reports its generation and ShareReady; the write floor is %d Agents × 4 sequential API calls (create Deployment, read Secret, create Secret, patch status) by an unthrottled client; a restart is done when the controller's reconcile count reaches the number of Agents", n0)
 	return nil
 }
 
@@ -355,87 +450,100 @@ func cleanNamespace(ctx context.Context, c client.Client, ns string) error {
 	return nil
 }
 
-// coldStart starts a controller on a namespace of unreconciled Agents and
-// waits until each reports its generation and ShareReady, or the limit.
-func coldStart(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns string, n int, limit time.Duration, start func() (*testenv.Process, error)) (controllerRun, error) {
+// doneTracker counts, from an informer of the harness, the Agents of a
+// namespace whose status reports their generation and ShareReady.
+type doneTracker struct {
+	cancel context.CancelFunc
+	n      int
+	mu     sync.Mutex
+	done   map[types.UID]bool
+	// all is closed once n Agents are done.
+	all chan struct{}
+}
+
+// watchDone starts an informer on the Agents of ns and returns once its
+// cache has synced.
+func watchDone(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns string, n int) (*doneTracker, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	d := &doneTracker{cancel: cancel, n: n, done: map[types.UID]bool{}, all: make(chan struct{})}
 	cache, err := crcache.New(cfg, crcache.Options{Scheme: scheme, DefaultNamespaces: map[string]crcache.Config{ns: {}}})
 	if err != nil {
-		return controllerRun{}, err
+		cancel()
+		return nil, err
 	}
 	inf, err := cache.GetInformer(ctx, &kubeopencodev1alpha1.Agent{})
 	if err != nil {
-		return controllerRun{}, err
+		cancel()
+		return nil, err
 	}
-	var mu sync.Mutex
-	done := map[types.UID]bool{}
-	all := make(chan struct{})
-	check := func(obj any) {
-		a, ok := obj.(*kubeopencodev1alpha1.Agent)
-		if !ok || a.Status.ObservedGeneration != a.Generation || meta.FindStatusCondition(a.Status.Conditions, kubeopencodev1alpha1.ConditionShareReady) == nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !done[a.UID] {
-			done[a.UID] = true
-			if len(done) == n {
-				close(all)
-			}
-		}
-	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: check, UpdateFunc: func(_, o any) { check(o) }}); err != nil {
-		return controllerRun{}, err
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: d.check, UpdateFunc: func(_, o any) { d.check(o) }}); err != nil {
+		cancel()
+		return nil, err
 	}
 	go func() { _ = cache.Start(ctx) }()
 	if !cache.WaitForCacheSync(ctx) {
-		return controllerRun{}, fmt.Errorf("the Agent cache of %s did not sync", ns)
+		cancel()
+		return nil, fmt.Errorf("the Agent cache of %s did not sync", ns)
 	}
-	before, err := readAPICounts(ctx, cfg)
-	if err != nil {
-		return controllerRun{}, err
+	return d, nil
+}
+
+func (d *doneTracker) check(obj any) {
+	a, ok := obj.(*kubeopencodev1alpha1.Agent)
+	if !ok || a.Status.ObservedGeneration != a.Generation || meta.FindStatusCondition(a.Status.Conditions, kubeopencodev1alpha1.ConditionShareReady) == nil {
+		return
 	}
-	c, err := start()
-	if err != nil {
-		return controllerRun{}, err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.done[a.UID] {
+		d.done[a.UID] = true
+		if len(d.done) == d.n {
+			close(d.all)
+		}
 	}
-	defer c.Stop()
+}
+
+func (d *doneTracker) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.done)
+}
+
+func (d *doneTracker) stop() { d.cancel() }
+
+// waitRun times a controller from now until every Agent is done or limit,
+// sampling its resident set for the peak.
+func waitRun(ctx context.Context, c *testenv.Process, done *doneTracker, n int, limit time.Duration) (controllerRun, error) {
 	began := time.Now()
 	r := controllerRun{agents: n}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(limit)
+	samplePeak := func() {
+		if rss, err := rssBytes(c.Pid()); err == nil {
+			r.peakRSS = max(r.peakRSS, rss)
+		}
+	}
+wait:
 	for {
 		select {
-		case <-all:
+		case <-done.all:
 			r.complete = true
+			break wait
 		case <-deadline:
+			break wait
 		case <-tick.C:
-			if rss, err := rssBytes(c.Pid()); err == nil {
-				r.peakRSS = max(r.peakRSS, rss)
-			}
+			samplePeak()
 			if c.Exited() {
 				return r, fmt.Errorf("the controller exited (log %s)", c.LogPath())
 			}
-			continue
 		case <-ctx.Done():
 			return r, ctx.Err()
 		}
-		break
 	}
 	r.elapsed = time.Since(began)
-	if rss, err := rssBytes(c.Pid()); err == nil {
-		r.peakRSS = max(r.peakRSS, rss)
-	}
-	mu.Lock()
-	r.reconciled = len(done)
-	mu.Unlock()
-	after, err := readAPICounts(ctx, cfg)
-	if err != nil {
-		return r, err
-	}
-	r.requests = after.since(before)
+	samplePeak()
+	r.reconciled = done.count()
 	return r, nil
 }
 
@@ -483,49 +591,6 @@ func writeFloor(ctx context.Context, c client.Client, ns string, n int) (time.Du
 		}
 	}
 	return time.Since(start), nil
-}
-
-// runController is the controller subcommand: the Agent controller as
-// cmd/controller runs it, with as many workers, but with client-side rate
-// limiting off (QPS -1, as controller-runtime's own config loader sets), to
-// show what that limit costs. No leader election, metrics or probes.
-func runController(args []string) error {
-	fs := flag.NewFlagSet("controller", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the controller's identity")
-	_ = fs.Parse(args)
-	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	if err != nil {
-		return err
-	}
-	cfg.UserAgent = controller.Name
-	cfg.QPS = -1
-	ctrl.SetLogger(klog.Background())
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                 scheme,
-		Cache:                  controller.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// As many workers and the same signing keys as the shipped controller:
-	// only the limit differs.
-	shipped := app.NewOptions()
-	keys, err := shipped.SigningKey.Start(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := controller.SetupWithManager(mgr, controller.Config{Keys: keys, PublicURL: "http://share.bench.invalid", Workers: shipped.Workers}); err != nil {
-		return err
-	}
-	return mgr.Start(ctx)
 }
 
 // restartOnReconciled starts the shipped controller on n Agents that are all

@@ -1,27 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/kubeopencode/share/internal/testenv"
-	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 )
 
 // readySink closes ready on the session's first output, the ready marker.
@@ -160,28 +151,17 @@ func (s *system) serverMemory(ctx context.Context) (memory, error) {
 	return sampleMemory(s.server.Pid(), func() (float64, float64, error) { return s.serverLive(ctx) })
 }
 
-// holderMemory samples the exec holder.
-func holderMemory(h *testenv.Process) (memory, error) {
-	return sampleMemory(h.Pid(), func() (float64, float64, error) {
-		if err := h.Send("mem"); err != nil {
-			return 0, 0, err
-		}
-		line, err := h.ReadLine("mem ", time.Minute)
-		if err != nil {
-			return 0, 0, err
-		}
-		var heap, stack float64
-		if _, err := fmt.Sscan(strings.TrimPrefix(line, "mem "), &heap, &stack); err != nil {
-			return 0, 0, fmt.Errorf("exec holder: %q: %w", line, err)
-		}
-		return heap, stack, nil
-	})
-}
-
 // liveSpread is the min–max cell of a memory row: live memory, the measure
 // the goals are judged on.
 func liveSpread(baseline, ours memory) string {
 	return "live " + fmtSpread(baseline.lives, ours.lives, fmtKiB)
+}
+
+// execBaseline is the exec stream's own cost, from the exec holder: its
+// memory per stream at each count, and the goroutines a stream adds.
+type execBaseline struct {
+	per   map[int]memory
+	sites []siteDelta
 }
 
 // sessionFigures measures figure 3. Everyone who opens a link joins the one
@@ -195,68 +175,12 @@ func liveSpread(baseline, ours memory) string {
 // must come back to their count before the sessions.
 func (b *bench) sessionFigures(ctx context.Context) error {
 	s, o := b.sys, b.o
-	counts := o.sessionCounts
-	holderCounts := append([]int(nil), counts...)
-	if o.separateSessions > 0 && !slices.Contains(holderCounts, o.separateSessions) {
-		holderCounts = append(holderCounts, o.separateSessions)
-		slices.Sort(holderCounts)
-	}
-
-	step("figure 3: exec streams alone, held by a process of their own, at %v", holderCounts)
-	holder, err := testenv.StartInteractiveProcess(o.logDir, "exec-holder", o.self, "exec-holder",
-		"-kubeconfig", s.server.Kubeconfig, "-namespace", benchNamespace, "-pod", s.agents["echo"].pod)
+	base, err := b.measureExecStreams()
 	if err != nil {
 		return err
 	}
-	defer holder.Stop()
-	if err := holder.Expect("idle", 2*time.Minute); err != nil {
-		return err
-	}
-	h0, err := holderMemory(holder)
-	if err != nil {
-		return err
-	}
-	hg0, err := holderGoroutines(holder, o.logDir)
-	if err != nil {
-		return err
-	}
-	if o.profiles != "" {
-		_ = holder.Send("profile " + filepath.Join(o.profiles, "holder-before"))
-		_, _ = holder.ReadLine("profile ", time.Minute)
-	}
-	execPer := map[int]memory{}
-	var holderSites []siteDelta
-	have := 0
-	for _, n := range holderCounts {
-		if err := holder.Send(fmt.Sprintf("open %d", n-have)); err != nil {
-			return err
-		}
-		if err := holder.Expect("open", 10*time.Minute); err != nil {
-			return err
-		}
-		have = n
-		m, err := holderMemory(holder)
-		if err != nil {
-			return err
-		}
-		execPer[n] = m.minus(h0).per(n)
-		step("  %d exec streams: %s per stream", n, execPer[n])
-		if n == o.separateSessions {
-			hg, err := holderGoroutines(holder, o.logDir)
-			if err != nil {
-				return err
-			}
-			holderSites = perSession(hg0, hg, n, 0.5)
-			if o.profiles != "" {
-				_ = holder.Send("profile " + filepath.Join(o.profiles, "holder"))
-				_, _ = holder.ReadLine("profile ", time.Minute)
-			}
-		}
-	}
-	_ = holder.Send("close")
-	_ = holder.Expect("closed", 2*time.Minute)
-	holder.Stop()
-
+	// The largest of a few samples: a goroutine of the listener's own
+	// clients that comes and goes must not count as growth later.
 	g0s, err := s.metricSamples(ctx, "go_goroutines")
 	if err != nil {
 		return err
@@ -265,6 +189,109 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 	if o.profiles != "" {
 		s.saveProfiles(ctx, o.profiles, "before")
 	}
+	if len(s.idleTokens) > 0 {
+		if err := b.measureSeparateSessions(ctx, base, g0); err != nil {
+			return err
+		}
+	}
+	viewerPer, gOpen, err := b.measureViewers(ctx)
+	if err != nil {
+		return err
+	}
+	g1s, err := s.goroutinesBack(ctx, g0)
+	if err != nil {
+		return err
+	}
+	g1 := median(g1s)
+	if o.profiles != "" {
+		s.saveProfiles(ctx, o.profiles, "after")
+	}
+	last := o.sessionCounts[len(o.sessionCounts)-1]
+	step("  goroutines: %.0f before, %.0f with %d viewers, %.0f after", g0, gOpen, last, g1)
+	for _, n := range o.sessionCounts {
+		per, base := viewerPer[n], base.per[n]
+		b.r.add(row{fig: "3", measure: fmt.Sprintf("listener memory per idle viewer, %d viewers of one session", n),
+			baseline: "exec stream alone: " + base.String(), ours: per.String(),
+			ratio: fmtRatio(per.live / base.live), spread: liveSpread(base, per),
+			goal: "< 64 KiB (a viewer has no exec stream)", met: yesNo(per.live < 64*1024)})
+	}
+	b.r.add(row{fig: "3", measure: "listener goroutines after every session and viewer closed",
+		baseline: fmt.Sprintf("before %.0f", g0), ours: fmt.Sprintf("after %.0f (%.0f with %d viewers)", g1, gOpen, last),
+		ratio: fmtRatio(g1 / g0), spread: fmtSpread(g0s, g1s, func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) }),
+		goal: "no growth", met: yesNo(g1 <= g0)})
+	b.r.note("figure 3: \"live\" is heap in use plus goroutine stacks right after a forced garbage collection (the listener's /debug/pprof/heap?gc=1 and /metrics; the holder's runtime.MemStats); the goals are judged on it, the resident set moving with the collector's timing by ±20 KiB per session at 100")
+	return nil
+}
+
+// holderCounts are the stream counts the exec holder is measured at: those
+// of the viewers, and that of the separate sessions.
+func (o *options) holderCounts() []int {
+	counts := slices.Clone(o.sessionCounts)
+	if o.separateSessions > 0 && !slices.Contains(counts, o.separateSessions) {
+		counts = append(counts, o.separateSessions)
+		slices.Sort(counts)
+	}
+	return counts
+}
+
+// measureExecStreams measures the baseline of figure 3 with an exec holder
+// at each count, and the goroutines a stream adds at the count of the
+// separate sessions.
+func (b *bench) measureExecStreams() (execBaseline, error) {
+	s, o := b.sys, b.o
+	counts := o.holderCounts()
+	step("figure 3: exec streams alone, held by a process of their own, at %v", counts)
+	h, err := startExecHolder(o, s.server.Kubeconfig, benchNamespace, s.agents["echo"].pod)
+	if err != nil {
+		return execBaseline{}, err
+	}
+	defer h.stop()
+	m0, err := h.memory()
+	if err != nil {
+		return execBaseline{}, err
+	}
+	g0, err := h.goroutines()
+	if err != nil {
+		return execBaseline{}, err
+	}
+	if o.profiles != "" {
+		h.saveProfiles(o.profiles, "holder-before")
+	}
+	base := execBaseline{per: map[int]memory{}}
+	have := 0
+	for _, n := range counts {
+		if err := h.openTo(have, n); err != nil {
+			return base, err
+		}
+		have = n
+		m, err := h.memory()
+		if err != nil {
+			return base, err
+		}
+		base.per[n] = m.minus(m0).per(n)
+		step("  %d exec streams: %s per stream", n, base.per[n])
+		if n != o.separateSessions {
+			continue
+		}
+		g, err := h.goroutines()
+		if err != nil {
+			return base, err
+		}
+		base.sites = perSession(g0, g, n, 0.5)
+		if o.profiles != "" {
+			h.saveProfiles(o.profiles, "holder")
+		}
+	}
+	return base, nil
+}
+
+// measureSeparateSessions opens one session on each of the idle links, each
+// with its own exec stream, and reports the listener's memory and
+// goroutines per session; it waits until the sessions are gone and the
+// goroutines back to g0.
+func (b *bench) measureSeparateSessions(ctx context.Context, base execBaseline, g0 float64) error {
+	s, o := b.sys, b.o
+	n := len(s.idleTokens)
 	m0, err := s.serverMemory(ctx)
 	if err != nil {
 		return err
@@ -273,68 +300,59 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 	if o.profiles != "" {
 		s.saveProfiles(ctx, o.profiles, "sessions-before")
 	}
-	waitClosed := func() {
-		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			active, _ := s.serverMetric(ctx, "kubeopencode_share_active_sessions")
-			return active == 0, nil
-		})
+	step("figure 3: %d separate idle sessions, one per link", n)
+	tokens := make(chan string, n)
+	for _, t := range s.idleTokens {
+		tokens <- t
 	}
-
-	if n := len(s.idleTokens); n > 0 {
-		step("figure 3: %d separate idle sessions, one per link", n)
-		next := 0
-		var mu sync.Mutex
-		sessions, err := openIdle(ctx, n, 8, func(ctx context.Context, out sink) (terminal, error) {
-			mu.Lock()
-			token := s.idleTokens[next]
-			next++
-			mu.Unlock()
-			return s.dialShare(ctx, token, out)
-		})
-		if err != nil {
-			closeAll(sessions)
-			return fmt.Errorf("opening separate sessions: %w", err)
-		}
-		m, err := s.serverMemory(ctx)
-		goroutines1, heap1 := s.serverProfiles(ctx, o.profiles != "")
-		if o.profiles != "" {
-			s.saveProfiles(ctx, o.profiles, "sessions")
-		}
+	sessions, err := openIdle(ctx, n, 8, func(ctx context.Context, out sink) (terminal, error) {
+		return s.dialShare(ctx, <-tokens, out)
+	})
+	if err != nil {
 		closeAll(sessions)
-		if err != nil {
-			return err
-		}
-		per := m.minus(m0).per(n)
-		base := execPer[n]
-		step("  %d sessions: %s per session (exec stream alone %s)", n, per, base)
-		b.r.add(row{fig: "3", measure: fmt.Sprintf("listener memory per idle session, %d sessions (each its own link and exec stream)", n),
-			baseline: "exec stream alone: " + base.String(), ours: per.String(),
-			ratio:  fmtRatio(per.live/base.live) + " (" + signedKiB(per.live-base.live) + " live)",
-			spread: liveSpread(base, per),
-			goal:   "< 64 KiB beyond the exec stream", met: yesNo(per.live-base.live < 64*1024)})
-		count := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
-		b.r.note("figure 3, goroutines per separate session: listener %s; exec stream alone %s",
-			fmtSites(perSession(goroutines0, goroutines1, n, 0.5), 16, count), fmtSites(holderSites, 16, count))
-		if heap0 != nil && heap1 != nil {
-			b.r.note("figure 3, listener heap per separate session by allocation site (run with -profiles, at memprofilerate %d): %s",
-				profileRate, fmtSites(perSession(heap0, heap1, n, 512), 12, fmtKiB))
-		}
-		waitClosed()
-		// A page that goes leaves its session waiting for it to come back;
-		// wait until the listener has let them go.
-		closed := time.Now()
-		var g float64
-		_ = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-			g, _ = s.serverMetric(ctx, "go_goroutines")
-			return g <= g0, nil
-		})
-		step("  %d sessions closed: %.0f goroutines after %s (%.0f before)", n, g, time.Since(closed).Round(time.Second), g0)
+		return fmt.Errorf("opening separate sessions: %w", err)
 	}
-
-	step("figure 3: idle viewers of one session at %v", counts)
-	v0, err := s.serverMemory(ctx)
+	m, err := s.serverMemory(ctx)
+	goroutines1, heap1 := s.serverProfiles(ctx, o.profiles != "")
+	if o.profiles != "" {
+		s.saveProfiles(ctx, o.profiles, "sessions")
+	}
+	closeAll(sessions)
 	if err != nil {
 		return err
+	}
+	per, stream := m.minus(m0).per(n), base.per[n]
+	step("  %d sessions: %s per session (exec stream alone %s)", n, per, stream)
+	b.r.add(row{fig: "3", measure: fmt.Sprintf("listener memory per idle session, %d sessions (each its own link and exec stream)", n),
+		baseline: "exec stream alone: " + stream.String(), ours: per.String(),
+		ratio:  fmtRatio(per.live/stream.live) + " (" + signedKiB(per.live-stream.live) + " live)",
+		spread: liveSpread(stream, per),
+		goal:   "< 64 KiB beyond the exec stream", met: yesNo(per.live-stream.live < 64*1024)})
+	count := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+	b.r.note("figure 3, goroutines per separate session: listener %s; exec stream alone %s",
+		fmtSites(perSession(goroutines0, goroutines1, n, 0.5), 16, count), fmtSites(base.sites, 16, count))
+	if heap0 != nil && heap1 != nil {
+		b.r.note("figure 3, listener heap per separate session by allocation site (run with -profiles, at memprofilerate %d): %s",
+			profileRate, fmtSites(perSession(heap0, heap1, n, 512), 12, fmtKiB))
+	}
+	s.waitSessionsClosed(ctx)
+	// A page that goes leaves its session waiting for it to come back;
+	// wait until the listener has let them go.
+	closed := time.Now()
+	g := s.waitGoroutines(ctx, g0)
+	step("  %d sessions closed: %.0f goroutines after %s (%.0f before)", n, g, time.Since(closed).Round(time.Second), g0)
+	return nil
+}
+
+// measureViewers opens pages on the one session of the lobby link, up to
+// each of the viewer counts, and returns the listener's memory per viewer
+// at each count and its goroutines with them all open; it closes them.
+func (b *bench) measureViewers(ctx context.Context) (map[int]memory, float64, error) {
+	s, o := b.sys, b.o
+	step("figure 3: idle viewers of one session at %v", o.sessionCounts)
+	m0, err := s.serverMemory(ctx)
+	if err != nil {
+		return nil, 0, err
 	}
 	var viewers []terminal
 	defer func() { closeAll(viewers) }()
@@ -342,19 +360,19 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 		return s.dialShare(ctx, s.agents["lobby"].token, out)
 	}
 	started := time.Now()
-	viewerPer := map[int]memory{}
-	for _, n := range counts {
+	per := map[int]memory{}
+	for _, n := range o.sessionCounts {
 		more, err := openIdle(ctx, n-len(viewers), 8, openViewer)
 		viewers = append(viewers, more...)
 		if err != nil {
-			return fmt.Errorf("opening viewers: %w", err)
+			return nil, 0, fmt.Errorf("opening viewers: %w", err)
 		}
 		m, err := s.serverMemory(ctx)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
-		viewerPer[n] = m.minus(v0).per(n)
-		step("  %d viewers (opened in %s): %s per viewer", n, time.Since(started).Round(time.Millisecond), viewerPer[n])
+		per[n] = m.minus(m0).per(n)
+		step("  %d viewers (opened in %s): %s per viewer", n, time.Since(started).Round(time.Millisecond), per[n])
 	}
 	gOpen, _ := s.serverMetric(ctx, "go_goroutines")
 	if o.profiles != "" {
@@ -362,115 +380,44 @@ func (b *bench) sessionFigures(ctx context.Context) error {
 	}
 	closeAll(viewers)
 	viewers = nil
-	waitClosed()
-	// The session of the link lingers for its pages to come back, then
-	// ends; its goroutines go with it.
-	var g1 float64
-	_ = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-		g1, _ = s.serverMetric(ctx, "go_goroutines")
-		return g1 <= g0, nil
-	})
-	// A few more samples once back, after the exec streams' last
-	// goroutines had time to go: nothing must come back later. Their
-	// median is judged, so that a goroutine that comes and goes (a
-	// connection of the listener's own clients) is not taken for a leak;
-	// a leak stays in every sample.
-	time.Sleep(execHeartbeatLinger)
-	g1s, _ := s.metricSamples(ctx, "go_goroutines")
-	g1s = append(g1s, g1)
-	g1 = median(g1s)
-	if o.profiles != "" {
-		s.saveProfiles(ctx, o.profiles, "after")
-	}
-	step("  goroutines: %.0f before, %.0f with %d viewers, %.0f after", g0, gOpen, counts[len(counts)-1], g1)
-	for _, n := range counts {
-		per, base := viewerPer[n], execPer[n]
-		b.r.add(row{fig: "3", measure: fmt.Sprintf("listener memory per idle viewer, %d viewers of one session", n),
-			baseline: "exec stream alone: " + base.String(), ours: per.String(),
-			ratio: fmtRatio(per.live / base.live), spread: liveSpread(base, per),
-			goal: "< 64 KiB (a viewer has no exec stream)", met: yesNo(per.live < 64*1024)})
-	}
-	b.r.add(row{fig: "3", measure: "listener goroutines after every session and viewer closed",
-		baseline: fmt.Sprintf("before %.0f", g0), ours: fmt.Sprintf("after %.0f (%.0f with %d viewers)", g1, gOpen, counts[len(counts)-1]),
-		ratio: fmtRatio(g1 / g0), spread: fmtSpread(g0s, g1s, func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) }),
-		goal: "no growth", met: yesNo(g1 <= g0)})
-	b.r.note("figure 3: \"live\" is heap in use plus goroutine stacks right after a forced garbage collection (the listener's /debug/pprof/heap?gc=1 and /metrics; the holder's runtime.MemStats); the goals are judged on it, the resident set moving with the collector's timing by ±20 KiB per session at 100")
-	return nil
+	s.waitSessionsClosed(ctx)
+	return per, gOpen, nil
 }
 
-// runExecHolder is the exec-holder subcommand: a process that holds direct
-// exec streams to a pod, the baseline of figure 3. It reads commands on
-// stdin: "open N" opens N more streams and answers "open" once each is live;
-// "close" closes them all and answers "closed".
-func runExecHolder(args []string) error {
-	fs := flag.NewFlagSet("exec-holder", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the identity that execs")
-	namespace := fs.String("namespace", "", "namespace of the pod")
-	pod := fs.String("pod", "", "pod to exec into")
-	_ = fs.Parse(args)
-	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+// waitSessionsClosed waits, up to a minute, until the listener reports no
+// active session.
+func (s *system) waitSessionsClosed(ctx context.Context) {
+	_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		active, _ := s.serverMetric(ctx, "kubeopencode_share_active_sessions")
+		return active == 0, nil
+	})
+}
+
+// waitGoroutines waits, up to a minute, until the listener's goroutines
+// are back to g0 at most, and returns the last count.
+func (s *system) waitGoroutines(ctx context.Context, g0 float64) float64 {
+	var g float64
+	_ = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		g, _ = s.serverMetric(ctx, "go_goroutines")
+		return g <= g0, nil
+	})
+	return g
+}
+
+// goroutinesBack waits until the listener's goroutines are back to g0 once
+// the last session has lingered for its pages and ended, then takes a few
+// more samples after the exec streams' last goroutines had time to go:
+// nothing must come back later. The median of them all is judged, so that
+// a goroutine that comes and goes (a connection of the listener's own
+// clients) is not taken for a leak; a leak stays in every sample.
+func (s *system) goroutinesBack(ctx context.Context, g0 float64) ([]float64, error) {
+	g := s.waitGoroutines(ctx, g0)
+	time.Sleep(execHeartbeatLinger)
+	gs, err := s.metricSamples(ctx, "go_goroutines")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ex, err := podexec.NewClient(cfg)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	open := func(ctx context.Context, out sink) (terminal, error) {
-		return startExec(ctx, ex, *namespace, *pod, idleCommand(), out), nil
-	}
-	// One stream first, so that the code and buffers every stream shares are
-	// in the baseline.
-	warm, err := openIdle(ctx, 1, 1, open)
-	if err != nil {
-		return err
-	}
-	closeAll(warm)
-	fmt.Println("idle")
-	var held []terminal
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		f := strings.Fields(in.Text())
-		switch {
-		case len(f) == 2 && f[0] == "open":
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				return err
-			}
-			more, err := openIdle(ctx, n, 8, open)
-			held = append(held, more...)
-			if err != nil {
-				fmt.Println("error", err)
-				continue
-			}
-			fmt.Println("open")
-		case len(f) == 1 && f[0] == "mem":
-			runtime.GC()
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			fmt.Println("mem", ms.HeapInuse, ms.StackInuse)
-		case len(f) == 2 && f[0] == "goroutines":
-			result := "ok"
-			if err := writeGoroutines(f[1]); err != nil {
-				result = err.Error()
-			}
-			fmt.Println("goroutines", result)
-		case len(f) == 2 && f[0] == "profile":
-			// Heap and goroutine profiles of the streams held, to set
-			// beside the listener's (bench -profiles).
-			fmt.Println("profile", writeProfiles(f[1]))
-		case len(f) == 1 && f[0] == "close":
-			closeAll(held)
-			for _, t := range held {
-				<-t.done()
-			}
-			held = nil
-			fmt.Println("closed")
-		}
-	}
-	closeAll(held)
-	return nil
+	return append(gs, g), nil
 }
 
 // profileRate is the runtime.MemProfileRate of the listener and the exec
@@ -509,59 +456,6 @@ func (s *system) serverProfiles(ctx context.Context, heap bool) (goroutines, hea
 		}
 	}
 	return goroutines, heapInUse
-}
-
-// holderGoroutines returns the exec holder's goroutines by site.
-func holderGoroutines(h *testenv.Process, dir string) (map[string]float64, error) {
-	file := filepath.Join(dir, "exec-holder-goroutines.txt")
-	if err := h.Send("goroutines " + file); err != nil {
-		return nil, err
-	}
-	if _, err := h.ReadLine("goroutines ", time.Minute); err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	return goroutineSites(b), nil
-}
-
-// writeProfiles writes this process's heap profile, after a collection,
-// and its goroutines to prefix-heap.pprof and prefix-goroutines.txt, and
-// returns "ok" or what failed.
-func writeProfiles(prefix string) string {
-	runtime.GC()
-	for suffix, name := range map[string]string{"-heap.pprof": "heap", "-goroutines.txt": "goroutine"} {
-		f, err := os.Create(prefix + suffix)
-		if err != nil {
-			return err.Error()
-		}
-		debug := 0
-		if name == "goroutine" {
-			debug = 1
-		}
-		err = pprof.Lookup(name).WriteTo(f, debug)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err.Error()
-		}
-	}
-	return "ok"
-}
-
-func writeGoroutines(file string) error {
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	err = pprof.Lookup("goroutine").WriteTo(f, 1)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func signedKiB(b float64) string {

@@ -136,14 +136,16 @@ func machineBusy(window time.Duration) (float64, error) {
 // quiesce waits, up to limit, until the machine is nearly idle, so that a
 // figure does not share the cores with work left over from the one before
 // (a control plane digesting thousands of new objects, processes ending).
-func quiesce(limit time.Duration) {
+// It returns how busy the machine was over its last half second.
+func quiesce(limit time.Duration) float64 {
 	start := time.Now()
 	var busy float64
 	for time.Since(start) < limit {
 		var err error
 		if busy, err = machineBusy(500 * time.Millisecond); err != nil || busy < 0.15 {
-			return
+			return busy
 		}
 	}
 	step("  the machine is still %.0f%% busy after %s; measuring anyway", busy*100, limit)
+	return busy
 }

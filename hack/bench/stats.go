@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -109,4 +110,14 @@ func fmtRange(xs []float64, f func(float64) string) string {
 // repetitions and of ours, each formatted with f.
 func fmtSpread(baseline, ours []float64, f func(float64) string) string {
 	return fmtRange(baseline, f) + "; " + fmtRange(ours, f)
+}
+
+// fmtDeltaRange formats the smallest and largest of differences in
+// milliseconds with their signs, as "−0.10 to +0.41 ms".
+func fmtDeltaRange(ms []float64) string {
+	if len(ms) == 0 {
+		return "n/a"
+	}
+	lo, hi := fmtDelta(slices.Min(ms)), fmtDelta(slices.Max(ms))
+	return strings.TrimSuffix(lo, " ms") + " to " + hi
 }

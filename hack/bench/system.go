@@ -77,13 +77,18 @@ func (s *system) stop() {
 	if s.server != nil {
 		s.server.Stop()
 	}
-	s.controller.Stop()
-	s.cp.Stop()
+	if s.controller != nil {
+		s.controller.Stop()
+	}
+	if s.cp != nil {
+		s.cp.Stop()
+	}
 }
 
 // startSystem starts the control plane and the product, and makes the Agents
-// the figures use: echo (raw cat), cat (the payload) and rev (enabled and
-// disabled over and over).
+// the figures use: echo (raw cat), cat (the payload), rev (enabled and
+// disabled over and over), lobby (figure 3's viewers) and figure 3's idle
+// links.
 func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	s := &system{o: o, agents: map[string]*agentInfo{}}
 	defer func() {
@@ -91,38 +96,48 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 			s.stop()
 		}
 	}()
-	step("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a stand-in node")
-	if s.cp, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(o.work, "controlplane"), StandinNode: nodeName}); err != nil {
+	for _, start := range []func(context.Context) error{s.startControlPlane, s.startServers, s.makeUser, s.makeAgents, s.enableLinks} {
+		if err := start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.makeIdleLinks(ctx, o.separateSessions); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+// startControlPlane starts the control plane with a stand-in node and
+// installs the project's CRDs, RBAC and APIService.
+func (s *system) startControlPlane(ctx context.Context) (err error) {
+	step("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a stand-in node")
+	if s.cp, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(s.o.work, "controlplane"), StandinNode: nodeName}); err != nil {
+		return err
 	}
 	scheme, err := controller.NewScheme()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.adminC = unthrottled(s.cp.Config())
 	if s.admin, err = client.New(s.adminC, client.Options{Scheme: scheme}); err != nil {
-		return nil, err
+		return err
 	}
-	if err := s.cp.InstallProject(ctx, o.root); err != nil {
-		return nil, err
-	}
-	shareLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.shareAddr = shareLn.Addr().String()
-	shareLn.Close()
+	return s.cp.InstallProject(ctx, s.o.root)
+}
 
-	// The controller as cmd/controller runs it but without client-side rate
-	// limiting (bench controller): the shipped binary would take minutes to
-	// make the Agents of figure 3 (see figure 6); no figure here measures it.
-	step("starting the controller (without client-side rate limiting)")
-	controllerKC := filepath.Join(o.work, "controller.kubeconfig")
-	if _, err := s.cp.ServiceAccountKubeconfig(controllerKC, testenv.ControllerServiceAccount); err != nil {
-		return nil, err
+// startServers starts the controller and the aggregated API server with its
+// share listener, as processes of their own.
+func (s *system) startServers(ctx context.Context) (err error) {
+	o := s.o
+	if s.shareAddr, err = freeAddr(); err != nil {
+		return err
 	}
-	if s.controller, err = testenv.StartProcess(o.logDir, "controller", o.self, "controller", "-kubeconfig", controllerKC); err != nil {
-		return nil, err
+	// The shipped controller with its client-side rate limit out of reach:
+	// with the shipped limit it would take minutes to make the Agents of
+	// figure 3 (see figure 6); no figure here measures it.
+	step("starting the controller (client-side rate limit out of reach)")
+	if s.controller, err = startController(s.cp, o, "controller", unlimitedArgs()...); err != nil {
+		return err
 	}
 	step("starting the aggregated API server with the share listener on %s", s.shareAddr)
 	s.server, err = testenv.StartAggregatedAPIServer(ctx, s.cp, testenv.ServerOptions{
@@ -133,29 +148,45 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 		Args: []string{"--share-requests-per-second=0", "--share-max-sessions=5000", "--share-max-sessions-per-agent=5000"},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if s.executor, err = newKubectlExecutor(s.server.Config); err != nil {
-		return nil, err
-	}
+	s.executor, err = newKubectlExecutor(s.server.Config)
+	return err
+}
 
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// makeUser makes the bench namespace and its user, a person with the edit
+// role there, who enables and disables links as a user would.
+func (s *system) makeUser(ctx context.Context) (err error) {
 	step("creating the bench namespace, its user and Agents")
 	if err := s.cp.CreateNamespace(ctx, benchNamespace); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.bindEdit(ctx, benchNamespace); err != nil {
-		return nil, err
+		return err
 	}
 	if s.user, err = s.cp.UserConfig(sharer, "system:authenticated"); err != nil {
-		return nil, err
+		return err
 	}
 	s.user = unthrottled(s.user)
-	if s.userHTTP, err = rest.HTTPClientFor(s.user); err != nil {
-		return nil, err
-	}
+	s.userHTTP, err = rest.HTTPClientFor(s.user)
+	return err
+}
+
+// makeAgents makes the Agents of the figures and waits until each is Ready.
+func (s *system) makeAgents(ctx context.Context) error {
 	commands := map[string][]string{
-		"echo":  echoCommand(o.echoBytes()),
-		"cat":   catCommand(o.payload),
+		"echo":  echoCommand(s.o.echoBytes()),
+		"cat":   catCommand(s.o.payload),
 		"rev":   idleCommand(),
 		"lobby": idleCommand(),
 	}
@@ -168,19 +199,26 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 			},
 		}
 		if err := s.admin.Create(ctx, a); err != nil {
-			return nil, err
+			return err
 		}
 		s.agents[name] = &agentInfo{key: types.NamespacedName{Namespace: benchNamespace, Name: name}}
 	}
 	for name, a := range s.agents {
 		if err := s.waitReady(ctx, a); err != nil {
-			return nil, fmt.Errorf("Agent %s: %w", name, err)
+			return fmt.Errorf("Agent %s: %w", name, err)
 		}
 	}
-	// The edit role gains agents/share once kube-controller-manager has
-	// aggregated the shipped ClusterRoles into it: retry until it has.
+	return nil
+}
+
+// enableLinks enables the links of echo, cat and lobby as the user, and
+// waits until each answers.
+func (s *system) enableLinks(ctx context.Context) error {
 	for _, name := range []string{"echo", "cat", "lobby"} {
 		a := s.agents[name]
+		// The edit role gains agents/share once kube-controller-manager
+		// has aggregated the shipped ClusterRoles into it: retry until it
+		// has.
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 			tok, code, err := s.enable(ctx, a.key)
 			if code == http.StatusForbidden {
@@ -190,21 +228,13 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 			return err == nil, err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("enabling the share of %s: %w", name, err)
-		}
-	}
-	for _, a := range s.agents {
-		if a.token == "" {
-			continue
+			return fmt.Errorf("enabling the share of %s: %w", name, err)
 		}
 		if err := s.waitLink(ctx, a.token, http.StatusOK); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := s.makeIdleLinks(ctx, o.separateSessions); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return nil
 }
 
 // idleNamespace holds the Agents of figure 3's separate sessions.
@@ -280,6 +310,16 @@ func unthrottled(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = -1, 0
 	return cfg
+}
+
+// unlimitedArgs raise the controller's client-side rate limit out of reach.
+// Its flags take only a positive limit (controller-runtime's own loader
+// turns the limit off with QPS -1, which the controller does not expose): a
+// million requests per second of each type, with as large a burst, never
+// holds a request back on the machines the bench runs on, so the controller
+// is the shipped binary and only its limit differs.
+func unlimitedArgs() []string {
+	return []string{"--kube-api-qps=1000000", "--kube-api-burst=1000000"}
 }
 
 // startController runs the shipped controller binary as its ServiceAccount,
