@@ -61,10 +61,15 @@ test-unit:
 test-integration: control-plane
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./internal/testenv/... ./test/integration/...
 
-## verify: gofmt, go vet, go mod tidy and generated code are clean
+## verify: gofmt, go vet, golangci-lint, go mod tidy and generated code are clean
 .PHONY: verify
 verify:
 	hack/verify.sh
+
+## lint: golangci-lint with .golangci.yaml, installed from the Go module proxy into _output/tools
+.PHONY: lint
+lint:
+	hack/lint.sh
 
 ## bench: measure the share path against baselines from the same run; writes docs/benchmarks.md (under 10 minutes; not part of test)
 BENCH_FLAGS ?=

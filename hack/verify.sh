@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check that needs no cluster: formatting, vet, module tidiness and
-# generated code.
+# Runs every check that needs no cluster: formatting, vet, golangci-lint,
+# module tidiness and generated code.
 set -o errexit -o nounset -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +19,8 @@ go vet ./...
 # The harness of make bench is a module of its own (hack/bench/go.mod), which
 # the project's ./... does not reach.
 (cd hack/bench && go vet ./...)
+
+hack/lint.sh
 
 echo ">>> go mod tidy"
 for dir in . hack/bench hack/tools/controlplane hack/tools/etcd; do
