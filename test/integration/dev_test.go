@@ -176,7 +176,10 @@ func TestMakeDevStopsWithMake(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-exited:
+	case err := <-exited:
+		// make's own exit status after a SIGTERM is make's business; what
+		// this test holds it to is that nothing it started outlives it.
+		t.Logf("make exited after SIGTERM: %v", err)
 	case <-time.After(time.Minute):
 		t.Fatal("make did not end within a minute of SIGTERM")
 	}
