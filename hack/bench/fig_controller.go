@@ -37,6 +37,7 @@ import (
 	"github.com/kubeopencode/share/cmd/controller/app"
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
@@ -99,10 +100,7 @@ func (b *bench) controllerFigures(ctx context.Context) error {
 	if _, err := cp.InstallCRDs(ctx, filepath.Join(o.root, "artifacts", "crd")); err != nil {
 		return err
 	}
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
+	scheme := clientscheme.Scheme
 	adminC := unthrottled(cp.Config())
 	admin, err := client.New(adminC, client.Options{Scheme: scheme})
 	if err != nil {
@@ -500,10 +498,7 @@ func runController(args []string) error {
 	cfg.UserAgent = controller.Name
 	cfg.QPS = -1
 	ctrl.SetLogger(klog.Background())
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
+	scheme := clientscheme.Scheme
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                 scheme,
 		Cache:                  controller.CacheOptions(),

@@ -27,8 +27,8 @@ import (
 
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
-	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 )
 
@@ -95,10 +95,7 @@ func startSystem(ctx context.Context, o *options) (_ *system, err error) {
 	if s.cp, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(o.work, "controlplane"), StandinNode: nodeName}); err != nil {
 		return nil, err
 	}
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return nil, err
-	}
+	scheme := clientscheme.Scheme
 	s.adminC = unthrottled(s.cp.Config())
 	if s.admin, err = client.New(s.adminC, client.Options{Scheme: scheme}); err != nil {
 		return nil, err

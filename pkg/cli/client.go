@@ -9,29 +9,11 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 
-	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
-	"github.com/kubeopencode/share/pkg/apis/subresources/install"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 )
-
-var (
-	scheme = runtime.NewScheme()
-	codecs = serializer.NewCodecFactory(scheme)
-)
-
-func init() {
-	install.Install(scheme)
-	if err := kubeopencodev1alpha1.AddToScheme(scheme); err != nil {
-		panic(err)
-	}
-	if err := metav1.AddMetaToScheme(scheme); err != nil {
-		panic(err)
-	}
-}
 
 // shareClient calls the agents/share subresource.
 type shareClient struct {
@@ -42,7 +24,7 @@ func newShareClient(config *rest.Config) (*shareClient, error) {
 	cfg := rest.CopyConfig(config)
 	cfg.GroupVersion = &subresourcesv1alpha1.SchemeGroupVersion
 	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	cfg.NegotiatedSerializer = clientscheme.Codecs.WithoutConversion()
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 	}

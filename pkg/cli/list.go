@@ -18,6 +18,7 @@ import (
 	"k8s.io/kubectl/pkg/util/templates"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 )
 
 var listExample = templates.Examples(`
@@ -61,7 +62,7 @@ type ListOptions struct {
 
 // NewCmdList returns `kubeoc agent list`.
 func NewCmdList(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &ListOptions{PrintFlags: genericclioptions.NewPrintFlags("").WithTypeSetter(scheme), IOStreams: streams}
+	o := &ListOptions{PrintFlags: genericclioptions.NewPrintFlags("").WithTypeSetter(clientscheme.Scheme), IOStreams: streams}
 	cmd := &cobra.Command{
 		Use:     "list [-A] [-l SELECTOR] [-o wide|name|json|yaml|...] [-w]",
 		Aliases: []string{"ls"},
@@ -119,7 +120,7 @@ func newAgentClient(config *rest.Config) (rest.Interface, error) {
 	cfg := rest.CopyConfig(config)
 	cfg.GroupVersion = &kubeopencodev1alpha1.SchemeGroupVersion
 	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	cfg.NegotiatedSerializer = clientscheme.Codecs.WithoutConversion()
 	return rest.RESTClientFor(cfg)
 }
 

@@ -14,11 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -70,18 +68,6 @@ type Config struct {
 type SigningKeys interface {
 	share.Keys
 	OnChange(func())
-}
-
-// NewScheme returns a scheme with the built-in types and the Agent types.
-func NewScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("adding built-in types to the scheme: %w", err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("adding Agent types to the scheme: %w", err)
-	}
-	return s, nil
 }
 
 // CacheOptions returns the manager's cache options: Secrets and Deployments
@@ -238,7 +224,7 @@ func NewAgentReconciler(c client.Client, apiReader client.Reader, rec recorder.E
 }
 
 // SetupWithManager registers the Agent controller with the manager. The
-// manager should use CacheOptions and a scheme from NewScheme.
+// manager should use CacheOptions and the scheme of pkg/apis/scheme.
 func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 	r := NewAgentReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder(Name), cfg)
 	b := ctrl.NewControllerManagedBy(mgr).

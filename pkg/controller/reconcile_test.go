@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/secrets"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
@@ -40,10 +41,7 @@ type harness struct {
 
 func newHarness(t *testing.T, start time.Time, objs ...client.Object) *harness {
 	t.Helper()
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 	h := &harness{
@@ -351,10 +349,7 @@ func TestReconcileEventsFollowTheStatus(t *testing.T) {
 				Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionTrue, Reason: share.ReasonActive,
 				ObservedGeneration: 1, LastTransitionTime: metav1.Now(),
 			}}
-			scheme, err := NewScheme()
-			if err != nil {
-				t.Fatal(err)
-			}
+			scheme := clientscheme.Scheme
 			statusFailures := 0
 			if tc.failStatus {
 				statusFailures = 1
@@ -428,10 +423,7 @@ func TestReconcileInvalidSpec(t *testing.T) {
 	agent.Generation = 1
 	agent.Spec.Env = []corev1.EnvVar{{Name: "A=B", Value: "1"}}
 	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true}
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).
 		WithInterceptorFuncs(interceptor.Funcs{
@@ -552,10 +544,7 @@ func TestReconcileAnnouncesADisableOnce(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			scheme, err := NewScheme()
-			if err != nil {
-				t.Fatal(err)
-			}
+			scheme := clientscheme.Scheme
 			agent := testAgent()
 			agent.Generation = 2
 			agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: false}
