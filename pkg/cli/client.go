@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 
 	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
@@ -21,18 +22,29 @@ type shareClient struct {
 }
 
 func newShareClient(config *rest.Config) (*shareClient, error) {
+	c, err := restClientFor(config, subresourcesv1alpha1.SchemeGroupVersion)
+	if err != nil {
+		return nil, err
+	}
+	return &shareClient{rest: c}, nil
+}
+
+// restClientFor returns a REST client of one of the project's API group
+// versions, decoding with the clients' scheme.
+//
+// kubeoc has no generated, typed clientset, and needs none: it lists Agents
+// as the server's Tables (kubectl get's printer columns), which a typed List
+// cannot ask for, and it calls agents/share with the link query parameter,
+// which client-gen's subresource verbs cannot carry.
+func restClientFor(config *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
 	cfg := rest.CopyConfig(config)
-	cfg.GroupVersion = &subresourcesv1alpha1.SchemeGroupVersion
+	cfg.GroupVersion = &gv
 	cfg.APIPath = "/apis"
 	cfg.NegotiatedSerializer = clientscheme.Codecs.WithoutConversion()
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
-	c, err := rest.RESTClientFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &shareClient{rest: c}, nil
+	return rest.RESTClientFor(cfg)
 }
 
 func (c *shareClient) request(verb, namespace, name string) *rest.Request {

@@ -111,17 +111,8 @@ func (o *ListOptions) Complete(configFlags *genericclioptions.ConfigFlags) error
 	if err != nil {
 		return err
 	}
-	o.rest, err = newAgentClient(config)
+	o.rest, err = restClientFor(config, kubeopencodev1alpha1.SchemeGroupVersion)
 	return err
-}
-
-// newAgentClient returns a REST client of the Agent CRD's group.
-func newAgentClient(config *rest.Config) (rest.Interface, error) {
-	cfg := rest.CopyConfig(config)
-	cfg.GroupVersion = &kubeopencodev1alpha1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = clientscheme.Codecs.WithoutConversion()
-	return rest.RESTClientFor(cfg)
 }
 
 // Run lists the Agents, and watches them with -w.
