@@ -105,6 +105,13 @@ type AgentReconciler struct {
 // an older status from the cache must start from the written one, or it
 // would skip a write the API server needs (the status it computes equals
 // the cache's, not the server's) and announce transitions twice.
+//
+// Server-side apply of the status (Status().Apply in controller-runtime)
+// would not make them unnecessary. The status is computed from the one read:
+// applied from a stale read, it writes back the stale lastTransitionTime of a
+// condition that changed meanwhile and announces its transitions again, and
+// without the comparison with what the server holds, every reconcile sends a
+// request. TestReconcileWritesPastAStaleCache measures both.
 type writtenStatuses struct {
 	mu     sync.Mutex
 	byName map[types.NamespacedName]writtenStatus

@@ -590,10 +590,26 @@ func (c *staleAgentCache) Get(ctx context.Context, key client.ObjectKey, obj cli
 // unavailable and back while the cache still holds the Agent from before,
 // and the Agent must end up Ready on the API server, with the transitions
 // announced once each.
+//
+// It measures what the controller's writtenStatuses earn. Without them the
+// third reconcile computes Ready from the stale cache: a write that compares
+// with the cache skips the change the API server needs, and a server-side
+// apply of the status computed from the stale read would send the first
+// Ready's lastTransitionTime back and, sent on every reconcile, a request
+// with nothing to change.
 func TestReconcileWritesPastAStaleCache(t *testing.T) {
 	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	h := newHarness(t, start, testAgent())
-	cache := &staleAgentCache{Client: h.client}
+	statusWrites := 0
+	countingClient := interceptor.NewClient(h.client.(client.WithWatch), interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if _, ok := obj.(*v1alpha1.Agent); ok && sub == "status" {
+				statusWrites++
+			}
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	cache := &staleAgentCache{Client: countingClient}
 	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: sharetest.Keys()})
 	setAvailable := func(available bool) {
 		d := &appsv1.Deployment{}
@@ -633,11 +649,19 @@ func TestReconcileWritesPastAStaleCache(t *testing.T) {
 	if got := conditionReason(agent, v1alpha1.ConditionReady); got != "True/DeploymentAvailable" {
 		t.Fatalf("Ready is %s on the API server after the Deployment came back, with the cache still at the first Ready", got)
 	}
+	backAt := h.clock.Now()
+	if c := meta.FindStatusCondition(agent.Status.Conditions, v1alpha1.ConditionReady); !c.LastTransitionTime.Time.Equal(backAt) {
+		t.Errorf("Ready last changed at %s on the API server, want %s, when the Deployment came back", c.LastTransitionTime.UTC(), backAt)
+	}
 	// Nothing changed since: with the cache still behind, the reconcile
-	// writes nothing and the status stays.
+	// sends no status request and the status stays.
+	writesBefore := statusWrites
 	h.clock.SetTime(h.clock.Now().Add(time.Minute))
 	_, again, _ := h.reconcile()
 	if again.ResourceVersion != agent.ResourceVersion {
 		t.Errorf("a reconcile with nothing to change wrote the status (resourceVersion %s → %s)", agent.ResourceVersion, again.ResourceVersion)
+	}
+	if n := statusWrites - writesBefore; n != 0 {
+		t.Errorf("a reconcile with nothing to change sent %d status requests, want none", n)
 	}
 }
