@@ -27,7 +27,7 @@ import (
 
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
-	"github.com/kubeopencode/share/pkg/controller"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
@@ -98,9 +98,7 @@ func startControllerEnv(ctx context.Context, o *options) (_ *controllerEnv, err 
 	if _, err := e.cp.InstallCRDs(ctx, filepath.Join(o.root, "artifacts", "crd")); err != nil {
 		return nil, err
 	}
-	if e.scheme, err = controller.NewScheme(); err != nil {
-		return nil, err
-	}
+	e.scheme = clientscheme.Scheme
 	e.adminC = unthrottled(e.cp.Config())
 	if e.admin, err = client.New(e.adminC, client.Options{Scheme: e.scheme}); err != nil {
 		return nil, err

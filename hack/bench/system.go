@@ -27,8 +27,8 @@ import (
 
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
-	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 )
 
@@ -114,12 +114,8 @@ func (s *system) startControlPlane(ctx context.Context) (err error) {
 	if s.cp, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(s.o.work, "controlplane"), StandinNode: nodeName}); err != nil {
 		return err
 	}
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
 	s.adminC = unthrottled(s.cp.Config())
-	if s.admin, err = client.New(s.adminC, client.Options{Scheme: scheme}); err != nil {
+	if s.admin, err = client.New(s.adminC, client.Options{Scheme: clientscheme.Scheme}); err != nil {
 		return err
 	}
 	return s.cp.InstallProject(ctx, s.o.root)

@@ -21,8 +21,8 @@ import (
 
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
-	"github.com/kubeopencode/share/pkg/controller"
 )
 
 const (
@@ -118,10 +118,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if _, err := e.cp.StartStandinNode(ctx, "dev-node"); err != nil {
 		return err
 	}
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
+	scheme := clientscheme.Scheme
 	if e.admin, err = client.New(e.cp.Config(), client.Options{Scheme: scheme}); err != nil {
 		return err
 	}

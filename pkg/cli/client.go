@@ -9,29 +9,12 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 
-	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
-	"github.com/kubeopencode/share/pkg/apis/subresources/install"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 )
-
-var (
-	scheme = runtime.NewScheme()
-	codecs = serializer.NewCodecFactory(scheme)
-)
-
-func init() {
-	install.Install(scheme)
-	if err := kubeopencodev1alpha1.AddToScheme(scheme); err != nil {
-		panic(err)
-	}
-	if err := metav1.AddMetaToScheme(scheme); err != nil {
-		panic(err)
-	}
-}
 
 // shareClient calls the agents/share subresource.
 type shareClient struct {
@@ -39,18 +22,29 @@ type shareClient struct {
 }
 
 func newShareClient(config *rest.Config) (*shareClient, error) {
-	cfg := rest.CopyConfig(config)
-	cfg.GroupVersion = &subresourcesv1alpha1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = codecs.WithoutConversion()
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
-	c, err := rest.RESTClientFor(cfg)
+	c, err := restClientFor(config, subresourcesv1alpha1.SchemeGroupVersion)
 	if err != nil {
 		return nil, err
 	}
 	return &shareClient{rest: c}, nil
+}
+
+// restClientFor returns a REST client of one of the project's API group
+// versions, decoding with the clients' scheme.
+//
+// kubeoc has no generated, typed clientset, and needs none: it lists Agents
+// as the server's Tables (kubectl get's printer columns), which a typed List
+// cannot ask for, and it calls agents/share with the link query parameter,
+// which client-gen's subresource verbs cannot carry.
+func restClientFor(config *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
+	cfg := rest.CopyConfig(config)
+	cfg.GroupVersion = &gv
+	cfg.APIPath = "/apis"
+	cfg.NegotiatedSerializer = clientscheme.Codecs.WithoutConversion()
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	return rest.RESTClientFor(cfg)
 }
 
 func (c *shareClient) request(verb, namespace, name string) *rest.Request {

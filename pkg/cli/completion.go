@@ -145,7 +145,7 @@ func getAgent(ctx context.Context, configFlags *genericclioptions.ConfigFlags, n
 	if err != nil {
 		return nil, err
 	}
-	c, err := newAgentClient(config)
+	c, err := restClientFor(config, kubeopencodev1alpha1.SchemeGroupVersion)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/kubectl/pkg/util/templates"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 )
 
 var listExample = templates.Examples(`
@@ -61,7 +62,7 @@ type ListOptions struct {
 
 // NewCmdList returns `kubeoc agent list`.
 func NewCmdList(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &ListOptions{PrintFlags: genericclioptions.NewPrintFlags("").WithTypeSetter(scheme), IOStreams: streams}
+	o := &ListOptions{PrintFlags: genericclioptions.NewPrintFlags("").WithTypeSetter(clientscheme.Scheme), IOStreams: streams}
 	cmd := &cobra.Command{
 		Use:     "list [-A] [-l SELECTOR] [-o wide|name|json|yaml|...] [-w]",
 		Aliases: []string{"ls"},
@@ -110,17 +111,8 @@ func (o *ListOptions) Complete(configFlags *genericclioptions.ConfigFlags) error
 	if err != nil {
 		return err
 	}
-	o.rest, err = newAgentClient(config)
+	o.rest, err = restClientFor(config, kubeopencodev1alpha1.SchemeGroupVersion)
 	return err
-}
-
-// newAgentClient returns a REST client of the Agent CRD's group.
-func newAgentClient(config *rest.Config) (rest.Interface, error) {
-	cfg := rest.CopyConfig(config)
-	cfg.GroupVersion = &kubeopencodev1alpha1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = codecs.WithoutConversion()
-	return rest.RESTClientFor(cfg)
 }
 
 // Run lists the Agents, and watches them with -w.

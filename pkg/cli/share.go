@@ -18,6 +18,7 @@ import (
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 )
@@ -113,7 +114,7 @@ type ShareOptions struct {
 // NewShareOptions returns ShareOptions with defaults.
 func NewShareOptions(streams genericiooptions.IOStreams) *ShareOptions {
 	return &ShareOptions{
-		PrintFlags: genericclioptions.NewPrintFlags("").WithTypeSetter(scheme),
+		PrintFlags: genericclioptions.NewPrintFlags("").WithTypeSetter(clientscheme.Scheme),
 		IOStreams:  streams,
 		now:        time.Now,
 	}

@@ -14,11 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -72,18 +70,6 @@ type SigningKeys interface {
 	OnChange(func())
 }
 
-// NewScheme returns a scheme with the built-in types and the Agent types.
-func NewScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("adding built-in types to the scheme: %w", err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("adding Agent types to the scheme: %w", err)
-	}
-	return s, nil
-}
-
 // CacheOptions returns the manager's cache options: Secrets and Deployments
 // are cached only when they carry the labels of share Secrets and Agent
 // Deployments, so the controller neither holds every Secret of the cluster in
@@ -119,6 +105,13 @@ type AgentReconciler struct {
 // an older status from the cache must start from the written one, or it
 // would skip a write the API server needs (the status it computes equals
 // the cache's, not the server's) and announce transitions twice.
+//
+// Server-side apply of the status (Status().Apply in controller-runtime)
+// would not make them unnecessary. The status is computed from the one read:
+// applied from a stale read, it writes back the stale lastTransitionTime of a
+// condition that changed meanwhile and announces its transitions again, and
+// without the comparison with what the server holds, every reconcile sends a
+// request. TestReconcileWritesPastAStaleCache measures both.
 type writtenStatuses struct {
 	mu     sync.Mutex
 	byName map[types.NamespacedName]writtenStatus
@@ -238,7 +231,7 @@ func NewAgentReconciler(c client.Client, apiReader client.Reader, rec recorder.E
 }
 
 // SetupWithManager registers the Agent controller with the manager. The
-// manager should use CacheOptions and a scheme from NewScheme.
+// manager should use CacheOptions and the scheme of pkg/apis/scheme.
 func SetupWithManager(mgr ctrl.Manager, cfg Config) error {
 	r := NewAgentReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder(Name), cfg)
 	b := ctrl.NewControllerManagedBy(mgr).

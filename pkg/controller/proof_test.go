@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
@@ -53,10 +54,7 @@ func TestReconcileShareSecretProof(t *testing.T) {
 		{name: "a Secret proven by a key no longer the signer", secret: proven, keys: during, wantSameToken: true, wantProofKey: "b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			scheme, err := NewScheme()
-			if err != nil {
-				t.Fatal(err)
-			}
+			scheme := clientscheme.Scheme
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent.DeepCopy(), tc.secret.DeepCopy()).
 				WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 			rec := events.NewFakeRecorder(16)

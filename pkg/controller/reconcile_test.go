@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/secrets"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
@@ -40,10 +41,7 @@ type harness struct {
 
 func newHarness(t *testing.T, start time.Time, objs ...client.Object) *harness {
 	t.Helper()
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 	h := &harness{
@@ -351,10 +349,7 @@ func TestReconcileEventsFollowTheStatus(t *testing.T) {
 				Type: v1alpha1.ConditionShareReady, Status: metav1.ConditionTrue, Reason: share.ReasonActive,
 				ObservedGeneration: 1, LastTransitionTime: metav1.Now(),
 			}}
-			scheme, err := NewScheme()
-			if err != nil {
-				t.Fatal(err)
-			}
+			scheme := clientscheme.Scheme
 			statusFailures := 0
 			if tc.failStatus {
 				statusFailures = 1
@@ -428,10 +423,7 @@ func TestReconcileInvalidSpec(t *testing.T) {
 	agent.Generation = 1
 	agent.Spec.Env = []corev1.EnvVar{{Name: "A=B", Value: "1"}}
 	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true}
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).
 		WithInterceptorFuncs(interceptor.Funcs{
@@ -552,10 +544,7 @@ func TestReconcileAnnouncesADisableOnce(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			scheme, err := NewScheme()
-			if err != nil {
-				t.Fatal(err)
-			}
+			scheme := clientscheme.Scheme
 			agent := testAgent()
 			agent.Generation = 2
 			agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: false}
@@ -601,10 +590,26 @@ func (c *staleAgentCache) Get(ctx context.Context, key client.ObjectKey, obj cli
 // unavailable and back while the cache still holds the Agent from before,
 // and the Agent must end up Ready on the API server, with the transitions
 // announced once each.
+//
+// It measures what the controller's writtenStatuses earn. Without them the
+// third reconcile computes Ready from the stale cache: a write that compares
+// with the cache skips the change the API server needs, and a server-side
+// apply of the status computed from the stale read would send the first
+// Ready's lastTransitionTime back and, sent on every reconcile, a request
+// with nothing to change.
 func TestReconcileWritesPastAStaleCache(t *testing.T) {
 	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	h := newHarness(t, start, testAgent())
-	cache := &staleAgentCache{Client: h.client}
+	statusWrites := 0
+	countingClient := interceptor.NewClient(h.client.(client.WithWatch), interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if _, ok := obj.(*v1alpha1.Agent); ok && sub == "status" {
+				statusWrites++
+			}
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	cache := &staleAgentCache{Client: countingClient}
 	h.r = NewAgentReconciler(cache, h.client, h.events, Config{Clock: h.clock, PublicURL: "https://share.example.com", Keys: sharetest.Keys()})
 	setAvailable := func(available bool) {
 		d := &appsv1.Deployment{}
@@ -644,11 +649,19 @@ func TestReconcileWritesPastAStaleCache(t *testing.T) {
 	if got := conditionReason(agent, v1alpha1.ConditionReady); got != "True/DeploymentAvailable" {
 		t.Fatalf("Ready is %s on the API server after the Deployment came back, with the cache still at the first Ready", got)
 	}
+	backAt := h.clock.Now()
+	if c := meta.FindStatusCondition(agent.Status.Conditions, v1alpha1.ConditionReady); !c.LastTransitionTime.Time.Equal(backAt) {
+		t.Errorf("Ready last changed at %s on the API server, want %s, when the Deployment came back", c.LastTransitionTime.UTC(), backAt)
+	}
 	// Nothing changed since: with the cache still behind, the reconcile
-	// writes nothing and the status stays.
+	// sends no status request and the status stays.
+	writesBefore := statusWrites
 	h.clock.SetTime(h.clock.Now().Add(time.Minute))
 	_, again, _ := h.reconcile()
 	if again.ResourceVersion != agent.ResourceVersion {
 		t.Errorf("a reconcile with nothing to change wrote the status (resourceVersion %s → %s)", agent.ResourceVersion, again.ResourceVersion)
+	}
+	if n := statusWrites - writesBefore; n != 0 {
+		t.Errorf("a reconcile with nothing to change sent %d status requests, want none", n)
 	}
 }

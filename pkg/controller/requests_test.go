@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
@@ -68,10 +69,7 @@ func TestReconcileNewAgentRequests(t *testing.T) {
 	agent := testAgent()
 	agent.Generation = 1
 	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true}
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	store := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 	// The cache's reads are free; only the live reads and the writes reach
@@ -128,10 +126,7 @@ func TestReconcileSecretNotInCacheYet(t *testing.T) {
 		t.Fatal(err)
 	}
 	existing := sharetest.Secret(agent, "", token)
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	store := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent, existing).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 	// The cache lags: it has not seen the Secret yet.

@@ -6,9 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 )
@@ -32,17 +30,6 @@ func provenSecret(t *testing.T, agent *v1alpha1.Agent, link, token string) *core
 	t.Helper()
 	s, err := NewLinkSecret(testRing(), agent, link, token)
 	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func testScheme(t *testing.T) *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
@@ -52,7 +53,7 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
 		}},
 	}
-	c := fake.NewClientBuilder().WithScheme(access.NewScheme()).
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).
 		WithObjects(agent, secret, pod).
 		WithIndex(&corev1.Secret{}, access.TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
@@ -67,7 +68,7 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 	}
 	exec := &blockingExecutor{started: make(chan struct{}, 16)}
 	f := &linkFixture{client: c, token: token, agent: agent, exec: exec}
-	resolver := access.NewResolverFor(accesstest.NewCache(c, access.NewScheme()), c, sharetest.Keys(), clock.RealClock{}, func() bool { return !f.cacheLost.Load() })
+	resolver := access.NewResolverFor(accesstest.NewCache(c, clientscheme.Scheme), c, sharetest.Keys(), clock.RealClock{}, func() bool { return !f.cacheLost.Load() })
 	f.server = newServer(opts, resolver, exec, nil, clock.RealClock{})
 	return f
 }

@@ -26,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
@@ -100,7 +101,7 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	}
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(access.NewScheme(), corev1.EventSource{Component: EventComponent})
+	recorder := broadcaster.NewRecorder(clientscheme.Scheme, corev1.EventSource{Component: EventComponent})
 	s := newServer(opts, resolver, exec, recorder, clk)
 	s.events = broadcaster
 	return s, nil

@@ -32,6 +32,7 @@ import (
 	"github.com/kubeopencode/share/cmd/controller/app"
 	"github.com/kubeopencode/share/internal/testenv"
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/secrets"
@@ -59,10 +60,7 @@ func TestController(t *testing.T) {
 	// installed the CRDs of artifacts/crd.
 	ctx := t.Context()
 	cp := shared.cp
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	c, err := client.New(cp.Config(), client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)

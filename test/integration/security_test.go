@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
@@ -481,17 +482,23 @@ func TestNamespacePermissionsAndLinks(t *testing.T) {
 			rule(kubeopencodev1alpha1.GroupName, "agents", "get"), rule(kubeopencodev1alpha1.GroupName, "agents/status", "update", "patch"))
 		token := s.enable(t, key, "")
 		s.shareCall(t, http.MethodDelete, key, "")
-		agent := &kubeopencodev1alpha1.Agent{}
-		if err := a.c.Get(t.Context(), key, agent); err != nil {
-			t.Fatal(err)
-		}
-		agent.Status.Share = &kubeopencodev1alpha1.ShareStatus{Active: true, SecretName: share.SecretName(key.Name)}
-		for i, c := range agent.Status.Conditions {
-			if c.Type == kubeopencodev1alpha1.ConditionShareReady {
-				agent.Status.Conditions[i].Status, agent.Status.Conditions[i].Reason = metav1.ConditionTrue, share.ReasonActive
+		// The controller writes the status of the disable meanwhile; the
+		// forged status is written over the latest one, read again after
+		// a conflict.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			agent := &kubeopencodev1alpha1.Agent{}
+			if err := a.c.Get(t.Context(), key, agent); err != nil {
+				return err
 			}
-		}
-		if err := a.c.Status().Update(t.Context(), agent); err != nil {
+			agent.Status.Share = &kubeopencodev1alpha1.ShareStatus{Active: true, SecretName: share.SecretName(key.Name)}
+			for i, c := range agent.Status.Conditions {
+				if c.Type == kubeopencodev1alpha1.ConditionShareReady {
+					agent.Status.Conditions[i].Status, agent.Status.Conditions[i].Reason = metav1.ConditionTrue, share.ReasonActive
+				}
+			}
+			return a.c.Status().Update(t.Context(), agent)
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 		s.expectClosed(t, token, "a disabled link whose status says it is active")

@@ -28,8 +28,8 @@ import (
 
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
-	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
@@ -74,10 +74,7 @@ func startSystemWith(t *testing.T, cfg systemConfig) *system {
 	if cp == nil {
 		cp = shared.cp
 	}
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
+	scheme := clientscheme.Scheme
 	admin, err := client.New(cp.Config(), client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)

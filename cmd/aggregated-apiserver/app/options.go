@@ -9,13 +9,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,7 +25,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/apiserver"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/signingkey"
@@ -199,11 +197,7 @@ func (o *Options) Config(keys share.Keys, recorder record.EventRecorder) (*apise
 	if err != nil {
 		return nil, err
 	}
-	scheme, err := clientScheme()
-	if err != nil {
-		return nil, err
-	}
-	c, err := client.New(restConfig, client.Options{Scheme: scheme})
+	c, err := client.New(restConfig, client.Options{Scheme: clientscheme.Scheme})
 	if err != nil {
 		return nil, fmt.Errorf("creating the server's client: %w", err)
 	}
@@ -240,11 +234,7 @@ func (o *Options) Run(ctx context.Context) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
-	scheme, err := clientScheme()
-	if err != nil {
-		return err
-	}
-	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: apiserver.Name})
+	recorder := broadcaster.NewRecorder(clientscheme.Scheme, corev1.EventSource{Component: apiserver.Name})
 	config, err := o.Config(keys, recorder)
 	if err != nil {
 		return err
@@ -281,16 +271,4 @@ func (o *Options) Run(ctx context.Context) error {
 		klog.FromContext(ctx).Error(err, "Server stopped")
 	}
 	return err
-}
-
-// clientScheme holds the kinds the server's client reads and writes.
-func clientScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := kubeopencodev1alpha1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	return s, nil
 }

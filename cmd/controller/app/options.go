@@ -22,6 +22,7 @@ import (
 	// The JSON log format, for --logging-format=json.
 	_ "k8s.io/component-base/logs/json/register"
 
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/controller"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/signingkey"
@@ -159,10 +160,7 @@ func (o *Options) Run(ctx context.Context) error {
 	ctrl.SetLogger(klog.Background())
 	logger := klog.FromContext(ctx)
 
-	scheme, err := controller.NewScheme()
-	if err != nil {
-		return err
-	}
+	scheme := clientscheme.Scheme
 	metrics := metricsserver.Options{BindAddress: o.MetricsBindAddress, SecureServing: o.MetricsSecure}
 	if o.MetricsSecure {
 		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization

@@ -8,14 +8,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
@@ -37,21 +36,10 @@ func provenSecret(t *testing.T, agent *v1alpha1.Agent, link, token string) *core
 	return sharetest.Secret(agent, link, token)
 }
 
-func testScheme(t *testing.T) *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func TestEnsure(t *testing.T) {
 	ctx := context.Background()
 	agent := testAgent("uid-1")
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).Build()
 
 	secret, token, rejected, err := Ensure(ctx, c, c, testKeys(), agent, "")
 	if err != nil || rejected {
@@ -99,7 +87,7 @@ func TestEnsureRepairsDamagedToken(t *testing.T) {
 	agent := testAgent("uid-1")
 	damaged := provenSecret(t, agent, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE")
 	damaged.Data[share.SecretTokenKey] = []byte("not-a-token")
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(damaged).Build()
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).WithObjects(damaged).Build()
 	_, token, _, err := Ensure(ctx, c, c, testKeys(), agent, "")
 	if err != nil || !share.ValidToken(token) {
 		t.Fatalf("EnsureSecret: token %q, err %v", token, err)
@@ -110,7 +98,7 @@ func TestEnsureLosesCreateRace(t *testing.T) {
 	ctx := context.Background()
 	agent := testAgent("uid-1")
 	winner := provenSecret(t, agent, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE")
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).WithInterceptorFuncs(interceptor.Funcs{
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
 		// Another writer creates the Secret between our read and our create.
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			if err := c.Create(ctx, winner.DeepCopy()); err != nil {
@@ -134,7 +122,7 @@ func TestConsumeUse(t *testing.T) {
 	agent := testAgent("uid-1")
 	one := int32(2)
 	agent.Spec.Share = &v1alpha1.ShareSpec{Enabled: true, ShareLinkSpec: v1alpha1.ShareLinkSpec{MaxUses: &one}}
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).Build()
 	secret, token, _, err := Ensure(ctx, c, c, testKeys(), agent, "")
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +204,7 @@ func TestReturnUse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			agent := testAgentWithLink(&one)
-			c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+			c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).Build()
 			secret, token, _, err := Ensure(ctx, c, c, testKeys(), agent, "once")
 			if err != nil {
 				t.Fatal(err)
@@ -259,7 +247,7 @@ func TestReturnUseNeverGoesBelowZero(t *testing.T) {
 	ctx := context.Background()
 	one := int32(1)
 	agent := testAgentWithLink(&one)
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).Build()
 	secret, token, _, err := Ensure(ctx, c, c, testKeys(), agent, "once")
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +276,7 @@ func TestConsumeUseOfNamedLinks(t *testing.T) {
 	agent := testAgent("uid-1")
 	one := int32(1)
 	agent.Spec.Share = &v1alpha1.ShareSpec{Links: []v1alpha1.NamedShareLink{{Name: "once", ShareLinkSpec: v1alpha1.ShareLinkSpec{MaxUses: &one}}, {Name: "many"}}}
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).Build()
 	tokens := map[string]string{}
 	for _, link := range []string{"once", "many"} {
 		secret, token, _, err := Ensure(ctx, c, c, testKeys(), agent, link)
@@ -359,7 +347,7 @@ func TestEnsureRejectsUnproven(t *testing.T) {
 				}
 			}
 			s.Finalizers = []string{"example.com/keep"}
-			c := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(s).Build()
+			c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).WithObjects(s).Build()
 			if _, _, err := share.VerifySecret(testRing(), s, agent); err != share.ErrUnproven {
 				t.Fatalf("share.VerifySecret of the planted Secret: %v, want share.ErrUnproven", err)
 			}

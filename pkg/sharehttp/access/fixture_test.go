@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 	"github.com/kubeopencode/share/pkg/sharehttp/access/accesstest"
@@ -30,11 +31,11 @@ func newResolverFixture(t *testing.T) *resolverFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(NewScheme()).
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).
 		WithObjects(agent, sharetest.Secret(agent, "", token)).
 		WithIndex(&corev1.Secret{}, TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
-	r := NewResolverFor(accesstest.NewCache(c, NewScheme()), c, sharetest.Keys(), clock.RealClock{}, nil)
+	r := NewResolverFor(accesstest.NewCache(c, clientscheme.Scheme), c, sharetest.Keys(), clock.RealClock{}, nil)
 	return &resolverFixture{resolver: r, client: c, agent: agent, token: token}
 }

@@ -19,10 +19,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -32,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/secrets"
 )
@@ -147,14 +146,6 @@ type Resolver struct {
 	subscribers map[types.NamespacedName]map[chan struct{}]struct{}
 }
 
-// NewScheme returns the scheme of the objects the listener reads.
-func NewScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = v1alpha1.AddToScheme(s)
-	return s
-}
-
 // NewResolver returns a Resolver reading the cluster through config. Only
 // share Secrets and Agent pods are cached.
 func NewResolver(config *rest.Config, keys share.Keys, clk clock.Clock) (*Resolver, error) {
@@ -172,7 +163,7 @@ func NewResolver(config *rest.Config, keys share.Keys, clk clock.Clock) (*Resolv
 	cacheConfig := rest.CopyConfig(config)
 	cacheConfig.Wrap(watches.wrap)
 	c, err := crcache.New(cacheConfig, crcache.Options{
-		Scheme: NewScheme(),
+		Scheme: clientscheme.Scheme,
 		Mapper: mapper,
 		ByObject: map[client.Object]crcache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(share.SecretSelector())},
@@ -184,7 +175,7 @@ func NewResolver(config *rest.Config, keys share.Keys, clk clock.Clock) (*Resolv
 	if err != nil {
 		return nil, fmt.Errorf("creating the share cache: %w", err)
 	}
-	live, err := client.New(config, client.Options{Scheme: NewScheme(), Mapper: mapper})
+	live, err := client.New(config, client.Options{Scheme: clientscheme.Scheme, Mapper: mapper})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
 	"github.com/kubeopencode/share/pkg/sharehttp/access/accesstest"
@@ -54,11 +55,11 @@ func TestResolveNamedLinks(t *testing.T) {
 	forged := sharetest.Secret(agent, "qa", forgedTok)
 	forged.Name = "agent-share-forged"
 	objs = append(objs, agent, forged)
-	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).
+	c := fake.NewClientBuilder().WithScheme(clientscheme.Scheme).WithObjects(objs...).
 		WithIndex(&corev1.Secret{}, TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
-	links := NewResolverFor(accesstest.NewCache(c, NewScheme()), c, sharetest.Keys(), clock.RealClock{}, nil)
+	links := NewResolverFor(accesstest.NewCache(c, clientscheme.Scheme), c, sharetest.Keys(), clock.RealClock{}, nil)
 
 	tests := []struct {
 		name         string

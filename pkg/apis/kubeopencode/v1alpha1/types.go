@@ -16,7 +16,6 @@ const (
 // Agent runs a coding assistant in the cluster and may share its terminal
 // through a link.
 //
-// +genclient
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,categories=kubeopencode
