@@ -247,6 +247,13 @@ func (f *Forwarder) untrack(rl *relay) {
 	}
 }
 
+// errPageEnded ends the copy of a forwarded page's connection in both
+// directions: the reverse proxy takes an EOF from the owner for half a
+// close, and would hold the page's connection until the page closed it,
+// which a client that is not a browser may never do. Like the owner, the
+// forwarder closes it once the close handshake is over.
+var errPageEnded = errors.New("the forwarded session ended")
+
 // relay is the owner's side of a forwarded page's connection as the reverse
 // proxy copies it: reads bring the owner's frames for the page, writes take
 // the page's frames to the owner. It follows the frame boundaries both ways,
@@ -287,7 +294,7 @@ func (r *relay) Read(p []byte) (int, error) {
 		case <-r.pageClosed:
 		case <-timer.C:
 		}
-		return 0, io.EOF
+		return 0, errPageEnded
 	}
 	if len(r.pending) > 0 {
 		n := copy(p, r.pending)
@@ -303,7 +310,7 @@ func (r *relay) Read(p []byte) (int, error) {
 	if r.down.closed || !r.down.betweenMessages() {
 		// The owner closed properly, or broke off mid-message, where
 		// nothing more may be said: the page sees the end as it is.
-		return 0, err
+		return 0, errPageEnded
 	}
 	r.mu.Lock()
 	r.ending = true

@@ -95,6 +95,9 @@ type heldLease struct {
 	ready chan struct{}
 	owner *Identity // another replica that holds it, when refused
 	err   error
+	// acquired is set, before ready is closed, when this replica took
+	// the Lease.
+	acquired bool
 	// lease is the Lease as last written; only the renewing goroutine
 	// writes it after acquisition, and release reads it after that
 	// goroutine has stopped.
@@ -202,7 +205,7 @@ func (l *Leases) acquire(ctx context.Context, agent types.NamespacedName, h *hel
 		close(h.done)
 		return
 	}
-	h.lease = lease
+	h.lease, h.acquired = lease, true
 	go l.keep(h)
 }
 
@@ -367,10 +370,9 @@ func (l *Leases) release(h *heldLease) {
 		return
 	}
 	<-h.ready
-	if h.lease == nil {
-		return
+	if h.acquired {
+		l.stopAndDelete(h)
 	}
-	l.stopAndDelete(h)
 }
 
 func (l *Leases) stopAndDelete(h *heldLease) {
@@ -409,7 +411,7 @@ func (l *Leases) Close() {
 	for _, h := range held {
 		wg.Go(func() {
 			<-h.ready
-			if h.lease != nil {
+			if h.acquired {
 				l.stopAndDelete(h)
 			}
 		})
