@@ -129,6 +129,20 @@ func (hs *hubs) resumable(grant *Grant, resume *ResumePoint) bool {
 	return ok && h.id == resume.Session
 }
 
+// closeAll ends every session, those waiting for their pages to come back
+// included, at shutdown.
+func (hs *hubs) closeAll() {
+	hs.mu.Lock()
+	live := make([]*hub, 0, len(hs.live))
+	for _, h := range hs.live {
+		live = append(live, h)
+	}
+	hs.mu.Unlock()
+	for _, h := range live {
+		h.cancel()
+	}
+}
+
 // hub is one exec session shared by every viewer of an Agent's links: one
 // process in the pod, its output kept in a log that each page reads at its
 // own pace, and the input of every page that may type merged into it.

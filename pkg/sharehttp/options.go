@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 )
 
 // Options configures the public share listener.
@@ -42,6 +43,10 @@ type Options struct {
 	PingInterval time.Duration
 	// FlowWindow is how many bytes of output may be unacknowledged by the page.
 	FlowWindow int
+	// Replicas, when enabled, makes the listener's replicas run one shared
+	// session per Agent between them; the API server sets it from its
+	// flags, which it validates.
+	Replicas *replica.Options
 }
 
 // NewOptions returns Options with defaults.
@@ -122,4 +127,14 @@ func (o *Options) trustedProxies() ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// port is the port the listener serves on, for its peers.
+func (o *Options) port() int {
+	if o.Listener != nil {
+		if addr, ok := o.Listener.Addr().(*net.TCPAddr); ok {
+			return addr.Port
+		}
+	}
+	return o.Port
 }

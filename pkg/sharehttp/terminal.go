@@ -16,10 +16,12 @@ import (
 	"github.com/gorilla/websocket"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
@@ -89,9 +91,20 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, &Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
 		return
 	}
-	grant, client, ok := s.admit(w, r, true)
+	grant, client, forwarded, ok := s.admitForwarded(w, r, true)
 	if !ok {
 		return
+	}
+	// With several replicas, one runs the Agent's session: a page that
+	// reached another is forwarded to it, before this replica checks more
+	// than a forwarder must; the owner checks everything below itself.
+	var claim *replica.Claim
+	if s.replicas != nil {
+		var handled bool
+		if claim, handled = s.routeToOwner(w, r, grant, client, forwarded); handled {
+			return
+		}
+		defer claim.Release()
 	}
 	pod, ok := s.links.ReadyPod(r.Context(), grant.Agent)
 	if !ok {
@@ -147,7 +160,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use)
+	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use, claim)
 }
 
 // validUpgrade reports whether r is a WebSocket handshake the upgrader will
@@ -177,7 +190,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // runSession runs a page's terminal. use, the use of a one-time link the
 // connection took, is kept once the page's terminal starts.
-func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint, use *linkUse) {
+func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint, use *linkUse, claim *replica.Claim) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The page's input goes straight into the command, from the read loop
@@ -226,7 +239,12 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	linger := false
 	defer func() { h.leave(v, linger) }()
 	if first {
-		go s.runHub(h, grant, pod)
+		// The session holds its Lease while it runs, past this page.
+		var hubClaim *replica.Claim
+		if claim != nil {
+			hubClaim = claim.Another()
+		}
+		go s.runHub(h, grant, pod, hubClaim)
 	}
 
 	changes, unsubscribe := s.links.Subscribe(grant.Agent)
@@ -276,6 +294,9 @@ func (s *Server) finish(ctx context.Context, sess *session, err error) string {
 		code := exitErr.ExitStatus()
 		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
 		return "Exited"
+	case errors.Is(err, errSessionLeaseLost):
+		sess.end(closeServerError, ReasonUnavailable, "The share server lost track of this session's ownership. Reconnect to go on.")
+		return ReasonUnavailable
 	case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
 		sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 		return "PodGone"
@@ -390,12 +411,24 @@ func clusterUnreachable(err error) bool {
 
 // runHub runs the command of a shared session until it ends or every page
 // has left.
-func (s *Server) runHub(h *hub, grant *Grant, pod string) {
-	err := s.exec.Exec(h.ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
+//
+// With several replicas, it runs under the claim on the session's Lease,
+// which it releases when the command has ended; a Lease this replica can
+// no longer renew ends the command, for another replica may start one.
+func (s *Server) runHub(h *hub, grant *Grant, pod string, claim *replica.Claim) {
+	ctx, release := underClaim(h.ctx, claim)
+	err := s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
 		Stdin:             h.stdin,
 		Stdout:            h,
 		Tty:               true,
 		TerminalSizeQueue: h,
 	})
+	if errors.Is(context.Cause(ctx), errSessionLeaseLost) {
+		klog.InfoS("Ending a shared session whose Lease this replica lost", "agent", grant.Agent)
+		err = errSessionLeaseLost
+	}
+	// The hub leaves the registry before its Lease goes, so that no page
+	// joins a session whose Lease is gone.
 	h.finish(err)
+	release()
 }

@@ -134,6 +134,7 @@ func (o *Options) Complete() error {
 		return fmt.Errorf("creating a self-signed serving certificate: %w", err)
 	}
 	o.Share.PublicURL = o.PublicURL
+	o.Share.Replicas = o.Replicas
 	return nil
 }
 

@@ -139,6 +139,16 @@ type Claim struct {
 // another replica may start one.
 func (c *Claim) Lost() <-chan struct{} { return c.h.lost }
 
+// Another returns a second claim on the same Lease, for a part that
+// outlives this one (the session outlives the page that started it). The
+// claim must not have been released.
+func (c *Claim) Another() *Claim {
+	c.l.mu.Lock()
+	c.h.refs++
+	c.l.mu.Unlock()
+	return &Claim{l: c.l, h: c.h}
+}
+
 // Release ends the claim; the last one deletes the Lease.
 func (c *Claim) Release() {
 	c.once.Do(func() { c.l.release(c.h) })

@@ -227,8 +227,10 @@ func TestClaimsShareOneLease(t *testing.T) {
 	if err != nil || second == nil {
 		t.Fatalf("second claim: %v, %v", second, err)
 	}
+	third := first.Another()
 	first.Release()
 	first.Release() // twice is once
+	third.Release()
 	if _, ok := getLease(t, c); !ok {
 		t.Fatal("the Lease went with a claim still on it")
 	}
