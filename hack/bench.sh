@@ -43,7 +43,7 @@ else
 fi
 
 echo ">>> micro benchmarks: token resolution and the wire codec"
-go test -run '^$' -bench . -benchmem -benchtime 200ms ./pkg/sharehttp/ ./pkg/sharehttp/wire/ | tee "${OUT}/micro.txt"
+go test -run '^$' -bench . -benchmem -benchtime 200ms ./pkg/sharehttp/ ./pkg/sharehttp/access/ ./pkg/sharehttp/wire/ | tee "${OUT}/micro.txt"
 harness_args+=(-micro "${OUT}/micro.txt" -t0 "${t0}")
 
 exec "${OUT}/bin/bench" "${harness_args[@]}" "$@"

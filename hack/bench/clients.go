@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/streaming/pkg/httpstream"
 
-	"github.com/kubeopencode/share/pkg/sharehttp"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
@@ -226,22 +226,22 @@ func (t *wsTerminal) done() <-chan struct{} { return t.ended }
 // kubectlExecutor execs as kubectl exec does: client-go's WebSocket
 // executor, falling back to its SPDY executor when the upgrade fails. It is
 // the direct path of figures 1 and 2, what a user with credentials gets; the
-// share listener has an exec client of its own (sharehttp.PodExecutor), whose
+// share listener has an exec client of its own (podexec.Client), whose
 // URLs it uses.
 type kubectlExecutor struct {
 	config *rest.Config
-	urls   *sharehttp.PodExecutor
+	urls   *podexec.Client
 }
 
 func newKubectlExecutor(config *rest.Config) (*kubectlExecutor, error) {
-	urls, err := sharehttp.NewPodExecutor(config)
+	urls, err := podexec.NewClient(config)
 	if err != nil {
 		return nil, err
 	}
 	return &kubectlExecutor{config: config, urls: urls}, nil
 }
 
-// Exec implements sharehttp.Executor.
+// Exec implements podexec.Executor.
 func (e *kubectlExecutor) Exec(ctx context.Context, namespace, pod, container string, command []string, opts remotecommand.StreamOptions) error {
 	u := e.urls.URL(namespace, pod, container, command, opts)
 	ws, err := remotecommand.NewWebSocketExecutor(e.config, "GET", u.String())
@@ -290,13 +290,13 @@ type sinkWriter sink
 
 func (w sinkWriter) Write(p []byte) (int, error) { w(p); return len(p), nil }
 
-func startExec(ctx context.Context, ex sharehttp.Executor, namespace, pod string, command []string, out sink) *execTerminal {
+func startExec(ctx context.Context, ex podexec.Executor, namespace, pod string, command []string, out sink) *execTerminal {
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	t := &execTerminal{cancel: cancel, stdin: pw, ended: make(chan struct{})}
 	go func() {
 		defer close(t.ended)
-		t.err = ex.Exec(ctx, namespace, pod, sharehttp.AgentContainer, command, remotecommand.StreamOptions{
+		t.err = ex.Exec(ctx, namespace, pod, podexec.AgentContainer, command, remotecommand.StreamOptions{
 			Stdin:             pr,
 			Stdout:            sinkWriter(out),
 			Tty:               true,

@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubeopencode/share/internal/testenv"
-	"github.com/kubeopencode/share/pkg/sharehttp"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 )
 
 // readySink closes ready on the session's first output, the ready marker.
@@ -412,7 +412,7 @@ func runExecHolder(args []string) error {
 	if err != nil {
 		return err
 	}
-	ex, err := sharehttp.NewPodExecutor(cfg)
+	ex, err := podexec.NewClient(cfg)
 	if err != nil {
 		return err
 	}

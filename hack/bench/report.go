@@ -75,7 +75,7 @@ func (r *report) markdown(w io.Writer) {
 	}
 	if len(r.micro) > 0 {
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "Micro benchmarks of the same run (`go test -bench . -benchmem ./pkg/sharehttp/ ./pkg/sharehttp/wire/`):")
+		fmt.Fprintln(w, "Micro benchmarks of the same run (`go test -bench . -benchmem ./pkg/sharehttp/ ./pkg/sharehttp/access/ ./pkg/sharehttp/wire/`):")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "```")
 		for _, l := range r.micro {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
 )
 
 // Event reasons the listener records on Agents.
@@ -50,7 +51,7 @@ func agentRef(agent types.NamespacedName, uid types.UID) *corev1.ObjectReference
 
 // linkWords names the link of a grant in an Event: `link "default"` or
 // `link "qa" (read-only)`.
-func linkWords(g *Grant) string {
+func linkWords(g *access.Grant) string {
 	w := fmt.Sprintf("link %q", share.LinkDisplayName(g.Link))
 	if g.ReadOnly {
 		w += " (read-only)"
@@ -58,7 +59,7 @@ func linkWords(g *Grant) string {
 	return w
 }
 
-func (a *auditor) sessionStarted(g *Grant, pod, client string) {
+func (a *auditor) sessionStarted(g *access.Grant, pod, client string) {
 	klog.InfoS("Share session started", "agent", g.Agent, "link", share.LinkDisplayName(g.Link), "readOnly", g.ReadOnly, "pod", pod, "client", client)
 	if a.recorder != nil {
 		a.recorder.Eventf(agentRef(g.Agent, g.AgentUID), corev1.EventTypeNormal, EventSessionStarted,
@@ -66,7 +67,7 @@ func (a *auditor) sessionStarted(g *Grant, pod, client string) {
 	}
 }
 
-func (a *auditor) sessionEnded(g *Grant, client, outcome string, d time.Duration, in, out int64) {
+func (a *auditor) sessionEnded(g *access.Grant, client, outcome string, d time.Duration, in, out int64) {
 	d = d.Round(time.Second)
 	klog.InfoS("Share session ended", "agent", g.Agent, "link", share.LinkDisplayName(g.Link), "client", client, "outcome", outcome, "duration", d, "bytesIn", in, "bytesOut", out)
 	if a.recorder != nil {

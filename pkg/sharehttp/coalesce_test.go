@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"k8s.io/client-go/tools/remotecommand"
 
+	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
 
@@ -69,9 +70,10 @@ func readData(t *testing.T, conn *websocket.Conn, within time.Duration) []byte {
 // than in the chunks the command wrote, and that a page which has taken its
 // output gets the next chunk at once, without waiting for more.
 func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
-	defer func(d time.Duration) { coalesceDelay = d }(coalesceDelay)
+	tuning := session.DefaultTuning()
 	// Long enough that only gathered output can release what is held.
-	coalesceDelay = time.Hour
+	tuning.CoalesceDelay = time.Hour
+	coalesceBytes, coalesceBehind := tuning.CoalesceBytes, tuning.CoalesceBehind
 
 	chunk := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
 	var small [][]byte
@@ -88,7 +90,7 @@ func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
 			{chunk('c', 10)},
 		},
 	}
-	f := newLinkFixture(t, nil)
+	f := newLinkFixture(t, func(o *Options) { o.SessionTuning = tuning })
 	f.server.exec = exec
 	addr, _ := f.serve(t)
 	conn := dialSession(t, addr, f.token)
@@ -112,7 +114,7 @@ func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
 	// The page caught up and the output paused: output goes at once, held
 	// by nothing. The resize after the ack starts the command's last
 	// output.
-	time.Sleep(10 * streamGap)
+	time.Sleep(10 * tuning.StreamGap)
 	send(wire.EncodeAck(uint32(2*coalesceBehind + coalesceBytes)))
 	send(wire.EncodeResize(wire.Size{Cols: exec.lastWidth, Rows: 24}))
 	if m := readData(t, conn, 10*time.Second); string(m) != string(chunk('c', 10)) {
@@ -129,12 +131,13 @@ func TestOutputGathersWhileThePageIsBehind(t *testing.T) {
 // message at once: the first piece goes alone, the ones after it wait for
 // a message's worth.
 func TestOutputGathersWhileItStreams(t *testing.T) {
-	defer func(d, g time.Duration) { coalesceDelay, streamGap = d, g }(coalesceDelay, streamGap)
+	tuning := session.DefaultTuning()
 	// Only gathered output or the command's end release what is held, and
 	// the output streams however slowly the test machine runs it.
-	coalesceDelay, streamGap = time.Hour, time.Hour
+	tuning.CoalesceDelay, tuning.StreamGap = time.Hour, time.Hour
 
-	const pieces, pieceBytes = coalesceBytes/(2<<10) + 1, 2 << 10
+	pieceBytes := 2 << 10
+	pieces := tuning.CoalesceBytes/pieceBytes + 1
 	var output [][]byte
 	for i := range pieces {
 		output = append(output, bytes.Repeat([]byte{'a' + byte(i)}, pieceBytes))
@@ -144,7 +147,7 @@ func TestOutputGathersWhileItStreams(t *testing.T) {
 		pause:     200 * time.Microsecond, // a PTY's pace: each piece would go alone
 		steps:     [][][]byte{output},
 	}
-	f := newLinkFixture(t, nil)
+	f := newLinkFixture(t, func(o *Options) { o.SessionTuning = tuning })
 	f.server.exec = exec
 	addr, _ := f.serve(t)
 	conn := dialSession(t, addr, f.token)

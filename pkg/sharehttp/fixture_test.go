@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,30 +15,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
+	"github.com/kubeopencode/share/pkg/sharehttp/access/accesstest"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
-
-// fakeCache is a cache whose reads are served by a fake client holding the
-// objects, indexed as the real cache is.
-type fakeCache struct {
-	*informertest.FakeInformers
-	reader client.Reader
-}
-
-func (c *fakeCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	return c.reader.Get(ctx, key, obj, opts...)
-}
-
-func (c *fakeCache) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	return c.reader.List(ctx, list, opts...)
-}
 
 // linkFixture is a listener with one working link: a Ready Agent with its
 // share enabled, its share Secret and a running pod.
@@ -47,17 +34,13 @@ type linkFixture struct {
 	token  string
 	agent  *v1alpha1.Agent
 	exec   *blockingExecutor
+	// cacheLost makes the listener's caches stop following the cluster.
+	cacheLost atomic.Bool
 }
 
 func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 	t.Helper()
-	agent := &v1alpha1.Agent{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "agent", UID: "agent-uid"},
-		Spec:       v1alpha1.AgentSpec{Image: "busybox", Share: &v1alpha1.ShareSpec{Enabled: true}},
-		Status: v1alpha1.AgentStatus{Conditions: []metav1.Condition{
-			{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "DeploymentAvailable", LastTransitionTime: metav1.Now()},
-		}},
-	}
+	agent := accesstest.ReadyAgent()
 	token, err := share.NewToken()
 	if err != nil {
 		t.Fatal(err)
@@ -69,9 +52,9 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
 		}},
 	}
-	c := fake.NewClientBuilder().WithScheme(NewScheme()).
+	c := fake.NewClientBuilder().WithScheme(access.NewScheme()).
 		WithObjects(agent, secret, pod).
-		WithIndex(&corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
+		WithIndex(&corev1.Secret{}, access.TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
 	opts := NewOptions()
@@ -83,8 +66,10 @@ func newLinkFixture(t testing.TB, mutate func(*Options)) *linkFixture {
 		t.Fatal(errs)
 	}
 	exec := &blockingExecutor{started: make(chan struct{}, 16)}
-	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, sharetest.Keys(), clock.RealClock{})
-	return &linkFixture{server: newServer(opts, links, exec, nil, clock.RealClock{}), client: c, token: token, agent: agent, exec: exec}
+	f := &linkFixture{client: c, token: token, agent: agent, exec: exec}
+	resolver := access.NewResolverFor(accesstest.NewCache(c, access.NewScheme()), c, sharetest.Keys(), clock.RealClock{}, func() bool { return !f.cacheLost.Load() })
+	f.server = newServer(opts, resolver, exec, nil, clock.RealClock{})
+	return f
 }
 
 // blockingExecutor runs a command that prints nothing and ends only when its

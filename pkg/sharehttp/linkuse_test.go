@@ -69,7 +69,6 @@ func (f *linkFixture) limitLink(t *testing.T, maxUses int32) {
 	if err := f.client.Update(t.Context(), agent); err != nil {
 		t.Fatal(err)
 	}
-	f.server.links.liveWriter = f.client
 }
 
 // uses returns the uses the link's Secret records.

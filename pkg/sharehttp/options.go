@@ -11,6 +11,7 @@ import (
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
+	"github.com/kubeopencode/share/pkg/sharehttp/session"
 )
 
 // Options configures the public share listener.
@@ -43,6 +44,9 @@ type Options struct {
 	PingInterval time.Duration
 	// FlowWindow is how many bytes of output may be unacknowledged by the page.
 	FlowWindow int
+	// SessionTuning sizes and times the shared sessions. It has no flags:
+	// its defaults are what the listener is measured with.
+	SessionTuning session.Tuning
 	// Replicas, when enabled, makes the listener's replicas run one shared
 	// session per Agent between them; the API server sets it from its
 	// flags, which it validates.
@@ -62,6 +66,7 @@ func NewOptions() *Options {
 		IdleTimeout:         time.Hour,
 		PingInterval:        20 * time.Second,
 		FlowWindow:          256 << 10,
+		SessionTuning:       session.DefaultTuning(),
 	}
 }
 

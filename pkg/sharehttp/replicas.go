@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 )
 
@@ -59,16 +60,17 @@ func (s *Server) clientAddress(w http.ResponseWriter, r *http.Request, asJSON bo
 	}
 	client, ok = s.clientIP.ClientIP(r)
 	if !ok {
-		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "Bad request."}, asJSON)
+		writeRefusal(w, &access.Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "Bad request."}, asJSON)
 	}
 	return client, false, ok
 }
 
 func (s *Server) refuseForwarded(w http.ResponseWriter, r *http.Request, reason string, asJSON bool) {
 	replica.ForwardedRefusalsTotal.WithLabelValues(reason).Inc()
-	peer, _ := parseRemoteAddr(r.RemoteAddr)
+	// Audited under the address that sent it, not the one it claims.
+	peer, _ := access.ClientIPResolver{}.ClientIP(r)
 	s.audit.refused(nil, peer.String(), "ForgedForwardedClient")
-	writeRefusal(w, &Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Access refused."}, asJSON)
+	writeRefusal(w, &access.Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Access refused."}, asJSON)
 }
 
 // routeToOwner finds which replica runs the session of the grant's Agent.
@@ -78,20 +80,20 @@ func (s *Server) refuseForwarded(w http.ResponseWriter, r *http.Request, reason 
 // so it is when no owner can be settled, with a refusal the page retries.
 // A page that was itself forwarded is never forwarded again: the owner it
 // was sent to no longer owns the session, and the page tries anew.
-func (s *Server) routeToOwner(w http.ResponseWriter, r *http.Request, grant *Grant, client netip.Addr, forwarded bool) (claim *replica.Claim, handled bool) {
+func (s *Server) routeToOwner(w http.ResponseWriter, r *http.Request, grant *access.Grant, client netip.Addr, forwarded bool) (claim *replica.Claim, handled bool) {
 	claim, owner, err := s.replicas.Leases.Claim(r.Context(), grant.Agent, grant.AgentUID)
 	switch {
 	case err != nil:
 		klog.V(2).InfoS("Could not settle the owner of a shared session", "agent", grant.Agent, "err", err)
-		s.audit.refused(&grant.Agent, client.String(), ReasonUnavailable)
+		s.audit.refused(&grant.Agent, client.String(), access.ReasonUnavailable)
 		w.Header().Set("Retry-After", "2")
-		writeRefusal(w, &Refusal{Reason: ReasonUnavailable, Code: http.StatusServiceUnavailable,
+		writeRefusal(w, &access.Refusal{Reason: access.ReasonUnavailable, Code: http.StatusServiceUnavailable,
 			Message: "The share server cannot reach the cluster right now. Try again shortly."}, true)
 		return nil, true
 	case owner != nil && forwarded:
-		s.audit.refused(&grant.Agent, client.String(), ReasonUnavailable)
+		s.audit.refused(&grant.Agent, client.String(), access.ReasonUnavailable)
 		w.Header().Set("Retry-After", "2")
-		writeRefusal(w, &Refusal{Reason: ReasonUnavailable, Code: http.StatusServiceUnavailable,
+		writeRefusal(w, &access.Refusal{Reason: access.ReasonUnavailable, Code: http.StatusServiceUnavailable,
 			Message: "The session is moving between share servers. Try again in a moment."}, true)
 		return nil, true
 	case owner != nil:

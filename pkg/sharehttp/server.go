@@ -27,7 +27,10 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
+	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
 
@@ -47,14 +50,14 @@ const contentSecurityPolicy = web.ContentSecurityPolicy
 // and for the life of each session.
 type Server struct {
 	opts     *Options
-	links    *Links
-	clientIP ClientIPResolver
-	limiter  *ipRateLimiter
-	slots    *sessionSlots
-	hubs     *hubs
-	viewers  *viewerCounts
+	resolver *access.Resolver
+	clientIP access.ClientIPResolver
+	limiter  *access.RateLimiter
+	slots    *access.Slots
+	sessions *session.Registry
+	viewers  *access.Viewers
 	audit    *auditor
-	exec     Executor
+	exec     podexec.Executor
 	// replicas, when the listener runs in several replicas, settles which
 	// one runs each Agent's session and forwards pages to it; nil alone.
 	replicas *replica.Replicas
@@ -65,15 +68,16 @@ type Server struct {
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 
-	// sessions are the live terminal sessions, so that shutdown can end them
-	// and wait for them; once closing, a session that starts is ended at
-	// once. ended is closed when the last one leaves, for waitSessions. Not
-	// a sync.WaitGroup: a session let in as shutdown begins still joins,
-	// and a WaitGroup may not grow from zero while it is waited on.
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	closing  bool
-	ended    chan struct{}
+	// pages are the connections of live terminal pages, so that shutdown
+	// can end them and wait for them; once closing, a page that starts is
+	// ended at once. ended is closed when the last one leaves, for
+	// waitPages. Not a sync.WaitGroup: a page let in as shutdown begins
+	// still joins, and a WaitGroup may not grow from zero while it is
+	// waited on.
+	mu      sync.Mutex
+	pages   map[*pageConn]struct{}
+	closing bool
+	ended   chan struct{}
 }
 
 // NewServer returns a share listener. config is the server's own identity:
@@ -86,11 +90,11 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	if errs := opts.Validate(); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	exec, err := NewPodExecutor(config)
+	exec, err := podexec.NewClient(config)
 	if err != nil {
 		return nil, err
 	}
-	links, err := NewLinks(config, keys, clk)
+	resolver, err := access.NewResolver(config, keys, clk)
 	if err != nil {
 		return nil, err
 	}
@@ -100,33 +104,33 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	}
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(NewScheme(), corev1.EventSource{Component: EventComponent})
+	recorder := broadcaster.NewRecorder(access.NewScheme(), corev1.EventSource{Component: EventComponent})
 	replicas, err := newReplicas(opts, config)
 	if err != nil {
 		return nil, err
 	}
-	s := newServer(opts, links, exec, recorder, clk)
+	s := newServer(opts, resolver, exec, recorder, clk)
 	s.events = broadcaster
 	s.replicas = replicas
 	return s, nil
 }
 
 // newServer assembles a Server from its parts.
-func newServer(opts *Options, links *Links, exec Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
+func newServer(opts *Options, resolver *access.Resolver, exec podexec.Executor, recorder record.EventRecorder, clk clock.Clock) *Server {
 	proxies, _ := opts.trustedProxies()
 	s := &Server{
 		opts:     opts,
-		links:    links,
-		clientIP: ClientIPResolver{TrustedProxies: proxies},
-		limiter:  newIPRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
-		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
-		hubs:     newHubs(),
-		viewers:  newViewerCounts(links.recordViewers),
+		resolver: resolver,
+		clientIP: access.ClientIPResolver{TrustedProxies: proxies},
+		limiter:  access.NewRateLimiter(opts.RequestsPerSecond, opts.RequestBurst, opts.MaxTrackedClients),
+		slots:    access.NewSlots(opts.MaxSessions, opts.MaxSessionsPerAgent),
+		sessions: session.NewRegistry(opts.SessionTuning),
+		viewers:  access.NewViewers(resolver),
 		audit:    newAuditor(recorder),
 		exec:     exec,
 		clock:    clk,
 		origins:  map[string]bool{},
-		sessions: map[*session]struct{}{},
+		pages:    map[*pageConn]struct{}{},
 	}
 	if opts.PublicURL != "" {
 		u, _ := url.Parse(opts.PublicURL)
@@ -218,26 +222,26 @@ func securityHeaders(next http.Handler) http.Handler {
 
 // admit applies the per-address rate limit and resolves the token. On
 // refusal it has written the answer.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, asJSON bool) (*Grant, netip.Addr, bool) {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, asJSON bool) (*access.Grant, netip.Addr, bool) {
 	grant, client, _, ok := s.admitForwarded(w, r, asJSON)
 	return grant, client, ok
 }
 
 // admitForwarded is admit, which also reports whether another replica
 // forwarded the request.
-func (s *Server) admitForwarded(w http.ResponseWriter, r *http.Request, asJSON bool) (_ *Grant, _ netip.Addr, forwarded, _ bool) {
+func (s *Server) admitForwarded(w http.ResponseWriter, r *http.Request, asJSON bool) (_ *access.Grant, _ netip.Addr, forwarded, _ bool) {
 	client, forwarded, ok := s.clientAddress(w, r, asJSON)
 	if !ok {
 		return nil, client, forwarded, false
 	}
 	if ok, retry := s.limiter.Allow(client, s.clock.Now()); !ok {
-		s.audit.refused(nil, client.String(), ReasonTooManyRequest)
+		s.audit.refused(nil, client.String(), access.ReasonTooManyRequest)
 		w.Header().Set("Retry-After", retryAfterSeconds(retry))
-		writeRefusal(w, &Refusal{Reason: ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+		writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
 			Message: "Too many requests. Wait a moment and try again."}, asJSON)
 		return nil, client, forwarded, false
 	}
-	grant, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client)
+	grant, refusal := s.resolver.Resolve(r.Context(), r.PathValue("token"), client)
 	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		writeRefusal(w, refusal, asJSON)
@@ -254,7 +258,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
 			w.Header().Set("Retry-After", retryAfterSeconds(retry))
-			refusalsTotal.WithLabelValues(ReasonTooManyRequest).Inc()
+			refusalsTotal.WithLabelValues(access.ReasonTooManyRequest).Inc()
 			http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
 			return
 		}
@@ -263,7 +267,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	// from /info, so an invalid link still shows a clear message. Its status
 	// code still tells crawlers and scripts that the link does not work.
 	code := http.StatusOK
-	if _, refusal := s.links.Resolve(r.Context(), r.PathValue("token"), client); refusal != nil {
+	if _, refusal := s.resolver.Resolve(r.Context(), r.PathValue("token"), client); refusal != nil {
 		code = refusal.Code
 	}
 	web.WritePage(w, code)
@@ -321,7 +325,7 @@ func originOf(scheme, host string) string {
 	return strings.ToLower(scheme) + "://" + strings.ToLower(host)
 }
 
-func writeRefusal(w http.ResponseWriter, refusal *Refusal, asJSON bool) {
+func writeRefusal(w http.ResponseWriter, refusal *access.Refusal, asJSON bool) {
 	if asJSON {
 		writeJSON(w, refusal.Code, map[string]string{"reason": refusal.Reason, "message": refusal.Message})
 		return
@@ -362,8 +366,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cacheErr := make(chan error, 1)
-	go func() { cacheErr <- s.links.Run(ctx) }()
-	if !s.links.WaitForCacheSync(ctx) {
+	go func() { cacheErr <- s.resolver.Run(ctx) }()
+	if !s.resolver.WaitForCacheSync(ctx) {
 		ln.Close()
 		cancel()
 		if err := <-cacheErr; err != nil && parent.Err() == nil {
@@ -384,7 +388,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// A listener that restarted in the same pod starts with no pages:
 	// counts it recorded before are cleared before it serves.
 	clearCtx, clearCancel := context.WithTimeout(ctx, 10*time.Second)
-	s.links.clearViewers(clearCtx)
+	s.resolver.ClearViewers(clearCtx)
 	clearCancel()
 	err := s.serve(ctx, ln)
 	cancel()
@@ -404,7 +408,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          nil,
 		// Requests keep ctx's values but not its end: at shutdown the
-		// sessions are ended by closeSessions, which tells each page why,
+		// sessions are ended by closePages, which tells each page why,
 		// rather than by their context, which would end them as Closed.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -445,19 +449,19 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 			s.replicas.Forwarder.Close(shutdownCtx)
 		}
 	}()
-	s.closeSessions()
-	s.waitSessions()
+	s.closePages()
+	s.waitPages()
 	<-forwarded
 	// Sessions waiting for a page to come back end too, and the Leases of
 	// this replica's sessions go, so that the next page of their Agents
 	// starts a new session on a replica that stays at once.
-	s.hubs.closeAll()
+	s.sessions.CloseAll()
 	if s.replicas != nil {
 		s.replicas.Leases.Close()
 	}
 	err := <-shutdownErr
 	// The pages are gone: record it on the links' Secrets before leaving.
-	s.viewers.wait(shutdownCtx)
+	s.viewers.Wait(shutdownCtx)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -467,19 +471,19 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 // shutdownMessage is what a page shows when the listener stops.
 const shutdownMessage = "The share server is restarting. Reconnect in a moment."
 
-func (s *Server) track(sess *session) (untrack func()) {
+func (s *Server) track(page *pageConn) (untrack func()) {
 	s.mu.Lock()
-	s.sessions[sess] = struct{}{}
+	s.pages[page] = struct{}{}
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
 		// It was let in as the listener began to stop.
-		sess.end(closeGoingAway, "ServerShutdown", shutdownMessage)
+		page.end(closeGoingAway, "ServerShutdown", shutdownMessage)
 	}
 	return func() {
 		s.mu.Lock()
-		delete(s.sessions, sess)
-		if len(s.sessions) == 0 && s.ended != nil {
+		delete(s.pages, page)
+		if len(s.pages) == 0 && s.ended != nil {
 			close(s.ended)
 			s.ended = nil
 		}
@@ -487,11 +491,11 @@ func (s *Server) track(sess *session) (untrack func()) {
 	}
 }
 
-// waitSessions waits until no session is live, including those let in while
+// waitPages waits until no page is connected, including those let in while
 // it waits.
-func (s *Server) waitSessions() {
+func (s *Server) waitPages() {
 	s.mu.Lock()
-	if len(s.sessions) == 0 {
+	if len(s.pages) == 0 {
 		s.mu.Unlock()
 		return
 	}
@@ -503,33 +507,33 @@ func (s *Server) waitSessions() {
 	<-ended
 }
 
-// closeSessions ends every live session, and every one that starts from now
-// on, with ServerShutdown: the page offers to reconnect. Each end waits a
-// moment for its page to answer the close, so they run in parallel and
-// without holding s.mu, which ending sessions take to untrack themselves.
-func (s *Server) closeSessions() {
+// closePages ends every page's connection, and every one that starts from
+// now on, with ServerShutdown: the page offers to reconnect. Each end waits
+// a moment for its page to answer the close, so they run in parallel and
+// without holding s.mu, which ending pages take to untrack themselves.
+func (s *Server) closePages() {
 	s.mu.Lock()
 	s.closing = true
-	live := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		live = append(live, sess)
+	live := make([]*pageConn, 0, len(s.pages))
+	for page := range s.pages {
+		live = append(live, page)
 	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sess := range live {
-		wg.Go(func() { sess.end(closeGoingAway, "ServerShutdown", shutdownMessage) })
+	for _, page := range live {
+		wg.Go(func() { page.end(closeGoingAway, "ServerShutdown", shutdownMessage) })
 	}
 	wg.Wait()
 }
 
-// sessionCount returns the number of live sessions of an Agent, or of all
+// pageCount returns the number of connected pages of an Agent, or of all
 // Agents for an empty name.
-func (s *Server) sessionCount(agent types.NamespacedName) int {
+func (s *Server) pageCount(agent types.NamespacedName) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for sess := range s.sessions {
-		if agent.Name == "" || sess.grant.Agent == agent {
+	for page := range s.pages {
+		if agent.Name == "" || page.grant.Agent == agent {
 			n++
 		}
 	}

@@ -1,6 +1,7 @@
 package sharehttp
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -9,11 +10,11 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
-	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
 
@@ -29,7 +30,7 @@ func newTestServer(t testing.TB, mutate func(*Options)) *Server {
 	if errs := opts.Validate(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	return newServer(opts, newLinks(&informertest.FakeInformers{}, nil, sharetest.Keys(), clock.RealClock{}), nil, nil, clock.RealClock{})
+	return newServer(opts, access.NewResolverFor(&informertest.FakeInformers{}, nil, sharetest.Keys(), clock.RealClock{}, nil), nil, nil, clock.RealClock{})
 }
 
 func TestRoutesRefuseUnknownTokens(t *testing.T) {
@@ -152,35 +153,35 @@ func FuzzShareRoutes(f *testing.F) {
 	})
 }
 
-func TestBrokenWatchFailsClosed(t *testing.T) {
-	s := newTestServer(t, nil)
-	h := s.Handler()
-	token, _ := share.NewToken()
-	get := func() int {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/s/"+token+"/info", nil))
-		return rec.Code
+// When the caches stop following the cluster, open sessions end with
+// Unavailable: a revocation may have happened unseen.
+func TestSessionsEndWhenWatchesAreLost(t *testing.T) {
+	f := newLinkFixture(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Run starts what watches the caches' health; the fake cache it
+	// starts returns at once.
+	go func() { _ = f.server.resolver.Run(ctx) }()
+	addr, _ := f.serve(t)
+	conn := dialSession(t, addr, f.token)
+	<-f.exec.started
+
+	f.cacheLost.Store(true)
+	status, code := readUntilClosed(t, conn, 10*time.Second)
+	if code != closeServerError || status == nil || status.Reason != access.ReasonUnavailable {
+		t.Fatalf("the session ended with %d %+v, want 1011 Unavailable", code, status)
 	}
-	clk := clocktesting.NewFakeClock(time.Now())
-	watches := newWatchHealth(clk, watchGrace, "secrets")
-	s.links.watches = watches
-	watches.opened("secrets")
-	if code := get(); code != http.StatusNotFound {
-		t.Fatalf("healthy cache: %d, want 404", code)
+	if got := infoStatus(t, addr, f.token); got != http.StatusServiceUnavailable {
+		t.Errorf("/info answers %d while the watches are down, want 503", got)
 	}
-	// A watch that ends and is opened again at once loses nothing.
-	watches.closed("secrets")
-	if code := get(); code != http.StatusNotFound {
-		t.Fatalf("a watch down for a moment: %d, want 404", code)
+}
+
+func infoStatus(t *testing.T, addr, token string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/s/" + token + "/info")
+	if err != nil {
+		t.Fatal(err)
 	}
-	// While a watch is broken the listener cannot see revocations: it must
-	// refuse rather than answer from what may be stale.
-	clk.Step(watchGrace)
-	if code := get(); code != http.StatusServiceUnavailable {
-		t.Fatalf("broken watch: %d, want 503", code)
-	}
-	watches.opened("secrets")
-	if code := get(); code != http.StatusNotFound {
-		t.Fatalf("watch open again: %d, want 404", code)
-	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -22,9 +22,9 @@ func TestShutdownEndsSessionsWithServerShutdown(t *testing.T) {
 	}
 	// The pages of a link share one command.
 	<-f.exec.started
-	for deadline := time.Now().Add(10 * time.Second); f.server.sessionCount(types.NamespacedName{}) < 2; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); f.server.pageCount(types.NamespacedName{}) < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions open, want 2", f.server.sessionCount(types.NamespacedName{}))
+			t.Fatalf("%d sessions open, want 2", f.server.pageCount(types.NamespacedName{}))
 		}
 	}
 	if err := stop(); err != nil {

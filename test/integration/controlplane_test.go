@@ -30,7 +30,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 	"k8s.io/utils/ptr"
 
-	"github.com/kubeopencode/share/pkg/sharehttp"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 )
 
 // pollInterval and pollTimeout bound every wait on the cluster.
@@ -310,7 +310,7 @@ func newExecutor(t *testing.T, cfg *rest.Config, cs kubernetes.Interface, pod *c
 		cfg = webSocketRefusingProxy(t, cfg)
 		fallthrough
 	case listenerProtocol:
-		ex, err := sharehttp.NewPodExecutor(cfg)
+		ex, err := podexec.NewClient(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +341,7 @@ func newExecutor(t *testing.T, cfg *rest.Config, cs kubernetes.Interface, pod *c
 // listenerExecutor runs one command with the share listener's executor, which
 // takes the streams to open from the options it streams with.
 type listenerExecutor struct {
-	ex   *sharehttp.PodExecutor
+	ex   *podexec.Client
 	pod  *corev1.Pod
 	opts *corev1.PodExecOptions
 }

@@ -577,7 +577,7 @@ func (s *system) testSlowClients(t *testing.T) {
 
 	// A page that stops taking output shares its link with one that does:
 	// the other page's output goes on, held up at most while the server
-	// waits for the slow one (its pong timeout here, else the hub's 5s).
+	// waits for the slow one (its pong timeout here, else the shared session's SlowViewerTimeout of 5s).
 	counter := types.NamespacedName{Namespace: key.Namespace, Name: "slow-counter"}
 	s.createAgent(t, counter, nil, counterCommand()...)
 	s.waitAgent(t, counter, 2*time.Minute, "Ready", isReady)

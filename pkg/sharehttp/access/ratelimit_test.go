@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"math/rand/v2"
@@ -11,7 +11,7 @@ import (
 // and an address it still remembers stays limited.
 func TestRateLimiterMemoryIsBounded(t *testing.T) {
 	const max = 1000
-	l := newIPRateLimiter(1, 2, max)
+	l := NewRateLimiter(1, 2, max)
 	now := time.Now()
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := range 100000 {
@@ -47,7 +47,7 @@ func TestRateLimiterMemoryIsBounded(t *testing.T) {
 // Addresses of one IPv6 /64 share a limit: rotating through one's own
 // block does not escape it.
 func TestRateLimiterGroupsIPv6By64(t *testing.T) {
-	l := newIPRateLimiter(1, 3, 100)
+	l := NewRateLimiter(1, 3, 100)
 	now := time.Now()
 	allowed := 0
 	for i := range 20 {

@@ -1,4 +1,4 @@
-package sharehttp
+package podexec
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package sharehttp
+package session
 
 // outputLog holds the most recent output of a session in a ring: the bytes
 // from offset start to end of everything the command wrote. It starts small

@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"sync"
@@ -6,8 +6,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// sessionSlots bounds the concurrent sessions in total and per Agent.
-type sessionSlots struct {
+// Slots bound the terminal connections open at once, in total and per
+// Agent.
+type Slots struct {
 	mu       sync.Mutex
 	total    int
 	perAgent map[types.NamespacedName]int
@@ -15,13 +16,14 @@ type sessionSlots struct {
 	maxAgent int
 }
 
-func newSessionSlots(max, maxPerAgent int) *sessionSlots {
-	return &sessionSlots{perAgent: map[types.NamespacedName]int{}, max: max, maxAgent: maxPerAgent}
+// NewSlots returns max slots, at most maxPerAgent of them for one Agent.
+func NewSlots(max, maxPerAgent int) *Slots {
+	return &Slots{perAgent: map[types.NamespacedName]int{}, max: max, maxAgent: maxPerAgent}
 }
 
-// Acquire takes a slot for a session of the Agent; release gives it back and
+// Acquire takes a slot for a terminal connection of the Agent; release gives it back and
 // must be called once.
-func (s *sessionSlots) Acquire(agent types.NamespacedName) (release func(), ok bool) {
+func (s *Slots) Acquire(agent types.NamespacedName) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.total >= s.max || s.perAgent[agent] >= s.maxAgent {

@@ -21,7 +21,10 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/access"
+	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
+	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
@@ -34,13 +37,17 @@ const (
 	closeServerError = terminal.CloseServerError
 )
 
+// slowViewerStatus ends the connection of a page that stopped taking output.
+var slowViewerStatus = wire.Status{Reason: "TooSlow", Message: "This page fell too far behind the terminal's output and was disconnected. Reconnect to catch up."}
+
 // handshakeTimeout bounds the wait for the page's first message, which
 // carries the terminal size.
 const handshakeTimeout = 15 * time.Second
 
-// session is one browser terminal bridged to an exec stream.
-type session struct {
-	grant  *Grant
+// pageConn is one page's connection: a browser terminal on its Agent's
+// shared session.
+type pageConn struct {
+	grant  *access.Grant
 	token  string
 	client netip.Addr
 	pod    string
@@ -51,30 +58,30 @@ type session struct {
 	reason string
 }
 
-// end closes the session with a status the page shows. Only the first call
+// end closes the page's connection with a status the page shows. Only the first call
 // counts; it reports whether it was the first.
-func (s *session) end(code int, reason, message string) bool {
-	return s.endWith(code, wire.Status{Reason: reason, Message: message})
+func (pc *pageConn) end(code int, reason, message string) bool {
+	return pc.endWith(code, wire.Status{Reason: reason, Message: message})
 }
 
-func (s *session) endWith(code int, status wire.Status) bool {
-	s.mu.Lock()
-	if s.reason != "" {
-		s.mu.Unlock()
+func (pc *pageConn) endWith(code int, status wire.Status) bool {
+	pc.mu.Lock()
+	if pc.reason != "" {
+		pc.mu.Unlock()
 		return false
 	}
-	s.reason = status.Reason
-	s.mu.Unlock()
+	pc.reason = status.Reason
+	pc.mu.Unlock()
 	// Stop the exec first: Close waits for the page to answer.
-	s.cancel()
-	s.term.Close(code, status)
+	pc.cancel()
+	pc.term.Close(code, status)
 	return true
 }
 
-func (s *session) endedBy() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reason
+func (pc *pageConn) endedBy() string {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.reason
 }
 
 func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
@@ -82,13 +89,13 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	// malformed upgrade is refused like any other bad request and never gets
 	// as far as taking a use of a one-time link.
 	if !validUpgrade(r) {
-		writeRefusal(w, &Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "A WebSocket upgrade is required."}, true)
+		writeRefusal(w, &access.Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "A WebSocket upgrade is required."}, true)
 		return
 	}
 	if !s.checkOrigin(r) {
 		client, _ := s.clientIP.ClientIP(r)
 		s.audit.refused(nil, client.String(), "ForeignOrigin")
-		writeRefusal(w, &Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
+		writeRefusal(w, &access.Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
 		return
 	}
 	grant, client, forwarded, ok := s.admitForwarded(w, r, true)
@@ -106,36 +113,35 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		}
 		defer claim.Release()
 	}
-	pod, ok := s.links.ReadyPod(r.Context(), grant.Agent)
+	pod, ok := s.resolver.ReadyPod(r.Context(), grant.Agent)
 	if !ok {
-		s.audit.refused(&grant.Agent, client.String(), ReasonNoPod)
-		writeRefusal(w, &Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable,
+		s.audit.refused(&grant.Agent, client.String(), access.ReasonNoPod)
+		writeRefusal(w, &access.Refusal{Reason: share.ReasonAgentNotReady, Code: http.StatusServiceUnavailable,
 			Message: "The Agent has no running pod. Try again when it is ready."}, true)
 		return
 	}
 	// The caches said yes; the API server must too, so that a revocation
 	// whose watch event is still on its way opens nothing.
-	grant, refusal := s.links.Confirm(r.Context(), grant, r.PathValue("token"), client)
+	grant, refusal := s.resolver.Confirm(r.Context(), grant, r.PathValue("token"), client)
 	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		writeRefusal(w, refusal, true)
 		return
 	}
-	resume, _ := ParseResumePoint(r.URL.Query().Get("resume"))
-	resumed := s.hubs.resumable(grant, resume)
+	resume, _ := session.ParseResumePoint(r.URL.Query().Get("resume"))
+	resumed := s.sessions.Resumable(grant.AgentUID, resume)
 	release, ok := s.slots.Acquire(grant.Agent)
 	if !ok {
-		s.audit.refused(&grant.Agent, client.String(), ReasonTooManyRequest)
+		s.audit.refused(&grant.Agent, client.String(), access.ReasonTooManyRequest)
 		w.Header().Set("Retry-After", "10")
-		writeRefusal(w, &Refusal{Reason: ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+		writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
 			Message: "Too many terminal sessions are open. Try again later."}, true)
 		return
 	}
 	defer release()
 	// Each link counts its pages, for its maxViewers and its status.
-	leave, ok := s.viewers.join(grant, !resumed)
-	if !ok {
-		refusal := refuseTooManyViewers(grant)
+	leave, refusal := s.viewers.Join(grant, !resumed)
+	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		w.Header().Set("Retry-After", "10")
 		writeRefusal(w, refusal, true)
@@ -146,21 +152,21 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 	// never by the page or /info (which link previews fetch), nor by a page
 	// resuming the session it lost. The use is taken last, once nothing
 	// but the connection itself can fail, and given back if it does.
-	var use *linkUse
+	var use *access.Use
 	if !resumed {
-		if use, refusal = s.links.takeUse(r.Context(), grant, r.PathValue("token")); refusal != nil {
+		if use, refusal = s.resolver.TakeUse(r.Context(), grant, r.PathValue("token")); refusal != nil {
 			s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 			writeRefusal(w, refusal, true)
 			return
 		}
 	}
-	defer use.giveBack()
+	defer use.GiveBack()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runSession(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use, claim)
+	s.runPage(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use, claim)
 }
 
 // validUpgrade reports whether r is a WebSocket handshake the upgrader will
@@ -188,9 +194,9 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// runSession runs a page's terminal. use, the use of a one-time link the
+// runPage runs a page's terminal. use, the use of a one-time link the
 // connection took, is kept once the page's terminal starts.
-func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant *Grant, token string, client netip.Addr, pod string, resume *ResumePoint, use *linkUse, claim *replica.Claim) {
+func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *access.Grant, token string, client netip.Addr, pod string, resume *session.ResumePoint, use *access.Use, claim *replica.Claim) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The page's input goes straight into the command, from the read loop
@@ -208,8 +214,8 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 		IdleTimeout: s.opts.IdleTimeout,
 		Input:       input,
 	})
-	sess := &session{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
-	defer s.track(sess)()
+	page := &pageConn{grant: grant, token: token, client: client, pod: pod, term: term, cancel: cancel}
+	defer s.track(page)()
 	activeSessions.Inc()
 	defer activeSessions.Dec()
 
@@ -217,9 +223,9 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	size, err := term.WaitForSize(handshakeCtx)
 	handshakeCancel()
 	if err != nil {
-		if !sess.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.") {
+		if !page.end(closePolicy, "ProtocolError", "The terminal did not start: the page sent no terminal size.") {
 			// The server ended it first, at shutdown.
-			sessionsTotal.WithLabelValues(sess.endedBy()).Inc()
+			sessionsTotal.WithLabelValues(page.endedBy()).Inc()
 			return
 		}
 		sessionsTotal.WithLabelValues("handshake_failed").Inc()
@@ -227,51 +233,52 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 	}
 	// The page has its terminal: from here on the link has been used,
 	// however the session ends.
-	use.keep()
+	use.Keep()
 
 	// Every page of an Agent's links shares one command: the first to
 	// arrive starts it, later ones join and are shown the recent output
 	// first.
-	h, v, first := s.hubs.join(grant, term, size, resume, grant.ReadOnly, func() { sess.endWith(closeServerError, slowViewerStatus) })
-	input.connect(h.inputOf(v))
+	shared, v, first := s.sessions.Join(grant.AgentUID, term, size, resume, grant.ReadOnly, func() { page.endWith(closeServerError, slowViewerStatus) })
+	input.connect(shared.Input(v))
 	// A page whose connection dropped, rather than one the server ended,
 	// may come back to resume: the command waits for it a while.
 	linger := false
-	defer func() { h.leave(v, linger) }()
+	defer func() { shared.Leave(v, linger) }()
 	if first {
-		// The session holds its Lease while it runs, past this page.
-		var hubClaim *replica.Claim
+		// With several replicas, the session holds its Lease while it
+		// runs, past this page.
+		var sessionClaim *replica.Claim
 		if claim != nil {
-			hubClaim = claim.Another()
+			sessionClaim = claim.Another()
 		}
-		go s.runHub(h, grant, pod, hubClaim)
+		go s.runSession(shared, grant, pod, sessionClaim)
 	}
 
-	changes, unsubscribe := s.links.Subscribe(grant.Agent)
+	changes, unsubscribe := s.resolver.Subscribe(grant.Agent)
 	defer unsubscribe()
 
 	start := s.clock.Now()
 	s.audit.sessionStarted(grant, pod, client.String())
 	// In this goroutine rather than one of its own: most sessions sit idle.
-	s.watchSession(ctx, sess, changes, h.done)
+	s.watchLink(ctx, page, changes, shared.Done())
 	var outcome string
 	select {
-	case <-h.done:
+	case <-shared.Done():
 		// The page sees the command's last output before its status.
-		drain := time.NewTimer(drainTimeout)
+		drain := time.NewTimer(s.opts.SessionTuning.DrainTimeout)
 		select {
-		case <-v.drained:
+		case <-v.Drained():
 		case <-term.Done():
 		case <-ctx.Done():
 		case <-drain.C:
 		}
 		drain.Stop()
-		outcome = s.finish(ctx, sess, h.result)
+		outcome = s.finish(ctx, page, shared.Err())
 	case <-ctx.Done():
-		outcome = s.finish(ctx, sess, ctx.Err())
+		outcome = s.finish(ctx, page, ctx.Err())
 	case <-term.Done():
 		linger = term.Status() == nil
-		outcome = s.finish(ctx, sess, context.Canceled)
+		outcome = s.finish(ctx, page, context.Canceled)
 	}
 	bytesTotal.WithLabelValues("in").Add(float64(term.BytesIn()))
 	bytesTotal.WithLabelValues("out").Add(float64(term.BytesOut()))
@@ -280,55 +287,55 @@ func (s *Server) runSession(parent context.Context, conn *websocket.Conn, grant 
 }
 
 // finish tells the page how the session ended and returns the outcome.
-func (s *Server) finish(ctx context.Context, sess *session, err error) string {
-	if reason := sess.endedBy(); reason != "" {
+func (s *Server) finish(ctx context.Context, page *pageConn, err error) string {
+	if reason := page.endedBy(); reason != "" {
 		return reason
 	}
 	var exitErr utilexec.ExitError
 	switch {
 	case err == nil:
 		code := 0
-		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: "The session ended.", ExitCode: &code})
+		page.endWith(closeNormal, wire.Status{Reason: "Exited", Message: "The session ended.", ExitCode: &code})
 		return "Exited"
 	case errors.As(err, &exitErr):
 		code := exitErr.ExitStatus()
-		sess.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
+		page.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
 		return "Exited"
 	case errors.Is(err, errSessionLeaseLost):
-		sess.end(closeServerError, ReasonUnavailable, "The share server lost track of this session's ownership. Reconnect to go on.")
-		return ReasonUnavailable
-	case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
-		sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
+		page.end(closeServerError, access.ReasonUnavailable, "The share server lost track of this session's ownership. Reconnect to go on.")
+		return access.ReasonUnavailable
+	case !s.resolver.PodExists(ctx, page.grant.Agent.Namespace, page.pod):
+		page.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 		return "PodGone"
 	case clusterUnreachable(err):
-		sess.end(closeServerError, ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
-		return ReasonUnavailable
-	case errors.Is(err, context.Canceled), sessionClosedByClient(sess):
-		sess.end(closeNormal, "Closed", "The session was closed.")
+		page.end(closeServerError, access.ReasonUnavailable, "The share server cannot reach the cluster right now. Try again shortly.")
+		return access.ReasonUnavailable
+	case errors.Is(err, context.Canceled), closedByPage(page):
+		page.end(closeNormal, "Closed", "The session was closed.")
 		return "Closed"
 	default:
-		sess.end(closeServerError, "Error", "The terminal connection to the Agent failed.")
+		page.end(closeServerError, "Error", "The terminal connection to the Agent failed.")
 		return "Error"
 	}
 }
 
-func sessionClosedByClient(sess *session) bool {
+func closedByPage(page *pageConn) bool {
 	select {
-	case <-sess.term.Done():
+	case <-page.term.Done():
 		return true
 	default:
 		return false
 	}
 }
 
-// watchSession re-checks the link whenever the Agent, its Secret or its pods
+// watchLink re-checks the link whenever the Agent, its Secret or its pods
 // change, when the caches stop following the cluster, and at the expiry, and
 // ends the session the moment the link no longer gives access: disabled,
 // rotated, expired, address no longer allowed, Agent not ready, the pod gone,
 // or no way to know (Unavailable). It returns once the session is ending:
 // ctx is done, the page went, or the command ended (done).
-func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan struct{}, done <-chan struct{}) {
-	expiresAt := sess.grant.ExpiresAt
+func (s *Server) watchLink(ctx context.Context, page *pageConn, changes <-chan struct{}, done <-chan struct{}) {
+	expiresAt := page.grant.ExpiresAt
 	var timer clock.Timer
 	var expiry <-chan time.Time
 	setExpiry := func() {
@@ -351,16 +358,16 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		select {
 		case <-ctx.Done():
 			return
-		case <-sess.term.Done():
+		case <-page.term.Done():
 			return
 		case <-done:
 			return
 		case <-expiry:
-			sess.end(closePolicy, share.ReasonExpired, "This share link has expired.")
+			page.end(closePolicy, share.ReasonExpired, "This share link has expired.")
 			return
 		case <-changes:
 		}
-		grant, refusal := s.links.Resolve(ctx, sess.token, sess.client)
+		grant, refusal := s.resolver.Resolve(ctx, page.token, page.client)
 		switch {
 		case refusal != nil && refusal.Reason == share.ReasonUsedUp:
 			// A used-up link opens no new terminal; the ones it opened go on.
@@ -368,25 +375,25 @@ func (s *Server) watchSession(ctx context.Context, sess *session, changes <-chan
 		case refusal != nil:
 			code, reason, message := closePolicy, refusal.Reason, refusal.Message
 			switch reason {
-			case ReasonNotFound:
+			case access.ReasonNotFound:
 				reason, message = "Revoked", "This share link was disabled or replaced."
-			case ReasonUnavailable:
+			case access.ReasonUnavailable:
 				// The caches lost the cluster: the link may have been
 				// revoked unseen, so the session fails closed.
 				code, message = closeServerError, "The share server cannot reach the cluster right now. Try again shortly."
 			}
-			sess.end(code, reason, message)
+			page.end(code, reason, message)
 			return
-		case grant.AgentUID != sess.grant.AgentUID:
-			sess.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
+		case grant.AgentUID != page.grant.AgentUID:
+			page.end(closePolicy, "Revoked", "This share link was disabled or replaced.")
 			return
-		case grant.ReadOnly != sess.grant.ReadOnly:
+		case grant.ReadOnly != page.grant.ReadOnly:
 			// A page joins its session as an editor or a watcher; a link
 			// switched to view must stop typing at once.
-			sess.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
+			page.end(closePolicy, wire.ReasonModeChanged, "This link was switched between read-only and read-write. Reconnect to go on.")
 			return
-		case !s.links.PodExists(ctx, sess.grant.Agent.Namespace, sess.pod):
-			sess.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
+		case !s.resolver.PodExists(ctx, page.grant.Agent.Namespace, page.pod):
+			page.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 			return
 		}
 		if !grant.ExpiresAt.Equal(expiresAt) {
@@ -409,26 +416,49 @@ func clusterUnreachable(err error) bool {
 		(errors.As(err, &closeErr) && closeErr.Code == websocket.CloseAbnormalClosure) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// runHub runs the command of a shared session until it ends or every page
-// has left.
+// runSession runs the command of a shared session until it ends or every
+// page has left.
 //
 // With several replicas, it runs under the claim on the session's Lease,
-// which it releases when the command has ended; a Lease this replica can
-// no longer renew ends the command, for another replica may start one.
-func (s *Server) runHub(h *hub, grant *Grant, pod string, claim *replica.Claim) {
-	ctx, release := underClaim(h.ctx, claim)
-	err := s.exec.Exec(ctx, grant.Agent.Namespace, pod, AgentContainer, grant.Command, remotecommand.StreamOptions{
-		Stdin:             h.stdin,
-		Stdout:            h,
-		Tty:               true,
-		TerminalSizeQueue: h,
+// which it releases once the session has left the registry, so that no
+// page joins a session whose Lease is gone; a Lease this replica can no
+// longer renew ends the command, for another replica may start one.
+func (s *Server) runSession(shared *session.Session, grant *access.Grant, pod string, claim *replica.Claim) {
+	release := func() {}
+	shared.Run(func(ctx context.Context, opts remotecommand.StreamOptions) error {
+		ctx, release = underClaim(ctx, claim)
+		err := s.exec.Exec(ctx, grant.Agent.Namespace, pod, podexec.AgentContainer, grant.Command, opts)
+		if errors.Is(context.Cause(ctx), errSessionLeaseLost) {
+			klog.InfoS("Ending a shared session whose Lease this replica lost", "agent", grant.Agent)
+			err = errSessionLeaseLost
+		}
+		return err
 	})
-	if errors.Is(context.Cause(ctx), errSessionLeaseLost) {
-		klog.InfoS("Ending a shared session whose Lease this replica lost", "agent", grant.Agent)
-		err = errSessionLeaseLost
-	}
-	// The hub leaves the registry before its Lease goes, so that no page
-	// joins a session whose Lease is gone.
-	h.finish(err)
 	release()
+}
+
+// pageInput is where a page's typed input goes: it waits for the page to
+// join its session, then goes where the session says (Session.Input). The
+// page's connection is not read while it waits, nor while the command's
+// input is full.
+type pageInput struct {
+	once      sync.Once
+	connected chan struct{}
+	to        io.Writer
+}
+
+func newPageInput() *pageInput { return &pageInput{connected: make(chan struct{})} }
+
+func (p *pageInput) Write(b []byte) (int, error) {
+	<-p.connected
+	return p.to.Write(b)
+}
+
+// connect sends the input to w from now on. Only the first call counts: a
+// page that never joins is connected to io.Discard when its session ends.
+func (p *pageInput) connect(w io.Writer) {
+	p.once.Do(func() {
+		p.to = w
+		close(p.connected)
+	})
 }

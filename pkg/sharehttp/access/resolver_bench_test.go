@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"context"
@@ -32,7 +32,7 @@ type indexedCache struct {
 func newIndexedCache() *indexedCache {
 	return &indexedCache{
 		secrets: toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{
-			tokenHashIndex: func(obj any) ([]string, error) {
+			TokenHashIndex: func(obj any) ([]string, error) {
 				return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}, nil
 			},
 		}),
@@ -55,11 +55,11 @@ func (c *indexedCache) Get(_ context.Context, key client.ObjectKey, obj client.O
 
 func (c *indexedCache) List(_ context.Context, list client.ObjectList, opts ...client.ListOption) error {
 	lo := (&client.ListOptions{}).ApplyOptions(opts)
-	hash, ok := lo.FieldSelector.RequiresExactMatch(tokenHashIndex)
+	hash, ok := lo.FieldSelector.RequiresExactMatch(TokenHashIndex)
 	if !ok {
-		return fmt.Errorf("indexedCache lists only by %s", tokenHashIndex)
+		return fmt.Errorf("indexedCache lists only by %s", TokenHashIndex)
 	}
-	objs, err := c.secrets.ByIndex(tokenHashIndex, hash)
+	objs, err := c.secrets.ByIndex(TokenHashIndex, hash)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func BenchmarkResolve(b *testing.B) {
 		for i := range n {
 			valid = c.addLink(b, fmt.Sprintf("ns-%d", i%100), fmt.Sprintf("agent-%d", i))
 		}
-		links := newLinks(c, nil, sharetest.Keys(), clock.RealClock{})
+		links := NewResolverFor(c, nil, sharetest.Keys(), clock.RealClock{}, nil)
 		unknown, _ := share.NewToken()
 		b.Run(fmt.Sprintf("links=%d/valid", n), func(b *testing.B) {
 			b.ReportAllocs()

@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"context"
@@ -45,11 +45,11 @@ type linkRef struct {
 	secret string
 }
 
-// viewerCounts counts the pages that have each link's terminal open through
+// Viewers counts the pages that have each link's terminal open through
 // this listener, refuses pages past a link's maxViewers, and records the
 // counts on the links' Secrets, from which the controller copies them into
 // the Agent's status.
-type viewerCounts struct {
+type Viewers struct {
 	// record writes a link's count; nil records nothing.
 	record func(ctx context.Context, ref linkRef, n int32) error
 	delay  time.Duration
@@ -65,23 +65,26 @@ type viewerCounts struct {
 	idle     chan struct{}
 }
 
-func newViewerCounts(record func(ctx context.Context, ref linkRef, n int32) error) *viewerCounts {
-	return &viewerCounts{record: record, delay: viewersFlushDelay, counts: map[linkRef]int32{}, pending: map[linkRef]int{}}
+// NewViewers returns Viewers that record the counts through r.
+func NewViewers(r *Resolver) *Viewers { return newViewers(r.recordViewers) }
+
+func newViewers(record func(ctx context.Context, ref linkRef, n int32) error) *Viewers {
+	return &Viewers{record: record, delay: viewersFlushDelay, counts: map[linkRef]int32{}, pending: map[linkRef]int{}}
 }
 
 func refFor(g *Grant) linkRef {
 	return linkRef{agent: g.Agent, uid: g.AgentUID, link: g.Link, secret: g.SecretName}
 }
 
-// join counts a page of the grant's link. Past the link's maxViewers (this
+// Join counts a page of the grant's link. Past the link's maxViewers (this
 // replica's pages and those the others recorded on the Secret) it refuses,
 // unless enforce is false, as for a page resuming the session it had.
-func (v *viewerCounts) join(g *Grant, enforce bool) (leave func(), ok bool) {
+func (v *Viewers) Join(g *Grant, enforce bool) (leave func(), refusal *Refusal) {
 	ref := refFor(g)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if enforce && g.MaxViewers > 0 && v.counts[ref]+g.viewersElsewhere >= g.MaxViewers {
-		return nil, false
+		return nil, refuseTooManyViewers(g)
 	}
 	v.counts[ref]++
 	v.scheduleLocked(ref, 0)
@@ -95,11 +98,11 @@ func (v *viewerCounts) join(g *Grant, enforce bool) (leave func(), ok bool) {
 			}
 			v.scheduleLocked(ref, 0)
 		})
-	}, true
+	}, nil
 }
 
 // count returns the number of pages of a link on this listener.
-func (v *viewerCounts) count(g *Grant) int32 {
+func (v *Viewers) count(g *Grant) int32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.counts[refFor(g)]
@@ -107,7 +110,7 @@ func (v *viewerCounts) count(g *Grant) int32 {
 
 // scheduleLocked writes a link's count after the flush delay, unless a
 // write is already on its way, which will write the count as it is then.
-func (v *viewerCounts) scheduleLocked(ref linkRef, attempt int) {
+func (v *Viewers) scheduleLocked(ref linkRef, attempt int) {
 	if v.record == nil {
 		return
 	}
@@ -123,7 +126,7 @@ func (v *viewerCounts) scheduleLocked(ref linkRef, attempt int) {
 }
 
 // done ends a scheduled write.
-func (v *viewerCounts) done() {
+func (v *Viewers) done() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.inflight--; v.inflight == 0 && v.idle != nil {
@@ -132,7 +135,7 @@ func (v *viewerCounts) done() {
 	}
 }
 
-func (v *viewerCounts) flush(ref linkRef) {
+func (v *Viewers) flush(ref linkRef) {
 	v.mu.Lock()
 	attempt := v.pending[ref]
 	delete(v.pending, ref)
@@ -152,9 +155,9 @@ func (v *viewerCounts) flush(ref linkRef) {
 	}
 }
 
-// wait waits for the writes on their way, at shutdown, including those
+// Wait waits for the writes on their way, at shutdown, including those
 // that pages leaving meanwhile schedule.
-func (v *viewerCounts) wait(ctx context.Context) {
+func (v *Viewers) Wait(ctx context.Context) {
 	for {
 		v.mu.Lock()
 		if v.inflight == 0 {
@@ -178,14 +181,14 @@ func (v *viewerCounts) wait(ctx context.Context) {
 // Secret, read from the API server and updated with its resourceVersion;
 // zero removes the annotation. A Secret that is gone or belongs to another
 // Agent is left alone.
-func (l *Links) recordViewers(ctx context.Context, ref linkRef, n int32) error {
-	if l.liveWriter == nil {
+func (r *Resolver) recordViewers(ctx context.Context, ref linkRef, n int32) error {
+	if r.liveWriter == nil {
 		return nil
 	}
 	key := types.NamespacedName{Namespace: ref.agent.Namespace, Name: ref.secret}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		secret := &corev1.Secret{}
-		if err := l.live.Get(ctx, key, secret); err != nil {
+		if err := r.live.Get(ctx, key, secret); err != nil {
 			return err
 		}
 		if !share.OwnedBy(secret, ref.uid) {
@@ -204,7 +207,7 @@ func (l *Links) recordViewers(ctx context.Context, ref linkRef, n int32) error {
 			}
 			secret.Annotations[annotation] = strconv.Itoa(int(n))
 		}
-		return l.liveWriter.Update(ctx, secret)
+		return r.liveWriter.Update(ctx, secret)
 	})
 }
 
@@ -214,12 +217,12 @@ func refuseTooManyViewers(g *Grant) *Refusal {
 		Message: "This link is open in as many pages as it allows. Try again when someone has left."}
 }
 
-// clearViewers removes the viewer counts this replica recorded on share
+// ClearViewers removes the viewer counts this replica recorded on share
 // Secrets before it (re)started: it has no pages yet. Failures are logged
 // and left: the next page of the link writes its count again.
-func (l *Links) clearViewers(ctx context.Context) {
+func (r *Resolver) ClearViewers(ctx context.Context) {
 	secrets := &corev1.SecretList{}
-	if err := l.cache.List(ctx, secrets); err != nil {
+	if err := r.cache.List(ctx, secrets); err != nil {
 		return
 	}
 	annotation := replicaAnnotation()
@@ -234,7 +237,7 @@ func (l *Links) clearViewers(ctx context.Context) {
 			link:   secret.Labels[share.LabelShareLink],
 			secret: secret.Name,
 		}
-		if err := l.recordViewers(ctx, ref, 0); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.recordViewers(ctx, ref, 0); err != nil && !apierrors.IsNotFound(err) {
 			klog.V(2).InfoS("Could not clear the viewers this listener recorded before it restarted", "secret", klog.KObj(secret), "err", err)
 		}
 	}

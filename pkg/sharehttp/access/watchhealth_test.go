@@ -1,10 +1,11 @@
-package sharehttp
+package access
 
 import (
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -12,7 +13,12 @@ import (
 	"time"
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
+
+	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 )
 
 // fakeAPI answers every request with status code; a watch's body is a pipe
@@ -113,42 +119,6 @@ func TestWatchHealthFollowsWatchStreams(t *testing.T) {
 	}
 }
 
-// When the caches stop following the cluster, open sessions end with
-// Unavailable: a revocation may have happened unseen.
-func TestSessionsEndWhenWatchesAreLost(t *testing.T) {
-	f := newLinkFixture(t, nil)
-	clk := clocktesting.NewFakeClock(time.Now())
-	watches := newWatchHealth(clk, watchGrace, "secrets")
-	watches.opened("secrets")
-	f.server.links.watches = watches
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go f.server.links.monitor(ctx)
-	addr, _ := f.serve(t)
-	conn := dialSession(t, addr, f.token)
-	<-f.exec.started
-
-	watches.closed("secrets")
-	clk.Step(watchGrace)
-	status, code := readUntilClosed(t, conn, 10*time.Second)
-	if code != closeServerError || status == nil || status.Reason != ReasonUnavailable {
-		t.Fatalf("the session ended with %d %+v, want 1011 Unavailable", code, status)
-	}
-	if got := infoStatus(t, addr, f.token); got != http.StatusServiceUnavailable {
-		t.Errorf("/info answers %d while the watches are down, want 503", got)
-	}
-}
-
-func infoStatus(t *testing.T, addr, token string) int {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/s/" + token + "/info")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // refusingAPI refuses the connection for its first refusals requests.
 type refusingAPI struct {
 	refusals int
@@ -197,5 +167,37 @@ func TestReadsRefusedAtTheConnectionAreRetried(t *testing.T) {
 	req, _ = http.NewRequest(http.MethodPost, "https://api.example/api/v1/namespaces/team/events", strings.NewReader("{}"))
 	if _, err := newTracker(api, time.Minute).RoundTrip(req); err == nil || api.calls != 1 {
 		t.Fatalf("a write was retried: err %v, %d calls", err, api.calls)
+	}
+}
+
+func TestBrokenWatchFailsClosed(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	watches := newWatchHealth(clk, watchGrace, "secrets")
+	r := NewResolverFor(&informertest.FakeInformers{}, nil, sharetest.Keys(), clock.RealClock{}, watches.healthy)
+	token, _ := share.NewToken()
+	// get is the status code the listener answers a request for the
+	// token with: that of the refusal, as the token is unknown.
+	get := func() int {
+		_, refusal := r.Resolve(context.Background(), token, netip.MustParseAddr("192.0.2.1"))
+		return refusal.Code
+	}
+	watches.opened("secrets")
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("healthy cache: %d, want 404", code)
+	}
+	// A watch that ends and is opened again at once loses nothing.
+	watches.closed("secrets")
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("a watch down for a moment: %d, want 404", code)
+	}
+	// While a watch is broken the listener cannot see revocations: it must
+	// refuse rather than answer from what may be stale.
+	clk.Step(watchGrace)
+	if code := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("broken watch: %d, want 503", code)
+	}
+	watches.opened("secrets")
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("watch open again: %d, want 404", code)
 	}
 }

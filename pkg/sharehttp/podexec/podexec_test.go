@@ -1,4 +1,4 @@
-package sharehttp
+package podexec
 
 import (
 	"context"
@@ -13,10 +13,9 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 )
 
-// TestPodExecutorFallsBackToSPDY checks that the SPDY executor, made only
-// when needed, is still tried when the WebSocket upgrade fails, and only
-// then.
-func TestPodExecutorFallsBackToSPDY(t *testing.T) {
+// TestClientFallsBackToSPDY checks that the SPDY executor, made only when
+// needed, is still tried when the WebSocket upgrade fails, and only then.
+func TestClientFallsBackToSPDY(t *testing.T) {
 	tests := []struct {
 		name string
 		// webSocket is how the server answers the WebSocket upgrade.
@@ -51,7 +50,7 @@ func TestPodExecutorFallsBackToSPDY(t *testing.T) {
 				w.WriteHeader(http.StatusForbidden)
 			}))
 			defer srv.Close()
-			ex, err := NewPodExecutor(&rest.Config{Host: srv.URL})
+			ex, err := NewClient(&rest.Config{Host: srv.URL})
 			if err != nil {
 				t.Fatal(err)
 			}

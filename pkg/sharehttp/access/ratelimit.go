@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"net/netip"
@@ -9,18 +9,18 @@ import (
 	"k8s.io/utils/lru"
 )
 
-// ipRateLimiter limits requests per client address. It remembers at most a
+// RateLimiter limits requests per client address. It remembers at most a
 // fixed number of addresses, least recently seen first out, so a flood from
 // many addresses cannot grow its memory.
-type ipRateLimiter struct {
+type RateLimiter struct {
 	mu       sync.Mutex
 	limiters *lru.Cache
 	rate     rate.Limit
 	burst    int
 }
 
-func newIPRateLimiter(perSecond float64, burst, maxAddresses int) *ipRateLimiter {
-	return &ipRateLimiter{
+func NewRateLimiter(perSecond float64, burst, maxAddresses int) *RateLimiter {
+	return &RateLimiter{
 		limiters: lru.New(maxAddresses),
 		rate:     rate.Limit(perSecond),
 		burst:    burst,
@@ -29,7 +29,7 @@ func newIPRateLimiter(perSecond float64, burst, maxAddresses int) *ipRateLimiter
 
 // key groups IPv6 clients by /64, the block one subscriber usually holds, so
 // that rotating through one's own addresses does not escape the limit.
-func (l *ipRateLimiter) key(addr netip.Addr) netip.Addr {
+func (l *RateLimiter) key(addr netip.Addr) netip.Addr {
 	if addr.Is6() && !addr.Is4In6() {
 		p, _ := addr.Prefix(64)
 		return p.Addr()
@@ -39,7 +39,7 @@ func (l *ipRateLimiter) key(addr netip.Addr) netip.Addr {
 
 // Allow reports whether a request from addr may go on now. When it may not,
 // retryAfter says when the next one would.
-func (l *ipRateLimiter) Allow(addr netip.Addr, now time.Time) (ok bool, retryAfter time.Duration) {
+func (l *RateLimiter) Allow(addr netip.Addr, now time.Time) (ok bool, retryAfter time.Duration) {
 	if l.rate <= 0 {
 		return true, 0
 	}
@@ -62,7 +62,7 @@ func (l *ipRateLimiter) Allow(addr netip.Addr, now time.Time) (ok bool, retryAft
 }
 
 // Len returns how many addresses are remembered.
-func (l *ipRateLimiter) Len() int {
+func (l *RateLimiter) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.limiters.Len()

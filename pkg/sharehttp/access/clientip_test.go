@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"net/http"
@@ -48,7 +48,7 @@ func TestClientIP(t *testing.T) {
 
 func TestIPRateLimiter(t *testing.T) {
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	l := newIPRateLimiter(1, 3, 100)
+	l := NewRateLimiter(1, 3, 100)
 	a := netip.MustParseAddr("203.0.113.7")
 	for i := range 3 {
 		if ok, _ := l.Allow(a, now); !ok {
@@ -67,7 +67,7 @@ func TestIPRateLimiter(t *testing.T) {
 	}
 
 	// Addresses of one IPv6 /64 share a limiter.
-	v6 := newIPRateLimiter(1, 1, 100)
+	v6 := NewRateLimiter(1, 1, 100)
 	if ok, _ := v6.Allow(netip.MustParseAddr("2001:db8::1"), now); !ok {
 		t.Fatal("first v6 request refused")
 	}
@@ -76,7 +76,7 @@ func TestIPRateLimiter(t *testing.T) {
 	}
 
 	// Memory is bounded however many addresses come.
-	small := newIPRateLimiter(1, 1, 50)
+	small := NewRateLimiter(1, 1, 50)
 	for i := range 1000 {
 		small.Allow(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), now)
 	}

@@ -1,4 +1,4 @@
-package sharehttp
+package access
 
 import (
 	"context"
@@ -15,51 +15,51 @@ import (
 // stops.
 const returnUseTimeout = 10 * time.Second
 
-// linkUse is the use of a link limited by maxUses that a terminal connection
+// Use is the use of a link limited by maxUses that a terminal connection
 // holds while it opens. The use is taken from the Secret before the
 // WebSocket upgrade, so that of connections racing for the last use exactly
 // one opens a terminal and the others are refused with 410 as any used-up
 // link is; it is kept once the page's terminal has started, and given back
 // when the connection fails before that, so that an attempt that opened
 // nothing does not spend the link of the person it was meant for.
-type linkUse struct {
-	links *Links
-	grant *Grant
-	token string
+type Use struct {
+	resolver *Resolver
+	grant    *Grant
+	token    string
 
 	once sync.Once
 }
 
-// takeUse takes one use of a limited link; it returns a nil use for a link
+// TakeUse takes one use of a limited link; it returns a nil use for a link
 // without maxUses.
-func (l *Links) takeUse(ctx context.Context, grant *Grant, token string) (*linkUse, *Refusal) {
+func (r *Resolver) TakeUse(ctx context.Context, grant *Grant, token string) (*Use, *Refusal) {
 	if !grant.Limited {
 		return nil, nil
 	}
-	if refusal := l.Use(ctx, grant, token); refusal != nil {
+	if refusal := r.consumeUse(ctx, grant, token); refusal != nil {
 		return nil, refusal
 	}
-	return &linkUse{links: l, grant: grant, token: token}, nil
+	return &Use{resolver: r, grant: grant, token: token}, nil
 }
 
-// keep makes the use final: the terminal opened.
-func (u *linkUse) keep() {
+// Keep makes the use final: the terminal opened.
+func (u *Use) Keep() {
 	if u != nil {
 		u.once.Do(func() {})
 	}
 }
 
-// giveBack returns the use unless it was kept. A use that cannot be given
+// GiveBack returns the use unless it was kept. A use that cannot be given
 // back (the API server is away) stays spent: the link then opens one
 // terminal fewer, never one more.
-func (u *linkUse) giveBack() {
+func (u *Use) GiveBack() {
 	if u == nil {
 		return
 	}
 	u.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), returnUseTimeout)
 		defer cancel()
-		if err := secrets.ReturnUse(ctx, u.links.live, u.links.liveWriter, u.links.keys.KeyRing(), u.grant.agent, u.grant.Link, u.token); err != nil {
+		if err := secrets.ReturnUse(ctx, u.resolver.live, u.resolver.liveWriter, u.resolver.keys.KeyRing(), u.grant.agent, u.grant.Link, u.token); err != nil {
 			klog.InfoS("Could not give back the use of a share link whose terminal did not open", "agent", u.grant.Agent,
 				"link", share.LinkDisplayName(u.grant.Link), "err", err)
 		}

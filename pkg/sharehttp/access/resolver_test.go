@@ -1,7 +1,8 @@
-package sharehttp
+package access
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
 	"sync"
 	"testing"
@@ -12,13 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/sharetest"
+	"github.com/kubeopencode/share/pkg/sharehttp/access/accesstest"
 )
 
 func TestResolveNamedLinks(t *testing.T) {
@@ -54,10 +55,10 @@ func TestResolveNamedLinks(t *testing.T) {
 	forged.Name = "agent-share-forged"
 	objs = append(objs, agent, forged)
 	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).
-		WithIndex(&corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
+		WithIndex(&corev1.Secret{}, TokenHashIndex, func(obj client.Object) []string {
 			return []string{share.TokenHash(string(obj.(*corev1.Secret).Data[share.SecretTokenKey]))}
 		}).Build()
-	links := newLinks(&fakeCache{FakeInformers: &informertest.FakeInformers{}, reader: c}, c, sharetest.Keys(), clock.RealClock{})
+	links := NewResolverFor(accesstest.NewCache(c, NewScheme()), c, sharetest.Keys(), clock.RealClock{}, nil)
 
 	tests := []struct {
 		name         string
@@ -100,17 +101,17 @@ func TestResolveNamedLinks(t *testing.T) {
 	// maxViewers counts the pages of every replica: two elsewhere, so one
 	// here fills the link.
 	g, _ := links.Resolve(context.Background(), tokens["demo"], netip.MustParseAddr("10.1.1.1"))
-	v := newViewerCounts(nil)
-	leave, ok := v.join(g, true)
-	if !ok {
+	v := newViewers(nil)
+	leave, refusal := v.Join(g, true)
+	if refusal != nil {
 		t.Fatal("the third page was refused")
 	}
-	if _, ok := v.join(g, true); ok {
-		t.Fatal("the fourth page was let in")
+	if _, refusal := v.Join(g, true); refusal == nil || refusal.Reason != ReasonTooManyViewers || refusal.Code != http.StatusTooManyRequests {
+		t.Fatalf("the fourth page was not refused with 429 %s: %+v", ReasonTooManyViewers, refusal)
 	}
 	// A page resuming its session is not refused.
-	leaveResumed, ok := v.join(g, false)
-	if !ok {
+	leaveResumed, refusal := v.Join(g, false)
+	if refusal != nil {
 		t.Fatal("a resuming page was refused")
 	}
 	leaveResumed()
@@ -124,7 +125,7 @@ func TestResolveNamedLinks(t *testing.T) {
 func TestViewerCountsCoalesceWrites(t *testing.T) {
 	var mu sync.Mutex
 	var writes []int32
-	v := newViewerCounts(func(_ context.Context, _ linkRef, n int32) error {
+	v := newViewers(func(_ context.Context, _ linkRef, n int32) error {
 		mu.Lock()
 		defer mu.Unlock()
 		writes = append(writes, n)
@@ -134,14 +135,14 @@ func TestViewerCountsCoalesceWrites(t *testing.T) {
 	g := &Grant{Link: "qa", SecretName: "agent-share-qa"}
 	var leaves []func()
 	for range 10 {
-		leave, _ := v.join(g, true)
+		leave, _ := v.Join(g, true)
 		leaves = append(leaves, leave)
 	}
-	v.wait(context.Background())
+	v.Wait(context.Background())
 	for _, leave := range leaves[:7] {
 		leave()
 	}
-	v.wait(context.Background())
+	v.Wait(context.Background())
 	mu.Lock()
 	defer mu.Unlock()
 	if len(writes) != 2 || writes[0] != 10 || writes[1] != 3 {
@@ -150,9 +151,8 @@ func TestViewerCountsCoalesceWrites(t *testing.T) {
 }
 
 func TestRecordViewers(t *testing.T) {
-	f := newLinkFixture(t, nil)
+	f := newResolverFixture(t)
 	ref := linkRef{agent: types.NamespacedName{Namespace: f.agent.Namespace, Name: f.agent.Name}, uid: f.agent.UID, secret: share.SecretName(f.agent.Name)}
-	f.server.links.liveWriter = f.client
 	read := func() *corev1.Secret {
 		s := &corev1.Secret{}
 		if err := f.client.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: ref.secret}, s); err != nil {
@@ -160,13 +160,13 @@ func TestRecordViewers(t *testing.T) {
 		}
 		return s
 	}
-	if err := f.server.links.recordViewers(context.Background(), ref, 3); err != nil {
+	if err := f.resolver.recordViewers(context.Background(), ref, 3); err != nil {
 		t.Fatal(err)
 	}
 	if n := share.Viewers(read()); n != 3 {
 		t.Fatalf("viewers %d, want 3", n)
 	}
-	if err := f.server.links.recordViewers(context.Background(), ref, 0); err != nil {
+	if err := f.resolver.recordViewers(context.Background(), ref, 0); err != nil {
 		t.Fatal(err)
 	}
 	if s := read(); share.Viewers(s) != 0 || len(s.Annotations) != 2 { // the Agent UID and the token proof
@@ -175,14 +175,13 @@ func TestRecordViewers(t *testing.T) {
 	// A Secret of another Agent is left alone.
 	other := ref
 	other.uid = "other"
-	if err := f.server.links.recordViewers(context.Background(), other, 5); err != nil || share.Viewers(read()) != 0 {
+	if err := f.resolver.recordViewers(context.Background(), other, 5); err != nil || share.Viewers(read()) != 0 {
 		t.Fatalf("recorded on a Secret of another Agent: %v", err)
 	}
 }
 
 func TestClearViewersAtStart(t *testing.T) {
-	f := newLinkFixture(t, nil)
-	f.server.links.liveWriter = f.client
+	f := newResolverFixture(t)
 	key := client.ObjectKey{Namespace: "team", Name: share.SecretName(f.agent.Name)}
 	secret := &corev1.Secret{}
 	if err := f.client.Get(context.Background(), key, secret); err != nil {
@@ -194,7 +193,7 @@ func TestClearViewersAtStart(t *testing.T) {
 	if err := f.client.Update(context.Background(), secret); err != nil {
 		t.Fatal(err)
 	}
-	f.server.links.clearViewers(context.Background())
+	f.resolver.ClearViewers(context.Background())
 	if err := f.client.Get(context.Background(), key, secret); err != nil {
 		t.Fatal(err)
 	}

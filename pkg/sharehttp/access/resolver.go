@@ -1,4 +1,9 @@
-package sharehttp
+// Package access decides who may open a share link and how much: it
+// resolves tokens to grants from informer caches (Resolver), takes the uses
+// of one-time links, counts each link's pages (Viewers), limits requests per
+// client address (RateLimiter, ClientIPResolver) and concurrent terminals
+// (Slots), and tells when the caches stop following the cluster.
+package access
 
 import (
 	"context"
@@ -31,8 +36,9 @@ import (
 	"github.com/kubeopencode/share/pkg/share/secrets"
 )
 
-// tokenHashIndex indexes share Secrets by the SHA-256 of their token.
-const tokenHashIndex = "share.kubeopencode.io/token-hash"
+// TokenHashIndex indexes share Secrets by the SHA-256 of their token: the
+// cache a Resolver reads must have it.
+const TokenHashIndex = "share.kubeopencode.io/token-hash"
 
 // Reasons a link is refused, beyond those of pkg/share. Unknown, disabled and
 // revoked links are all NotFound, so that the answer tells a guesser nothing.
@@ -78,13 +84,14 @@ func refuseUsedUp(agent *types.NamespacedName) *Refusal {
 		Message: "This link could be used a limited number of times and has been. Ask for a new link."}
 }
 
-// Use counts one terminal connection of a link limited by maxUses, against
-// the API server, so that racing connections cannot both take the last use.
-func (l *Links) Use(ctx context.Context, grant *Grant, token string) *Refusal {
+// consumeUse counts one terminal connection of a link limited by maxUses,
+// against the API server, so that racing connections cannot both take the
+// last use.
+func (r *Resolver) consumeUse(ctx context.Context, grant *Grant, token string) *Refusal {
 	if !grant.Limited {
 		return nil
 	}
-	_, err := secrets.ConsumeUse(ctx, l.live, l.liveWriter, l.keys.KeyRing(), grant.agent, grant.Link, token)
+	_, err := secrets.ConsumeUse(ctx, r.live, r.liveWriter, r.keys.KeyRing(), grant.agent, grant.Link, token)
 	switch {
 	case err == nil:
 		return nil
@@ -115,14 +122,14 @@ var (
 		Message: "The share server is starting or cannot reach the cluster. Try again shortly."}
 )
 
-// DefaultCommand is what a session runs when the Agent names no terminal
+// defaultCommand is what a session runs when the Agent names no terminal
 // command: a login shell, bash where the image has it, sh otherwise.
-var DefaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l 2>/dev/null || exec sh"}
+var defaultCommand = []string{"/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l 2>/dev/null || exec sh"}
 
-// Links resolves share tokens to Agents from informer caches, so that no
+// Resolver resolves share tokens to Agents from informer caches, so that no
 // request of the public listener reaches the API server, and tells live
-// sessions when the link they were opened with may have changed.
-type Links struct {
+// pages when the link they were opened with may have changed.
+type Resolver struct {
 	cache crcache.Cache
 	// live reads the API server itself, for Confirm; liveWriter counts
 	// the uses of limited links.
@@ -131,9 +138,10 @@ type Links struct {
 	clock      clock.Clock
 	// keys prove that this system minted a Secret's token.
 	keys share.Keys
-	// watches tells whether the cache follows the cluster; nil means it
-	// always does.
-	watches *watchHealth
+	// healthy tells whether the cache follows the cluster; nil means it
+	// always does. synced, when set, is told once the cache is filled.
+	healthy func() bool
+	synced  func()
 
 	mu          sync.Mutex
 	subscribers map[types.NamespacedName]map[chan struct{}]struct{}
@@ -147,9 +155,9 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// NewLinks returns Links reading the cluster through config. Only share
-// Secrets and Agent pods are cached.
-func NewLinks(config *rest.Config, keys share.Keys, clk clock.Clock) (*Links, error) {
+// NewResolver returns a Resolver reading the cluster through config. Only
+// share Secrets and Agent pods are cached.
+func NewResolver(config *rest.Config, keys share.Keys, clk clock.Clock) (*Resolver, error) {
 	agentPods, err := labels.NewRequirement(share.LabelAgent, selection.Exists, nil)
 	if err != nil {
 		return nil, err
@@ -180,46 +188,50 @@ func NewLinks(config *rest.Config, keys share.Keys, clk clock.Clock) (*Links, er
 	if err != nil {
 		return nil, err
 	}
-	links := newLinks(c, live, keys, clk)
-	links.liveWriter = live
-	links.watches = watches
-	return links, nil
+	r := NewResolverFor(c, live, keys, clk, watches.healthy)
+	r.synced = watches.synced
+	return r, nil
 }
 
-func newLinks(c crcache.Cache, live client.Reader, keys share.Keys, clk clock.Clock) *Links {
-	return &Links{cache: c, live: live, keys: keys, clock: clk, subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+// NewResolverFor returns a Resolver reading cache, which must index share
+// Secrets by TokenHashIndex, and the API server through live. healthy tells
+// whether the cache follows the cluster; nil means it always does.
+// NewResolver makes these from a rest.Config; tests hand in fakes.
+func NewResolverFor(cache crcache.Cache, live client.Client, keys share.Keys, clk clock.Clock, healthy func() bool) *Resolver {
+	return &Resolver{cache: cache, live: live, liveWriter: live, keys: keys, clock: clk, healthy: healthy,
+		subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
 }
 
-// Healthy reports whether the caches follow the cluster: the watch of every
-// kind they hold is open, or was a moment ago. While they do not, a
-// revocation may not have reached them.
-func (l *Links) Healthy() bool {
-	return l.watches == nil || l.watches.healthy()
+// followsCluster reports whether the caches follow the cluster: the watch
+// of every kind they hold is open, or was a moment ago. While they do not,
+// a revocation may not have reached them.
+func (r *Resolver) followsCluster() bool {
+	return r.healthy == nil || r.healthy()
 }
 
-// healthCheckInterval is how often Links looks whether its caches still
+// healthCheckInterval is how often a Resolver looks whether its caches still
 // follow the cluster.
 const healthCheckInterval = 500 * time.Millisecond
 
-// monitor wakes every session when the caches stop following the cluster,
+// monitor wakes every page when the caches stop following the cluster,
 // so that each checks its link again and, failing closed, ends.
-func (l *Links) monitor(ctx context.Context) {
-	if l.watches == nil {
+func (r *Resolver) monitor(ctx context.Context) {
+	if r.healthy == nil {
 		return
 	}
 	healthy := true
 	for {
-		t := l.clock.NewTimer(healthCheckInterval)
+		t := r.clock.NewTimer(healthCheckInterval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C():
 		}
-		now := l.Healthy()
+		now := r.followsCluster()
 		if healthy && !now {
 			klog.InfoS("The share caches lost their watch of the cluster; refusing links until it is back")
-			l.notifyAll()
+			r.notifyAll()
 		} else if !healthy && now {
 			klog.InfoS("The share caches follow the cluster again")
 		}
@@ -229,8 +241,8 @@ func (l *Links) monitor(ctx context.Context) {
 
 // Run fills and keeps the caches until ctx ends. Call WaitForCacheSync to
 // know when they are filled.
-func (l *Links) Run(ctx context.Context) error {
-	if err := l.cache.IndexField(ctx, &corev1.Secret{}, tokenHashIndex, func(obj client.Object) []string {
+func (r *Resolver) Run(ctx context.Context) error {
+	if err := r.cache.IndexField(ctx, &corev1.Secret{}, TokenHashIndex, func(obj client.Object) []string {
 		token := obj.(*corev1.Secret).Data[share.SecretTokenKey]
 		if !share.ValidToken(string(token)) {
 			return nil
@@ -240,43 +252,43 @@ func (l *Links) Run(ctx context.Context) error {
 		return fmt.Errorf("indexing share Secrets: %w", err)
 	}
 	for _, obj := range []client.Object{&corev1.Secret{}, &v1alpha1.Agent{}, &corev1.Pod{}} {
-		inf, err := l.cache.GetInformer(ctx, obj)
+		inf, err := r.cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("starting the %T informer: %w", obj, err)
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    l.notifyFor,
-			UpdateFunc: func(_, obj interface{}) { l.notifyFor(obj) },
-			DeleteFunc: l.notifyFor,
+			AddFunc:    r.notifyFor,
+			UpdateFunc: func(_, obj interface{}) { r.notifyFor(obj) },
+			DeleteFunc: r.notifyFor,
 		}); err != nil {
 			return err
 		}
 	}
-	go l.monitor(ctx)
-	if err := l.cache.Start(ctx); err != nil {
+	go r.monitor(ctx)
+	if err := r.cache.Start(ctx); err != nil {
 		return fmt.Errorf("share cache: %w", err)
 	}
 	return nil
 }
 
 // WaitForCacheSync blocks until the caches are filled or ctx ends.
-func (l *Links) WaitForCacheSync(ctx context.Context) bool {
-	if !l.cache.WaitForCacheSync(ctx) {
+func (r *Resolver) WaitForCacheSync(ctx context.Context) bool {
+	if !r.cache.WaitForCacheSync(ctx) {
 		return false
 	}
 	// Until the signing keys are read, no token can be proven: serving
 	// then would answer every link 404.
-	if keys, ok := l.keys.(interface{ WaitForSync(context.Context) bool }); ok && !keys.WaitForSync(ctx) {
+	if keys, ok := r.keys.(interface{ WaitForSync(context.Context) bool }); ok && !keys.WaitForSync(ctx) {
 		return false
 	}
-	if l.watches != nil {
-		l.watches.synced()
+	if r.synced != nil {
+		r.synced()
 	}
 	return true
 }
 
-// notifyFor wakes the sessions of the Agent an object belongs to.
-func (l *Links) notifyFor(obj interface{}) {
+// notifyFor wakes the pages of the Agent an object belongs to.
+func (r *Resolver) notifyFor(obj interface{}) {
 	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
@@ -289,14 +301,14 @@ func (l *Links) notifyFor(obj interface{}) {
 	case *corev1.Secret, *corev1.Pod:
 		name = o.GetLabels()[share.LabelAgent]
 	}
-	l.notify(types.NamespacedName{Namespace: o.GetNamespace(), Name: name})
+	r.notify(types.NamespacedName{Namespace: o.GetNamespace(), Name: name})
 }
 
-// notifyAll wakes the sessions of every Agent.
-func (l *Links) notifyAll() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, chans := range l.subscribers {
+// notifyAll wakes the pages of every Agent.
+func (r *Resolver) notifyAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, chans := range r.subscribers {
 		for ch := range chans {
 			select {
 			case ch <- struct{}{}:
@@ -306,10 +318,10 @@ func (l *Links) notifyAll() {
 	}
 }
 
-func (l *Links) notify(agent types.NamespacedName) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for ch := range l.subscribers[agent] {
+func (r *Resolver) notify(agent types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ch := range r.subscribers[agent] {
 		select {
 		case ch <- struct{}{}:
 		default: // a wake-up is already pending
@@ -319,20 +331,20 @@ func (l *Links) notify(agent types.NamespacedName) {
 
 // Subscribe returns a channel that receives a value whenever the Agent, its
 // share Secret or its pods change, and a function to unsubscribe.
-func (l *Links) Subscribe(agent types.NamespacedName) (<-chan struct{}, func()) {
+func (r *Resolver) Subscribe(agent types.NamespacedName) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
-	l.mu.Lock()
-	if l.subscribers[agent] == nil {
-		l.subscribers[agent] = map[chan struct{}]struct{}{}
+	r.mu.Lock()
+	if r.subscribers[agent] == nil {
+		r.subscribers[agent] = map[chan struct{}]struct{}{}
 	}
-	l.subscribers[agent][ch] = struct{}{}
-	l.mu.Unlock()
+	r.subscribers[agent][ch] = struct{}{}
+	r.mu.Unlock()
 	return ch, func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		delete(l.subscribers[agent], ch)
-		if len(l.subscribers[agent]) == 0 {
-			delete(l.subscribers, agent)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.subscribers[agent], ch)
+		if len(r.subscribers[agent]) == 0 {
+			delete(r.subscribers, agent)
 		}
 	}
 }
@@ -341,17 +353,17 @@ func (l *Links) Subscribe(agent types.NamespacedName) (<-chan struct{}, func()) 
 // by the share Secret of the very Agent it was made for, sharing is enabled
 // and not expired, the address is allowed and the Agent is ready. It reads
 // only the caches. While the caches cannot follow the cluster (see
-// Healthy), it refuses with 503: a revocation it cannot see must not let
+// followsCluster), it refuses with 503: a revocation it cannot see must not let
 // anyone in.
-func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*Grant, *Refusal) {
+func (r *Resolver) Resolve(ctx context.Context, token string, client netip.Addr) (*Grant, *Refusal) {
 	if !share.ValidToken(token) {
 		return nil, refuseNotFound
 	}
-	if !l.Healthy() {
+	if !r.followsCluster() {
 		return nil, refuseUnavailable
 	}
 	secrets := &corev1.SecretList{}
-	if err := l.cache.List(ctx, secrets, clientMatchingHash(token)); err != nil {
+	if err := r.cache.List(ctx, secrets, clientMatchingHash(token)); err != nil {
 		return nil, refuseUnavailable
 	}
 	// Anyone who knows a token and may write Secrets can plant more Secrets
@@ -362,13 +374,13 @@ func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*
 			continue
 		}
 		agent := &v1alpha1.Agent{}
-		if err := l.cache.Get(ctx, types.NamespacedName{Namespace: secret.Namespace, Name: secret.Labels[share.LabelAgent]}, agent); err != nil {
+		if err := r.cache.Get(ctx, types.NamespacedName{Namespace: secret.Namespace, Name: secret.Labels[share.LabelAgent]}, agent); err != nil {
 			continue
 		}
-		if !l.proven(secret, agent, token) {
+		if !r.proven(secret, agent, token) {
 			continue
 		}
-		return l.decide(secret, agent, token, client)
+		return r.decide(secret, agent, token, client)
 	}
 	return nil, refuseNotFound
 }
@@ -377,8 +389,8 @@ func (l *Links) Resolve(ctx context.Context, token string, client netip.Addr) (*
 // and this system minted that token for it. Owner references, labels and
 // annotations alone prove nothing: whoever may write Secrets in the namespace
 // can set them.
-func (l *Links) proven(secret *corev1.Secret, agent *v1alpha1.Agent, token string) bool {
-	held, _, err := share.VerifySecret(l.keys.KeyRing(), secret, agent)
+func (r *Resolver) proven(secret *corev1.Secret, agent *v1alpha1.Agent, token string) bool {
+	held, _, err := share.VerifySecret(r.keys.KeyRing(), secret, agent)
 	return err == nil && share.TokensEqual(held, token)
 }
 
@@ -386,25 +398,25 @@ func (l *Links) proven(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 // caches. A terminal session is confirmed so before it starts, since it
 // needs the API server for pods/exec anyway: a link revoked a moment ago,
 // whose watch event is still on its way, opens nothing.
-func (l *Links) Confirm(ctx context.Context, grant *Grant, token string, client netip.Addr) (*Grant, *Refusal) {
+func (r *Resolver) Confirm(ctx context.Context, grant *Grant, token string, client netip.Addr) (*Grant, *Refusal) {
 	agent := &v1alpha1.Agent{}
-	if err := l.live.Get(ctx, grant.Agent, agent); err != nil {
+	if err := r.live.Get(ctx, grant.Agent, agent); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, refuseNotFound
 		}
 		return nil, refuseUnavailable
 	}
 	secret := &corev1.Secret{}
-	if err := l.live.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, grant.Link)}, secret); err != nil {
+	if err := r.live.Get(ctx, types.NamespacedName{Namespace: agent.Namespace, Name: share.LinkSecretName(agent.Name, grant.Link)}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, refuseNotFound
 		}
 		return nil, refuseUnavailable
 	}
-	if !l.proven(secret, agent, token) {
+	if !r.proven(secret, agent, token) {
 		return nil, refuseNotFound
 	}
-	return l.decide(secret, agent, token, client)
+	return r.decide(secret, agent, token, client)
 }
 
 // decide applies the link rules to a token's Secret and Agent, which the
@@ -413,14 +425,14 @@ func (l *Links) Confirm(ctx context.Context, grant *Grant, token string, client 
 // however well it imitates the real one, never gets here. The Secret names
 // the link it holds the token of; the link must still be in the Agent's
 // spec.
-func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token string, client netip.Addr) (*Grant, *Refusal) {
+func (r *Resolver) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token string, client netip.Addr) (*Grant, *Refusal) {
 	key := types.NamespacedName{Namespace: agent.Namespace, Name: agent.Name}
 	linkName := secret.Labels[share.LabelShareLink]
 	link, ok := share.FindLink(agent, linkName)
 	if !ok {
 		return nil, refuseNotFound
 	}
-	decision := share.Evaluate(agent, link, l.clock.Now())
+	decision := share.Evaluate(agent, link, r.clock.Now())
 	known := &key
 	switch decision.Reason {
 	case share.ReasonActive:
@@ -440,7 +452,7 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 	if share.UsedUp(link, secret) {
 		return nil, refuseUsedUp(known)
 	}
-	g := &Grant{Agent: key, AgentUID: agent.UID, Command: DefaultCommand, Limited: link.MaxUses != nil,
+	g := &Grant{Agent: key, AgentUID: agent.UID, Command: defaultCommand, Limited: link.MaxUses != nil,
 		Link: link.Name, ReadOnly: link.ReadOnly(), SecretName: secret.Name,
 		viewersElsewhere: share.ViewersExcept(secret, replicaAnnotation()), agent: agent}
 	if link.MaxViewers != nil {
@@ -457,9 +469,9 @@ func (l *Links) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token strin
 
 // ReadyPod returns the name of a ready, running pod of the Agent: the newest,
 // so that a session started during a rollout lands on the pod that stays.
-func (l *Links) ReadyPod(ctx context.Context, agent types.NamespacedName) (string, bool) {
+func (r *Resolver) ReadyPod(ctx context.Context, agent types.NamespacedName) (string, bool) {
 	pods := &corev1.PodList{}
-	if err := l.cache.List(ctx, pods, client.InNamespace(agent.Namespace), client.MatchingLabels{share.LabelAgent: agent.Name}); err != nil {
+	if err := r.cache.List(ctx, pods, client.InNamespace(agent.Namespace), client.MatchingLabels{share.LabelAgent: agent.Name}); err != nil {
 		return "", false
 	}
 	var ready []*corev1.Pod
@@ -484,9 +496,9 @@ func (l *Links) ReadyPod(ctx context.Context, agent types.NamespacedName) (strin
 
 // PodExists reports whether the named pod of the Agent is still there and not
 // being deleted.
-func (l *Links) PodExists(ctx context.Context, namespace, name string) bool {
+func (r *Resolver) PodExists(ctx context.Context, namespace, name string) bool {
 	pod := &corev1.Pod{}
-	if err := l.cache.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, pod); err != nil {
+	if err := r.cache.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, pod); err != nil {
 		return false
 	}
 	return pod.DeletionTimestamp == nil
@@ -502,5 +514,5 @@ func podReady(p *corev1.Pod) bool {
 }
 
 func clientMatchingHash(token string) client.ListOption {
-	return client.MatchingFields{tokenHashIndex: share.TokenHash(token)}
+	return client.MatchingFields{TokenHashIndex: share.TokenHash(token)}
 }
