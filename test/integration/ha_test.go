@@ -24,6 +24,7 @@ import (
 
 	"github.com/kubeopencode/share/internal/testenv"
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
+	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
 )
@@ -67,6 +68,9 @@ func buildAPIServer(t *testing.T) string {
 // own on loopback, as two pods would be, sharing sessions through Leases.
 type haSystem struct {
 	*system
+	// top is the test that started the system: the replicas' files and
+	// processes are its, whichever subtest (re)starts them.
+	top      *testing.T
 	replicas []*testenv.AggregatedAPIServer
 	// addrs are the replicas' share listeners, host:port.
 	addrs []string
@@ -75,40 +79,55 @@ type haSystem struct {
 
 func startHA(t *testing.T) *haSystem {
 	t.Helper()
-	s := &haSystem{system: startSystem(t), names: []string{"replica-a", "replica-b"}}
-	bin := buildAPIServer(t)
-	for _, name := range s.names {
+	s := &haSystem{system: startSystem(t), top: t, names: []string{"replica-a", "replica-b"}}
+	for i := range s.names {
 		port, err := testenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		dir := t.TempDir()
-		srv, err := testenv.StartAggregatedAPIServer(t.Context(), s.cp, testenv.ServerOptions{
-			Bin: bin, Name: name, Dir: dir, ShareAddr: addr,
-			Args: []string{
-				"--share-advertise-address=127.0.0.1",
-				"--share-replica-name=" + name,
-				"--share-lease-namespace=kubeopencode-system",
-				"--share-lease-duration=" + haLeaseDuration.String(),
-				"--share-requests-per-second=50",
-				"--share-request-burst=100",
-				"--share-ping-interval=2s",
-			},
-		})
-		if err != nil {
-			t.Fatalf("starting %s: %v", name, err)
-		}
-		t.Cleanup(func() {
-			srv.Stop()
-			if t.Failed() {
-				t.Logf("--- %s ---\n%s", name, srv.LogTail(4000))
-			}
-		})
-		s.replicas = append(s.replicas, srv)
-		s.addrs = append(s.addrs, addr)
+		s.addrs = append(s.addrs, fmt.Sprintf("127.0.0.1:%d", port))
+		s.replicas = append(s.replicas, nil)
+		s.start(t, i)
 	}
 	return s
+}
+
+// start runs replica i, again after it stopped: the same name and address,
+// as a process restarted in its pod.
+func (s *haSystem) start(t *testing.T, i int) {
+	t.Helper()
+	name := s.names[i]
+	srv, err := testenv.StartAggregatedAPIServer(t.Context(), s.cp, testenv.ServerOptions{
+		Bin: buildAPIServer(t), Name: name, Dir: s.top.TempDir(), ShareAddr: s.addrs[i],
+		Args: []string{
+			"--share-advertise-address=127.0.0.1",
+			"--share-replica-name=" + name,
+			"--share-lease-namespace=kubeopencode-system",
+			"--share-lease-duration=" + haLeaseDuration.String(),
+			"--share-requests-per-second=50",
+			"--share-request-burst=100",
+			"--share-ping-interval=2s",
+		},
+	})
+	if err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	s.top.Cleanup(func() {
+		srv.Stop()
+		if s.top.Failed() {
+			s.top.Logf("--- %s ---\n%s", name, srv.LogTail(4000))
+		}
+	})
+	s.replicas[i] = srv
+	// The replica registered the APIService for itself; the API goes on
+	// being served by the system's own server, which no test stops.
+	if err := s.cp.RegisterAPIService(t.Context(), subresourcesv1alpha1.GroupName, "v1alpha1", testenv.SystemNamespace,
+		"kubeopencode-apiserver-loopback", s.apiPort, s.apiCA); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cp.WaitForAPIService(t.Context(), "v1alpha1."+subresourcesv1alpha1.GroupName, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // dialVia opens a link's terminal through replica i.
@@ -397,6 +416,68 @@ func TestHA(t *testing.T) {
 			}
 			s.waitNoLease(t, agent)
 		}
+	})
+
+	t.Run("a replica that stops gracefully ends its sessions and hands its forwarded pages over", func(t *testing.T) {
+		// Agent one's session runs on A, with a page forwarded by B;
+		// agent two's on B, with a page forwarded by A.
+		one, two := s.readyAgent(t, "team-agent"), s.readyAgent(t, "team-agent")
+		tokenOne, tokenTwo := s.enable(t, one, ""), s.enable(t, two, "")
+		open := func(i int, token string) *terminalClient {
+			c, code := s.dialVia(t, i, token, nil)
+			if c == nil {
+				t.Fatalf("the page through %s answers %d", s.names[i], code)
+			}
+			c.resize(80, 24)
+			c.sessionOf()
+			return c
+		}
+		onA, viaB := open(a, tokenOne), open(b, tokenOne)
+		onB, viaA := open(b, tokenTwo), open(a, tokenTwo)
+		viaB.waitForPresence(2)
+		viaA.waitForPresence(2)
+		viaB.typeText("echo before-''stop\r")
+		viaB.waitForOutput("before-stop")
+
+		s.replicas[b].Stop()
+		// B's own session ends, for its page and the one A forwarded.
+		for _, c := range []*terminalClient{onB, viaA, viaB} {
+			if code, st, _ := c.waitClosed(30 * time.Second); code != websocket.CloseGoingAway || st == nil || st.Reason != wire.ReasonServerShutdown {
+				t.Fatalf("a page closed with %d, %+v; want 1001 ServerShutdown", code, st)
+			}
+		}
+		s.waitNoLease(t, two)
+		// The page B forwarded to A resumes its session through A.
+		viaB.mu.Lock()
+		session, offset := viaB.sync.Session, viaB.offset
+		viaB.mu.Unlock()
+		r, code := dialTerminalURL(t, fmt.Sprintf("ws://%s/s/%s/terminal?resume=%s:%d", s.addrs[a], tokenOne, session, offset), s.addrs[a], nil)
+		if r == nil {
+			t.Fatalf("resuming through A answers %d", code)
+		}
+		r.resize(80, 24)
+		if r.sessionOf() != session {
+			t.Fatalf("resumed into session %s, want %s", r.sessionOf(), session)
+		}
+		onA.typeText("echo after-''stop\r")
+		r.waitForOutput("after-stop")
+		if strings.Contains(r.text(), "before-stop") {
+			t.Fatalf("the resumed page was sent what it had seen: %q", r.text())
+		}
+		// Agent two's next page starts a new session on A at once.
+		again := open(a, tokenTwo)
+		if again.sessionOf() == onB.sessionOf() {
+			t.Fatal("a session of the stopped replica went on")
+		}
+		if got := s.holder(t, two); got != s.names[a] {
+			t.Fatalf("agent two's new session is held by %q", got)
+		}
+		for _, c := range []*terminalClient{onA, again} {
+			c.typeText("exit\r")
+		}
+		s.waitNoLease(t, one)
+		s.waitNoLease(t, two)
+		s.start(t, b)
 	})
 
 	// Last: it kills replica A.
