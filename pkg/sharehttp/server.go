@@ -251,17 +251,16 @@ func (s *Server) admitForwarded(w http.ResponseWriter, r *http.Request, asJSON b
 }
 
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
-	client, forwarded, ok := s.clientAddress(w, r, false)
-	if !ok && forwarded {
+	client, _, ok := s.clientAddress(w, r, false)
+	if !ok {
+		// Refused: a forwarded address without a proof, or none at all.
 		return
 	}
-	if ok {
-		if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
-			w.Header().Set("Retry-After", retryAfterSeconds(retry))
-			refusalsTotal.WithLabelValues(access.ReasonTooManyRequest).Inc()
-			http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
-			return
-		}
+	if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
+		w.Header().Set("Retry-After", retryAfterSeconds(retry))
+		refusalsTotal.WithLabelValues(access.ReasonTooManyRequest).Inc()
+		http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
+		return
 	}
 	// The page is the same for every token and finds out the link's state
 	// from /info, so an invalid link still shows a clear message. Its status
