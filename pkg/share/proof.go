@@ -106,17 +106,39 @@ func (k *KeyRing) Verify(namespace string, agentUID types.UID, link, token, proo
 	return id, hmac.Equal(got, mac(key, namespace, agentUID, link, token))
 }
 
-// mac is the HMAC-SHA256 of the fields, each preceded by its length, so that
-// no two different sets of fields give the same message.
+// mac is the HMAC-SHA256 of a token's proof.
 func mac(key []byte, namespace string, agentUID types.UID, link, token string) []byte {
+	return fieldsMAC(key, proofContext, namespace, string(agentUID), link, token)
+}
+
+// fieldsMAC is the HMAC-SHA256 of the fields, each preceded by its length,
+// so that no two different sets of fields give the same message.
+func fieldsMAC(key []byte, fields ...string) []byte {
 	h := hmac.New(sha256.New, key)
-	for _, field := range []string{proofContext, namespace, string(agentUID), link, token} {
+	for _, field := range fields {
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(field)))
 		h.Write(n[:])
 		h.Write([]byte(field))
 	}
 	return h.Sum(nil)
+}
+
+// Sum returns the HMAC-SHA256, under the key id, of a context naming what
+// the MAC is for followed by the fields, each preceded by its length; ok is
+// false when the ring holds no key id. It serves the system's other uses
+// of a ring of keys (such as a ring of its own that the share listener's
+// replicas authenticate each other with); the context keeps its MACs apart
+// from token proofs and from each other.
+func (k *KeyRing) Sum(id, context string, fields ...string) (sum []byte, ok bool) {
+	if k.Empty() || context == "" || context == proofContext {
+		return nil, false
+	}
+	key, known := k.keys[id]
+	if !known {
+		return nil, false
+	}
+	return fieldsMAC(key, append([]string{context}, fields...)...), true
 }
 
 // Keys gives the system's signing keys to the parts that mint and check

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubeopencode/share/pkg/apis/kubeopencode/validation"
 	"github.com/kubeopencode/share/pkg/share"
+	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 )
 
@@ -46,6 +47,10 @@ type Options struct {
 	// SessionTuning sizes and times the shared sessions. It has no flags:
 	// its defaults are what the listener is measured with.
 	SessionTuning session.Tuning
+	// Replicas, when enabled, makes the listener's replicas run one shared
+	// session per Agent between them; the API server sets it from its
+	// flags, which it validates.
+	Replicas *replica.Options
 }
 
 // NewOptions returns Options with defaults.
@@ -127,4 +132,14 @@ func (o *Options) trustedProxies() ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// port is the port the listener serves on, for its peers.
+func (o *Options) port() int {
+	if o.Listener != nil {
+		if addr, ok := o.Listener.Addr().(*net.TCPAddr); ok {
+			return addr.Port
+		}
+	}
+	return o.Port
 }

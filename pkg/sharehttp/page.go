@@ -16,12 +16,14 @@ import (
 	"github.com/gorilla/websocket"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
+	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/terminal"
 	"github.com/kubeopencode/share/pkg/sharehttp/wire"
@@ -96,9 +98,20 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, &access.Refusal{Reason: "Forbidden", Code: http.StatusForbidden, Message: "Cross-origin requests are not allowed."}, true)
 		return
 	}
-	grant, client, ok := s.admit(w, r, true)
+	grant, client, forwarded, ok := s.admitForwarded(w, r, true)
 	if !ok {
 		return
+	}
+	// With several replicas, one runs the Agent's session: a page that
+	// reached another is forwarded to it, before this replica checks more
+	// than a forwarder must; the owner checks everything below itself.
+	var claim *replica.Claim
+	if s.replicas != nil {
+		var handled bool
+		if claim, handled = s.routeToOwner(w, r, grant, client, forwarded); handled {
+			return
+		}
+		defer claim.Release()
 	}
 	pod, ok := s.resolver.ReadyPod(r.Context(), grant.Agent)
 	if !ok {
@@ -153,7 +166,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request) {
 		// The upgrader has answered the client.
 		return
 	}
-	s.runPage(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use)
+	s.runPage(r.Context(), conn, grant, r.PathValue("token"), client, pod, resume, use, claim)
 }
 
 // validUpgrade reports whether r is a WebSocket handshake the upgrader will
@@ -183,7 +196,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // runPage runs a page's terminal. use, the use of a one-time link the
 // connection took, is kept once the page's terminal starts.
-func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *access.Grant, token string, client netip.Addr, pod string, resume *session.ResumePoint, use *access.Use) {
+func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *access.Grant, token string, client netip.Addr, pod string, resume *session.ResumePoint, use *access.Use, claim *replica.Claim) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The page's input goes straight into the command, from the read loop
@@ -232,9 +245,13 @@ func (s *Server) runPage(parent context.Context, conn *websocket.Conn, grant *ac
 	linger := false
 	defer func() { shared.Leave(v, linger) }()
 	if first {
-		go shared.Run(func(ctx context.Context, opts remotecommand.StreamOptions) error {
-			return s.exec.Exec(ctx, grant.Agent.Namespace, pod, podexec.AgentContainer, grant.Command, opts)
-		})
+		// With several replicas, the session holds its Lease while it
+		// runs, past this page.
+		var sessionClaim *replica.Claim
+		if claim != nil {
+			sessionClaim = claim.Another()
+		}
+		go s.runSession(shared, grant, pod, sessionClaim)
 	}
 
 	changes, unsubscribe := s.resolver.Subscribe(grant.Agent)
@@ -284,6 +301,9 @@ func (s *Server) finish(ctx context.Context, page *pageConn, err error) string {
 		code := exitErr.ExitStatus()
 		page.endWith(closeNormal, wire.Status{Reason: "Exited", Message: fmt.Sprintf("The session ended with exit code %d.", code), ExitCode: &code})
 		return "Exited"
+	case errors.Is(err, errSessionLeaseLost):
+		page.end(closeServerError, access.ReasonUnavailable, "The share server lost track of this session's ownership. Reconnect to go on.")
+		return access.ReasonUnavailable
 	case !s.resolver.PodExists(ctx, page.grant.Agent.Namespace, page.pod):
 		page.end(closeServerError, "PodGone", "The Agent's pod went away. Reconnect to reach its replacement.")
 		return "PodGone"
@@ -394,6 +414,27 @@ func clusterUnreachable(err error) bool {
 	return errors.As(err, &netErr) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
 		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err) ||
 		(errors.As(err, &closeErr) && closeErr.Code == websocket.CloseAbnormalClosure) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// runSession runs the command of a shared session until it ends or every
+// page has left.
+//
+// With several replicas, it runs under the claim on the session's Lease,
+// which it releases once the session has left the registry, so that no
+// page joins a session whose Lease is gone; a Lease this replica can no
+// longer renew ends the command, for another replica may start one.
+func (s *Server) runSession(shared *session.Session, grant *access.Grant, pod string, claim *replica.Claim) {
+	release := func() {}
+	shared.Run(func(ctx context.Context, opts remotecommand.StreamOptions) error {
+		ctx, release = underClaim(ctx, claim)
+		err := s.exec.Exec(ctx, grant.Agent.Namespace, pod, podexec.AgentContainer, grant.Command, opts)
+		if errors.Is(context.Cause(ctx), errSessionLeaseLost) {
+			klog.InfoS("Ending a shared session whose Lease this replica lost", "agent", grant.Agent)
+			err = errSessionLeaseLost
+		}
+		return err
+	})
+	release()
 }
 
 // pageInput is where a page's typed input goes: it waits for the page to

@@ -30,6 +30,7 @@ import (
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/sharehttp/access"
 	"github.com/kubeopencode/share/pkg/sharehttp/podexec"
+	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 	"github.com/kubeopencode/share/pkg/sharehttp/session"
 	"github.com/kubeopencode/share/pkg/sharehttp/web"
 )
@@ -58,6 +59,9 @@ type Server struct {
 	viewers  *access.Viewers
 	audit    *auditor
 	exec     podexec.Executor
+	// replicas, when the listener runs in several replicas, settles which
+	// one runs each Agent's session and forwards pages to it; nil alone.
+	replicas *replica.Replicas
 	clock    clock.Clock
 	events   record.EventBroadcaster
 	// origins are the serialized origins (scheme://host) of pages served
@@ -102,8 +106,13 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(clientscheme.Scheme, corev1.EventSource{Component: EventComponent})
+	replicas, err := newReplicas(opts, config)
+	if err != nil {
+		return nil, err
+	}
 	s := newServer(opts, resolver, exec, recorder, clk)
 	s.events = broadcaster
+	s.replicas = replicas
 	return s, nil
 }
 
@@ -215,36 +224,44 @@ func securityHeaders(next http.Handler) http.Handler {
 // admit applies the per-address rate limit and resolves the token. On
 // refusal it has written the answer.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, asJSON bool) (*access.Grant, netip.Addr, bool) {
-	client, ok := s.clientIP.ClientIP(r)
+	grant, client, _, ok := s.admitForwarded(w, r, asJSON)
+	return grant, client, ok
+}
+
+// admitForwarded is admit, which also reports whether another replica
+// forwarded the request.
+func (s *Server) admitForwarded(w http.ResponseWriter, r *http.Request, asJSON bool) (_ *access.Grant, _ netip.Addr, forwarded, _ bool) {
+	client, forwarded, ok := s.clientAddress(w, r, asJSON)
 	if !ok {
-		writeRefusal(w, &access.Refusal{Reason: "BadRequest", Code: http.StatusBadRequest, Message: "Bad request."}, asJSON)
-		return nil, client, false
+		return nil, client, forwarded, false
 	}
 	if ok, retry := s.limiter.Allow(client, s.clock.Now()); !ok {
 		s.audit.refused(nil, client.String(), access.ReasonTooManyRequest)
 		w.Header().Set("Retry-After", retryAfterSeconds(retry))
 		writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
 			Message: "Too many requests. Wait a moment and try again."}, asJSON)
-		return nil, client, false
+		return nil, client, forwarded, false
 	}
 	grant, refusal := s.resolver.Resolve(r.Context(), r.PathValue("token"), client)
 	if refusal != nil {
 		s.audit.refused(refusal.Agent, client.String(), refusal.Reason)
 		writeRefusal(w, refusal, asJSON)
-		return nil, client, false
+		return nil, client, forwarded, false
 	}
-	return grant, client, true
+	return grant, client, forwarded, true
 }
 
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
-	client, ok := s.clientIP.ClientIP(r)
-	if ok {
-		if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
-			w.Header().Set("Retry-After", retryAfterSeconds(retry))
-			refusalsTotal.WithLabelValues(access.ReasonTooManyRequest).Inc()
-			http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
-			return
-		}
+	client, _, ok := s.clientAddress(w, r, false)
+	if !ok {
+		// Refused: a forwarded address without a proof, or none at all.
+		return
+	}
+	if allowed, retry := s.limiter.Allow(client, s.clock.Now()); !allowed {
+		w.Header().Set("Retry-After", retryAfterSeconds(retry))
+		refusalsTotal.WithLabelValues(access.ReasonTooManyRequest).Inc()
+		http.Error(w, "Too many requests. Wait a moment and try again.", http.StatusTooManyRequests)
+		return
 	}
 	// The page is the same for every token and finds out the link's state
 	// from /info, so an invalid link still shows a clear message. Its status
@@ -358,6 +375,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	if s.replicas != nil {
+		// Forwarded pages are proven with the peer key: it must be there
+		// before the first page.
+		if err := s.replicas.Start(ctx); err != nil {
+			ln.Close()
+			cancel()
+			<-cacheErr
+			return err
+		}
+	}
 	// A listener that restarted in the same pod starts with no pages:
 	// counts it recorded before are cleared before it serves.
 	clearCtx, clearCancel := context.WithTimeout(ctx, 10*time.Second)
@@ -412,8 +439,26 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	// stranger to learn that the server is going.
 	shutdownErr := make(chan error, 1)
 	go func() { shutdownErr <- srv.Shutdown(shutdownCtx) }()
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		if s.replicas != nil {
+			// Pages forwarded to other replicas go on there: they are
+			// told to reconnect, which resumes them through a replica
+			// that stays.
+			s.replicas.Forwarder.Close(shutdownCtx)
+		}
+	}()
 	s.closePages()
 	s.waitPages()
+	<-forwarded
+	// Sessions waiting for a page to come back end too, and the Leases of
+	// this replica's sessions go, so that the next page of their Agents
+	// starts a new session on a replica that stays at once.
+	s.sessions.CloseAll()
+	if s.replicas != nil {
+		s.replicas.Leases.Close()
+	}
 	err := <-shutdownErr
 	// The pages are gone: record it on the links' Secrets before leaving.
 	s.viewers.Wait(shutdownCtx)

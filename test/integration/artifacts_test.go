@@ -262,7 +262,29 @@ func checkBaseArtifacts(t *testing.T, objs []*unstructured.Unstructured) {
 		if !slices.Contains(api.Args, "--share-port=8080") {
 			t.Errorf("kubeopencode-apiserver args %v lack --share-port=8080", api.Args)
 		}
+		// The replicas share one session per Agent: each says where its
+		// peers reach it, from the downward API.
+		for _, arg := range []string{"--share-advertise-address=$(POD_IP)", "--share-replica-name=$(POD_NAME)", "--share-lease-namespace=$(POD_NAMESPACE)"} {
+			if !slices.Contains(api.Args, arg) {
+				t.Errorf("kubeopencode-apiserver args %v lack %s", api.Args, arg)
+			}
+		}
+		fields := map[string]string{}
+		for _, e := range api.Env {
+			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+				fields[e.Name] = e.ValueFrom.FieldRef.FieldPath
+			}
+		}
+		if fields["POD_IP"] != "status.podIP" || fields["POD_NAME"] != "metadata.name" || fields["POD_NAMESPACE"] != "metadata.namespace" {
+			t.Errorf("kubeopencode-apiserver env from the downward API %v", fields)
+		}
 	}
+	// Session Leases in the listener's namespace only.
+	leases := find(t, objs, "rbac.authorization.k8s.io", "Role", artifactsNamespace, "kubeopencode-apiserver-share-sessions")
+	if rules, _, _ := unstructured.NestedSlice(leases.Object, "rules"); len(rules) != 1 || !strings.Contains(fmt.Sprint(rules), "leases") {
+		t.Errorf("the session Lease Role's rules %v, want one on leases", rules)
+	}
+	find(t, objs, "rbac.authorization.k8s.io", "RoleBinding", artifactsNamespace, "kubeopencode-apiserver-share-sessions")
 
 	for name, port := range map[string]string{"kubeopencode-apiserver": "https", "kubeopencode-share": "share"} {
 		svc := convert[corev1.Service](t, find(t, objs, "", "Service", artifactsNamespace, name))

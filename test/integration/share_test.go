@@ -44,6 +44,7 @@ type system struct {
 	user    *rest.Config
 	shareLn string // host:port of the share listener
 	apiPort int    // the aggregated API server's secure port
+	apiCA   []byte // the CA of its serving certificate
 	// api is the aggregated API server, which a test may restart; ctl the
 	// controller, and controllerKubeconfig its identity.
 	api                  *aggregatedServer
@@ -103,12 +104,12 @@ func startSystemWith(t *testing.T, cfg systemConfig) *system {
 		"--share-request-burst=100",
 		"--share-ping-interval=2s",
 	}, cfg.listenerArgs...)
-	api, _ := serveAggregatedAPIOn(t, cp, admin, kubeconfigFor("apiserver", apiServerUser), &aggregatedServer{shareAddr: "127.0.0.1:0", args: args})
+	api, apiCA := serveAggregatedAPIOn(t, cp, admin, kubeconfigFor("apiserver", apiServerUser), &aggregatedServer{shareAddr: "127.0.0.1:0", args: args})
 	user, err := cp.UserConfig("sharer", "system:authenticated")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &system{t: t, cp: cp, admin: admin, user: user, shareLn: api.shareAddr, apiPort: api.port,
+	return &system{t: t, cp: cp, admin: admin, user: user, shareLn: api.shareAddr, apiPort: api.port, apiCA: apiCA,
 		api: api, ctl: ctl, controllerKubeconfig: controllerKubeconfig}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/kubeopencode/share/pkg/share"
 	"github.com/kubeopencode/share/pkg/share/signingkey"
 	"github.com/kubeopencode/share/pkg/sharehttp"
+	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 )
 
 func init() {
@@ -71,6 +72,9 @@ type Options struct {
 	// SigningKey locates the share signing keys, which the API mints tokens
 	// with and the listener proves them with.
 	SigningKey *signingkey.Options
+	// Replicas configures how the share listener's replicas run one shared
+	// session per Agent between them.
+	Replicas *replica.Options
 
 	// Runnables run in the server process next to the API server, each in
 	// its own goroutine, once the API server is configured. The context they
@@ -90,6 +94,7 @@ func NewOptions() *Options {
 		Logs:           logs.NewOptions(),
 		Share:          sharehttp.NewOptions(),
 		SigningKey:     signingkey.NewOptions(),
+		Replicas:       replica.NewOptions(),
 	}
 	o.SecureServing.BindPort = DefaultSecurePort
 	// Without --tls-cert-file a self-signed certificate is made in memory
@@ -116,6 +121,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 		"The longest a share link may live, such as 168h. A link requested without an expiry then expires after this long. 0 means no cap.")
 	o.SigningKey.AddFlags(fs)
 	o.Share.AddFlags(fss.FlagSet("share listener"))
+	o.Replicas.AddFlags(fss.FlagSet("share listener"))
 	return fss
 }
 
@@ -126,6 +132,7 @@ func (o *Options) Complete() error {
 		return fmt.Errorf("creating a self-signed serving certificate: %w", err)
 	}
 	o.Share.PublicURL = o.PublicURL
+	o.Share.Replicas = o.Replicas
 	return nil
 }
 
@@ -138,6 +145,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Audit.Validate()...)
 	if o.Share.Port != 0 || o.Share.Listener != nil {
 		errs = append(errs, o.Share.Validate()...)
+		errs = append(errs, o.Replicas.Validate()...)
 	}
 	errs = append(errs, o.SigningKey.Validate()...)
 	if o.MaxShareDuration < 0 {

@@ -24,6 +24,8 @@ func TestValidate(t *testing.T) {
 		{name: "negative cap", args: []string{"--max-share-duration=-1h"}, want: "--max-share-duration"},
 		{name: "URL with a query", args: []string{"--public-url=https://share.example.com/?a=b"}, want: "--public-url"},
 		{name: "URL without scheme", args: []string{"--public-url=share.example.com"}, want: "--public-url"},
+		{name: "replicas sharing sessions", args: []string{"--share-advertise-address=10.0.0.7", "--share-replica-name=pod-a", "--share-lease-namespace=kubeopencode-system"}},
+		{name: "replicas with a bad address", args: []string{"--share-advertise-address=pod-a"}, want: "--share-advertise-address"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +52,8 @@ func TestDefaults(t *testing.T) {
 	}
 	cmd := NewServerCommand(o)
 	for _, name := range []string{"kubeconfig", "public-url", "max-share-duration", "secure-port", "bind-address", "tls-cert-file",
-		"authentication-kubeconfig", "authorization-kubeconfig", "requestheader-client-ca-file", "audit-log-path", "v"} {
+		"authentication-kubeconfig", "authorization-kubeconfig", "requestheader-client-ca-file", "audit-log-path", "v",
+		"share-advertise-address", "share-replica-name", "share-lease-namespace", "share-lease-duration", "share-peer-key-name"} {
 		if cmd.Flags().Lookup(name) == nil {
 			t.Errorf("no --%s flag", name)
 		}

@@ -60,6 +60,20 @@ func (r *Registry) Resumable(agent types.UID, resume *ResumePoint) bool {
 	return ok && s.id == resume.Session
 }
 
+// CloseAll ends every session, those waiting for their pages to come back
+// included, at shutdown.
+func (r *Registry) CloseAll() {
+	r.mu.Lock()
+	live := make([]*Session, 0, len(r.live))
+	for _, s := range r.live {
+		live = append(live, s)
+	}
+	r.mu.Unlock()
+	for _, s := range live {
+		s.cancel()
+	}
+}
+
 // Session is one exec session shared by every page of an Agent's links: one
 // process in the pod, its output kept in a log that each page reads at its
 // own pace, and the input of every page that may type merged into it.
