@@ -71,17 +71,6 @@ func fmtRatio(r float64) string {
 	return fmt.Sprintf("%.2f", r)
 }
 
-func fmtCount(n float64) string {
-	switch {
-	case n >= 10000:
-		return fmt.Sprintf("%.0f", n)
-	case n >= 100:
-		return fmt.Sprintf("%.0f", n)
-	default:
-		return fmt.Sprintf("%.1f", n)
-	}
-}
-
 func yesNo(ok bool) string {
 	if ok {
 		return "yes"

@@ -201,7 +201,7 @@ func (s *system) makeAgents(ctx context.Context) error {
 	}
 	for name, a := range s.agents {
 		if err := s.waitReady(ctx, a); err != nil {
-			return fmt.Errorf("Agent %s: %w", name, err)
+			return fmt.Errorf("waiting for Agent %s: %w", name, err)
 		}
 	}
 	return nil
@@ -460,8 +460,8 @@ func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
 	if s.metricsHTTP == nil {
 		cfg := s.cp.Config()
 		cfg.Host = host
-		cfg.TLSClientConfig.CAData = nil
-		cfg.TLSClientConfig.Insecure = true
+		cfg.CAData = nil
+		cfg.Insecure = true
 		hc, err := rest.HTTPClientFor(cfg)
 		if err != nil {
 			return nil, err

@@ -75,11 +75,11 @@ func TestReconcileNewAgentRequests(t *testing.T) {
 	// The cache's reads are free; only the live reads and the writes reach
 	// the API server.
 	var live requestLog
-	apiReader := interceptor.NewClient(store.(client.WithWatch), live.funcs())
+	apiReader := interceptor.NewClient(store, live.funcs())
 	var writes requestLog
 	funcs := writes.funcs()
 	funcs.Get = nil
-	cached := interceptor.NewClient(store.(client.WithWatch), funcs)
+	cached := interceptor.NewClient(store, funcs)
 	rec := events.NewFakeRecorder(16)
 	r := NewAgentReconciler(cached, apiReader, rec, Config{Keys: sharetest.Keys()})
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(agent)}); err != nil {
@@ -130,7 +130,7 @@ func TestReconcileSecretNotInCacheYet(t *testing.T) {
 	store := fake.NewClientBuilder().WithScheme(scheme).WithObjects(agent, existing).
 		WithStatusSubresource(&v1alpha1.Agent{}, &appsv1.Deployment{}).Build()
 	// The cache lags: it has not seen the Secret yet.
-	cached := interceptor.NewClient(store.(client.WithWatch), interceptor.Funcs{
+	cached := interceptor.NewClient(store, interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if _, ok := obj.(*corev1.Secret); ok {
 				return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)

@@ -117,7 +117,8 @@ func TestShareState(t *testing.T) {
 func TestFingerprint(t *testing.T) {
 	a, _ := share.NewToken()
 	b, _ := share.NewToken()
-	if len(fingerprint(a)) != 16 || fingerprint(a) != fingerprint(a) || fingerprint(a) == fingerprint(b) {
+	first, again := fingerprint(a), fingerprint(a)
+	if len(first) != 16 || first != again || first == fingerprint(b) {
 		t.Errorf("fingerprints %q and %q", fingerprint(a), fingerprint(b))
 	}
 }

@@ -381,7 +381,11 @@ func (s *Server) Run(ctx context.Context) error {
 		if err := s.replicas.Start(ctx); err != nil {
 			ln.Close()
 			cancel()
-			<-cacheErr
+			// The replicas' failure is the one to report; the cache only
+			// stopped because of it.
+			if cerr := <-cacheErr; cerr != nil {
+				klog.ErrorS(cerr, "Share listener's caches stopped")
+			}
 			return err
 		}
 	}

@@ -427,17 +427,6 @@ type apiEnv struct {
 	kubeconfigs   map[string]string
 }
 
-// startAggregatedAPIServer runs the server's command in-process on a
-// listener of its own on 127.0.0.1 and returns the port. The server stops
-// when the test ends.
-func startAggregatedAPIServer(t *testing.T, configure func(*apiserverapp.Options), args ...string) int {
-	t.Helper()
-	a := &aggregatedServer{configure: configure, args: args}
-	a.start(t)
-	t.Cleanup(func() { a.stop(t) })
-	return a.port
-}
-
 // aggregatedServer is the aggregated API server's command running
 // in-process, which a test may stop and start again on the same ports, as a
 // restarted pod would be.

@@ -197,7 +197,9 @@ func (s *system) testPodDeleted(t *testing.T) {
 		t.Fatal("the session outlived its pod")
 	}
 	// The page says why: the pod went, or the Agent is not ready for now.
-	if !(code == 1011 && st != nil && st.Reason == "PodGone") && !(code == 1008 && st != nil && st.Reason == share.ReasonAgentNotReady) {
+	podGone := code == 1011 && st != nil && st.Reason == "PodGone"
+	notReady := code == 1008 && st != nil && st.Reason == share.ReasonAgentNotReady
+	if !podGone && !notReady {
 		t.Fatalf("the session ended with %d %+v, want 1011 PodGone or 1008 AgentNotReady", code, st)
 	}
 	t.Logf("the session ended with %d %s: %q", code, st.Reason, st.Message)
