@@ -130,10 +130,43 @@ func (s *haSystem) start(t *testing.T, i int) {
 	}
 }
 
+// enable enables a link and waits until every replica's cache has its
+// Secret, so that a page may go to either: an informer learns of a new
+// Secret a moment after the API server wrote it.
+func (s *haSystem) enable(t *testing.T, agent types.NamespacedName, body string) string {
+	t.Helper()
+	token := s.system.enable(t, agent, body)
+	s.waitInfo(t, token, http.StatusOK)
+	return token
+}
+
+// waitInfo waits until every replica answers want for the link's /info, as
+// it does once its cache holds the link's Secret.
+func (s *haSystem) waitInfo(t *testing.T, token string, want int) {
+	t.Helper()
+	for i, addr := range s.addrs {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, _ := getFrom(t, addr, "/s/"+token+"/info", nil)
+			if resp.StatusCode == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /info of the new link still answers %d after 30s, want %d", s.names[i], resp.StatusCode, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
 // dialVia opens a link's terminal through replica i.
 func (s *haSystem) dialVia(t *testing.T, i int, token string, header http.Header) (*terminalClient, int) {
 	t.Helper()
-	return dialTerminal(t, s.addrs[i], token, header)
+	c, code := dialTerminal(t, s.addrs[i], token, header)
+	if c == nil {
+		t.Logf("the terminal through %s answers %d", s.names[i], code)
+	}
+	return c, code
 }
 
 // lease returns the session Lease of an Agent, if there is one.
@@ -353,6 +386,7 @@ func TestHA(t *testing.T) {
 		token := s.enable(t, agent, "")
 		// Only 192.0.2.0/24 may open it; the tests connect from loopback.
 		fenced := s.shareLink(t, http.MethodPost, agent, "", `{"spec":{"link":"fenced","allowedIPs":["192.0.2.0/24"]}}`).Status.Token
+		s.waitInfo(t, fenced, http.StatusForbidden)
 		for _, tc := range []struct {
 			name   string
 			header http.Header
