@@ -43,6 +43,7 @@ var figures = []figure{
 	{name: "enable", onSystem: true, run: (*bench).enableFigures},
 	{name: "sessions", onSystem: true, run: (*bench).sessionFigures},
 	{name: "tokens", onSystem: true, run: (*bench).tokenFigures},
+	{name: "replicas", onSystem: true, run: (*bench).replicaFigures},
 	{name: "controller", run: (*bench).controllerFigures},
 }
 

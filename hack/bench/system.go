@@ -138,16 +138,21 @@ func (s *system) startServers(ctx context.Context) (err error) {
 	step("starting the aggregated API server with the share listener on %s", s.shareAddr)
 	s.server, err = testenv.StartAggregatedAPIServer(ctx, s.cp, testenv.ServerOptions{
 		Bin: filepath.Join(o.binDir, "aggregated-apiserver"), Dir: o.work, LogDir: o.logDir, ShareAddr: s.shareAddr,
-		// The figures measure the listener, not its abuse limits: the
-		// per-address rate limit is off and the session limits are above
-		// the counts of figure 3.
-		Args: []string{"--share-requests-per-second=0", "--share-max-sessions=5000", "--share-max-sessions-per-agent=5000"},
+		Args: listenerArgs(),
 	})
 	if err != nil {
 		return err
 	}
 	s.executor, err = newKubectlExecutor(s.server.Config)
 	return err
+}
+
+// listenerArgs are the flags of every share listener the harness starts:
+// the figures measure the listener, not its abuse limits, so the
+// per-address rate limit is off and the session limits are above the
+// counts of figure 3.
+func listenerArgs() []string {
+	return []string{"--share-requests-per-second=0", "--share-max-sessions=5000", "--share-max-sessions-per-agent=5000"}
 }
 
 // freeAddr returns a loopback address that was free a moment ago.
@@ -187,14 +192,7 @@ func (s *system) makeAgents(ctx context.Context) error {
 		"lobby": idleCommand(),
 	}
 	for name, cmd := range commands {
-		a := &kubeopencodev1alpha1.Agent{
-			ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: name},
-			Spec: kubeopencodev1alpha1.AgentSpec{
-				Image:    "bench/agent:1",
-				Terminal: &kubeopencodev1alpha1.TerminalSpec{Command: cmd},
-			},
-		}
-		if err := s.admin.Create(ctx, a); err != nil {
+		if err := s.admin.Create(ctx, benchAgent(name, cmd)); err != nil {
 			return err
 		}
 		s.agents[name] = &agentInfo{key: types.NamespacedName{Namespace: benchNamespace, Name: name}}
@@ -207,28 +205,47 @@ func (s *system) makeAgents(ctx context.Context) error {
 	return nil
 }
 
+// benchAgent is an Agent of the bench namespace whose terminal runs cmd.
+func benchAgent(name string, cmd []string) *kubeopencodev1alpha1.Agent {
+	return &kubeopencodev1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: name},
+		Spec: kubeopencodev1alpha1.AgentSpec{
+			Image:    "bench/agent:1",
+			Terminal: &kubeopencodev1alpha1.TerminalSpec{Command: cmd},
+		},
+	}
+}
+
 // enableLinks enables the links of echo, cat and lobby as the user, and
 // waits until each answers.
 func (s *system) enableLinks(ctx context.Context) error {
 	for _, name := range []string{"echo", "cat", "lobby"} {
-		a := s.agents[name]
-		// The edit role gains agents/share once kube-controller-manager
-		// has aggregated the shipped ClusterRoles into it: retry until it
-		// has.
-		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			tok, code, err := s.enable(ctx, a.key)
-			if code == http.StatusForbidden {
-				return false, nil
-			}
-			a.token = tok
-			return err == nil, err
-		})
-		if err != nil {
-			return fmt.Errorf("enabling the share of %s: %w", name, err)
-		}
-		if err := s.waitLink(ctx, a.token, http.StatusOK); err != nil {
+		if err := s.enableLink(ctx, name); err != nil {
 			return err
 		}
+		if err := s.waitLink(ctx, s.agents[name].token, http.StatusOK); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enableLink enables the link of the Agent name as the user and keeps its
+// token.
+func (s *system) enableLink(ctx context.Context, name string) error {
+	a := s.agents[name]
+	// The edit role gains agents/share once kube-controller-manager has
+	// aggregated the shipped ClusterRoles into it: retry until it has.
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		tok, code, err := s.enable(ctx, a.key)
+		if code == http.StatusForbidden {
+			return false, nil
+		}
+		a.token = tok
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("enabling the share of %s: %w", name, err)
 	}
 	return nil
 }
@@ -423,9 +440,15 @@ func (s *system) waitLink(ctx context.Context, token string, code int) error {
 }
 
 func (s *system) waitLinkEvery(ctx context.Context, token string, code int, every time.Duration) error {
+	return waitLinkAt(ctx, s.shareAddr, token, code, every)
+}
+
+// waitLinkAt waits until /s/<token>/info answers code on the listener at
+// addr.
+func waitLinkAt(ctx context.Context, addr, token string, code int, every time.Duration) error {
 	var last int
 	err := wait.PollUntilContextTimeout(ctx, every, time.Minute, true, func(context.Context) (bool, error) {
-		resp, err := http.Get("http://" + s.shareAddr + "/s/" + token + "/info")
+		resp, err := http.Get("http://" + addr + "/s/" + token + "/info")
 		if err != nil {
 			return false, nil
 		}
@@ -456,10 +479,15 @@ func (s *system) dialShare(ctx context.Context, token string, out sink) (*wsTerm
 // the cluster admin, over one kept connection (so that fetching leaves the
 // server's goroutine count as it was).
 func (s *system) serverGet(ctx context.Context, path string) ([]byte, error) {
-	host := "https://127.0.0.1:" + strconv.Itoa(s.server.Port)
+	return s.secureGet(ctx, s.server.Port, path)
+}
+
+// secureGet fetches a path of an aggregated API server's secure port on
+// loopback, as the cluster admin.
+func (s *system) secureGet(ctx context.Context, port int, path string) ([]byte, error) {
+	host := "https://127.0.0.1:" + strconv.Itoa(port)
 	if s.metricsHTTP == nil {
 		cfg := s.cp.Config()
-		cfg.Host = host
 		cfg.CAData = nil
 		cfg.Insecure = true
 		hc, err := rest.HTTPClientFor(cfg)
