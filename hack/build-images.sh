@@ -37,7 +37,8 @@ builder="${OUT}/image-builder"
   -add /controller="${OUT}/share/controller" \
   -user 65532:65532 -entrypoint /aggregated-apiserver
 
-if [[ ! -x "${BUSYBOX}" ]] || ! ldd "${BUSYBOX}" 2>&1 | grep -q 'not a dynamic executable'; then
+# ldd fails on a static binary, and says so.
+if [[ ! -x "${BUSYBOX}" ]] || [[ "$(ldd "${BUSYBOX}" 2>&1 || true)" != *'not a dynamic executable'* ]]; then
   echo "A static busybox is needed at ${BUSYBOX} (Debian's busybox-static; set BUSYBOX)" >&2
   exit 1
 fi

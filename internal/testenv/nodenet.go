@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,6 +100,9 @@ func setUpNodeNetwork() error {
 		}
 	}
 	if err := saveSysctls(); err != nil {
+		return err
+	}
+	if err := saveNewHostPaths(); err != nil {
 		return err
 	}
 	steps := [][]string{
@@ -250,6 +254,7 @@ func cleanUpNode() {
 		}
 	}
 	restoreSysctls()
+	removeHostPaths()
 	for _, dir := range []string{nodeStateDir, nodeRunDir} {
 		if err := os.RemoveAll(dir); err != nil {
 			klog.ErrorS(err, "Removing the real node's folder", "dir", dir)
@@ -448,4 +453,56 @@ func jumpsToOurs(rule []string) bool {
 		}
 	}
 	return false
+}
+
+// hostPaths are folders outside the node's own that its parts write to
+// whatever they are told: containerd's shim sockets, the pods' network
+// namespaces, the kubelet's container log links and device-plugin folder,
+// the CNI result cache. Those that did not exist before the node are
+// removed with it.
+var hostPaths = []string{"/run/containerd", "/run/netns", "/var/log/pods", "/var/log/containers", "/var/lib/kubelet", "/var/lib/cni"}
+
+const newHostPathsFile = "new-host-paths"
+
+// saveNewHostPaths records which of hostPaths do not exist yet, unless an
+// earlier run that did not clean up recorded them already.
+func saveNewHostPaths() error {
+	path := filepath.Join(nodeStateDir, newHostPathsFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	var missing []string
+	for _, p := range hostPaths {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			missing = append(missing, p)
+		}
+	}
+	return os.WriteFile(path, []byte(strings.Join(missing, "\n")), 0o600)
+}
+
+// removeHostPaths deletes the network namespaces holding an address of
+// PodCIDR, with their veths, and then the host paths the node made.
+func removeHostPaths() {
+	names, _ := filepath.Glob("/run/netns/cni-*")
+	for _, ns := range names {
+		out, _ := exec.Command("ip", "-n", filepath.Base(ns), "-4", "-o", "addr", "show").Output()
+		if strings.Contains(string(out), " "+strings.TrimSuffix(NodeAddress, "1")) {
+			if err := run("ip", "netns", "del", filepath.Base(ns)); err != nil {
+				klog.ErrorS(err, "Removing a pod's network namespace")
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(nodeStateDir, newHostPathsFile))
+	if err != nil {
+		return
+	}
+	for _, p := range strings.Split(string(b), "\n") {
+		if !slices.Contains(hostPaths, p) {
+			continue
+		}
+		unmountUnder(p)
+		if err := os.RemoveAll(p); err != nil {
+			klog.ErrorS(err, "Removing a folder of the real node", "path", p)
+		}
+	}
 }

@@ -88,13 +88,15 @@ func (cp *ControlPlane) startRealNode(ctx context.Context, images []string) erro
 	if err := n.ImportImages(ctx, images...); err != nil {
 		return err
 	}
-	if err := n.startKubeProxy(ctx); err != nil {
-		return err
-	}
 	if err := n.startKubelet(ctx); err != nil {
 		return err
 	}
-	return n.waitReady(ctx)
+	if err := n.waitReady(ctx); err != nil {
+		return err
+	}
+	// kube-proxy reads the node's addresses once, from its Node, and exits
+	// when they change: it starts once the kubelet has registered them.
+	return n.startKubeProxy(ctx)
 }
 
 func missingIn(dir string, names []string) []string {
@@ -162,6 +164,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
       runtime_type = "io.containerd.runc.v2"
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = %[5]q
+        Root = %[8]q
         SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%[6]q]
@@ -209,7 +212,7 @@ func (n *RealNode) startContainerd(ctx context.Context) error {
 	}
 	config, err := n.writeFile("containerd.toml", fmt.Sprintf(containerdConfig,
 		filepath.Join(nodeStateDir, "containerd"), filepath.Join(nodeRunDir, "containerd-state"),
-		containerdSocket, PauseImage, runc, cniBinDir, filepath.Join(nodeStateDir, "cni", "net.d")))
+		containerdSocket, PauseImage, runc, cniBinDir, filepath.Join(nodeStateDir, "cni", "net.d"), filepath.Join(nodeRunDir, "runc")))
 	if err != nil {
 		return err
 	}
