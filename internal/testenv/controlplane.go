@@ -140,7 +140,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if opts.RealNode {
 		// The network comes first: no component may send a packet to a
 		// ClusterIP before its range has somewhere harmless to go.
-		if err := checkNodeHost(); err != nil {
+		if err := CheckRealNodeHost(); err != nil {
 			return nil, err
 		}
 		if cp.nodeLock, err = acquireNodeLock(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,15 +72,20 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-// checkNodeHost says why this machine cannot run a real node, or nil.
-func checkNodeHost() error {
-	if os.Geteuid() != 0 {
-		return errors.New("a real node needs root")
+// CheckRealNodeHost says why this machine cannot run a real node, or nil:
+// it needs root on Linux, iproute2, iptables, runc and the CNI plugins
+// (.ci/run installs them).
+func CheckRealNodeHost() error {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		return errors.New("a real node needs root on Linux")
 	}
-	for _, tool := range []string{"ip", "iptables", "runc"} {
+	for _, tool := range []string{"ip", "iptables", "iptables-save", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("a real node needs %s: %w", tool, err)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(cniBinDir, "bridge")); err != nil {
+		return fmt.Errorf("a real node needs the CNI plugins (containernetworking-plugins): %w", err)
 	}
 	return nil
 }

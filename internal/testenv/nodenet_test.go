@@ -27,7 +27,7 @@ func TestSplitRule(t *testing.T) {
 // a stop or the start after a killed run does: no route, link or chain of
 // the node may remain, and the sysctls are as they were.
 func TestNodeNetworkCleanUp(t *testing.T) {
-	if err := checkNodeHost(); err != nil {
+	if err := CheckRealNodeHost(); err != nil {
 		t.Skip(err)
 	}
 	lock, err := acquireNodeLock(t.Context())

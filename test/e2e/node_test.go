@@ -9,13 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -173,6 +174,29 @@ spec:
 		}
 	})
 
+	t.Run("the PodDisruptionBudget keeps one server up", func(t *testing.T) {
+		e.waitFor(t, "the budget to allow one disruption", time.Minute, func(ctx context.Context) (bool, error) {
+			pdb, err := e.cs.PolicyV1().PodDisruptionBudgets(namespace).Get(ctx, "kubeopencode-apiserver", metav1.GetOptions{})
+			return err == nil && pdb.Status.CurrentHealthy == 2 && pdb.Status.DisruptionsAllowed == 1, nil
+		})
+		servers := e.pods(t, namespace, "app.kubernetes.io/name=kubeopencode-apiserver")
+		if len(servers) != 2 {
+			t.Fatalf("%d servers run, want 2", len(servers))
+		}
+		// A replacement is not ready before its startup probe has passed,
+		// seconds after the first eviction: the second comes well before.
+		evict := func(p corev1.Pod) error {
+			return e.cs.PolicyV1().Evictions(namespace).Evict(t.Context(), &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: namespace}})
+		}
+		if err := evict(servers[0]); err != nil {
+			t.Fatalf("evicting the first server: %v", err)
+		}
+		if err := evict(servers[1]); !apierrors.IsTooManyRequests(err) {
+			t.Errorf("evicting the second server at once: %v, want 429 Too Many Requests from the budget", err)
+		}
+		e.kubectl(t, "", "-n", namespace, "rollout", "status", "deployment/kubeopencode-apiserver", "--timeout=3m")
+	})
+
 	t.Run("nothing of the node's ranges left the machine", func(t *testing.T) {
 		n, err := testenv.EgressPackets()
 		if err != nil {
@@ -195,8 +219,11 @@ type env struct {
 // archives) and starts a control plane with it.
 func startNode(t *testing.T) *env {
 	t.Helper()
-	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-		t.Skip("a real node needs root on Linux")
+	if err := testenv.CheckRealNodeHost(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v; .ci/run installs what a real node needs", err)
+		}
+		t.Skip(err)
 	}
 	root, err := testenv.RepoRoot()
 	if err != nil {
