@@ -2,9 +2,9 @@
 # Builds container image archives without a container engine, with
 # go-containerregistry (hack/image), into _output/images (or $1):
 #
-#   share.tar   kubeopencode/share:dev, the servers' image: the files and
-#               configuration of the Dockerfile (both servers, CA
-#               certificates, user 65532:65532)
+#   share.tar   kubeopencode/share:dev, the servers' image: the files,
+#               user and entrypoint of the Dockerfile (both servers, CA
+#               certificates, 65532:65532, /aggregated-apiserver)
 #   agent.tar   kubeopencode/agent-busybox:test, an Agent image whose shell
 #               is Debian's busybox-static with a link for each applet
 #   pause.tar   kubeopencode/pause:test, the real test node's sandbox image

@@ -3,8 +3,8 @@
 // `docker load` and containerd's `ctr images import` read) holding one layer
 // made of the given files and the given configuration.
 //
-// The Makefile's image-archives target runs it for the servers' image (the
-// same files and configuration as the Dockerfile's), for the real test
+// hack/build-images.sh (make image-archives) runs it for the servers' image
+// (the Dockerfile's files, user and entrypoint), for the real test
 // node's sandbox image and for an Agent image with a shell:
 //
 //	go run ./hack/image -tag kubeopencode/share:dev -o share.tar \
