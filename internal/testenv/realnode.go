@@ -173,8 +173,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 
 // cniConfig puts pods on the bridge with addresses from PodCIDR, a route
 // to the Services through the node and no other route: no default route,
-// no masquerade, no forwarding turned on. Pods reach the node and each
-// other and nothing else.
+// no masquerade, no gateway role for the bridge plugin. Pods reach the
+// node and each other and nothing else.
 const cniConfig = `{
   "cniVersion": "1.0.0",
   "name": "kubeopencode-node",
