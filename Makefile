@@ -31,13 +31,25 @@ build:
 control-plane:
 	hack/build-control-plane.sh
 
-## test: verify, then run every test (unit with the race detector, integration on a real control plane, fuzzing)
+## node: also build the real test node's kubelet, kube-proxy and containerd into _output/bin (Linux only; elsewhere nothing)
+.PHONY: node
+node:
+	@if [ "$$(uname)" = Linux ]; then hack/build-control-plane.sh --node; fi
+
+## test: verify, then run every test (unit with the race detector, integration on a real control plane, end to end on a real node where the machine allows it, fuzzing)
 .PHONY: test
-test: verify control-plane
+test: verify control-plane node
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 	$(GO) test -C hack/bench $(TEST_FLAGS) ./...
+	$(GO) test -tags e2e -timeout $(NODE_TEST_TIMEOUT) $(TEST_FLAGS) ./test/e2e/
 	$(GO) test -race $(TEST_FLAGS) ./pkg/sharehttp/... ./pkg/controller/... ./pkg/share/...
 	hack/fuzz.sh
+
+## test-node: the end-to-end test on a real node (root, Linux): the image archives and `kubectl apply -k` of artifacts/ on kubelet, containerd and kube-proxy
+NODE_TEST_TIMEOUT ?= 20m
+.PHONY: test-node
+test-node: control-plane node
+	$(GO) test -tags e2e -timeout $(NODE_TEST_TIMEOUT) $(TEST_FLAGS) -v ./test/e2e/
 
 ## test-stress: the reliability scenarios at full size (500 sessions, 10^5 requests, 30s outage, 50 cycles); see docs/reliability.md
 STRESS_TIMEOUT ?= 20m
@@ -93,6 +105,11 @@ IMAGE ?= kubeopencode/share:dev
 .PHONY: image
 image:
 	docker build -t $(IMAGE) .
+
+## image-archives: build the servers' image, an Agent image with a shell and the test node's pause image as archives in _output/images, without a container engine (docker load or ctr images import them)
+.PHONY: image-archives
+image-archives:
+	VERSION=$(VERSION) IMAGE=$(IMAGE) hack/build-images.sh
 
 .PHONY: clean
 clean:

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Builds the local control plane from Go modules into _output/bin:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl.
+# With --node, also the real test node's programs (internal/testenv's
+# RealNode): kubelet and kube-proxy from the same Kubernetes modules, and
+# containerd, its runc shim and ctr from containerd's module
+# (hack/tools/containerd). runc and the CNI plugins come from Debian's
+# packages (hack/install-node-deps.sh).
 # A binary that is already there and newer than its module files is reused.
 set -o errexit -o nounset -o pipefail
 
@@ -41,3 +46,12 @@ build etcd "${ROOT}/hack/tools/etcd" .
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   build "${cmd}" "${ROOT}/hack/tools/controlplane" "k8s.io/kubernetes/cmd/${cmd}"
 done
+
+if [[ "${1:-}" == "--node" ]]; then
+  for cmd in kubelet kube-proxy; do
+    build "${cmd}" "${ROOT}/hack/tools/controlplane" "k8s.io/kubernetes/cmd/${cmd}"
+  done
+  for cmd in containerd containerd-shim-runc-v2 ctr; do
+    build "${cmd}" "${ROOT}/hack/tools/containerd" "github.com/containerd/containerd/v2/cmd/${cmd}"
+  done
+fi

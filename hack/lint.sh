@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs golangci-lint (configuration: .golangci.yaml) over the main module and
-# the bench harness. The linter is a pinned version installed from the Go
-# module proxy into _output/tools on first use, so a fresh machine needs
-# nothing but Go.
+# the modules of the bench harness and the image builder. The linter is a
+# pinned version installed from the Go module proxy into _output/tools on
+# first use, so a fresh machine needs nothing but Go.
 set -o errexit -o nounset -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,4 +20,6 @@ fi
 
 echo ">>> golangci-lint"
 "${lint}" run --config "${ROOT}/.golangci.yaml" ./...
-(cd hack/bench && "${lint}" run --config "${ROOT}/.golangci.yaml" ./...)
+for module in hack/bench hack/image; do
+  (cd "${module}" && "${lint}" run --config "${ROOT}/.golangci.yaml" ./...)
+done

@@ -42,6 +42,10 @@ type Options struct {
 	// BinDir, when set, holds the project's commands already built (make
 	// build puts them in bin/); empty builds them into StateDir.
 	BinDir string
+	// RealNode runs the demo Agent in a real container on a real node
+	// (kubelet, containerd, kube-proxy; root and Linux, make node first)
+	// instead of on the stand-in, whose terminal is a shell on this machine.
+	RealNode bool
 	// Root is the repository.
 	Root string
 
@@ -58,6 +62,7 @@ func (o *Options) AddFlags() {
 	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "Folder for the control plane's state, binaries, logs and kubeconfigs.")
 	flag.IntVar(&o.SharePort, "share-port", o.SharePort, "Port of the share listener on 127.0.0.1; 0 picks a free one.")
 	flag.StringVar(&o.BinDir, "bin-dir", o.BinDir, "Folder of the built aggregated-apiserver, controller and kubeoc, as make build leaves them. Empty builds them.")
+	flag.BoolVar(&o.RealNode, "real-node", o.RealNode, "Run the demo Agent in a real busybox container on a real node (root, Linux; make node first) instead of the stand-in node, whose terminal is a shell on this machine.")
 	flag.Parse()
 }
 
@@ -111,12 +116,30 @@ func (o *Options) Run(ctx context.Context) error {
 	o.step("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler (logs in %s)", filepath.Join(o.StateDir, "controlplane"))
 	cpDir := filepath.Join(o.StateDir, "controlplane")
 	_ = os.RemoveAll(cpDir)
-	if e.cp, err = testenv.Start(ctx, testenv.Options{Dir: cpDir}); err != nil {
+	cpOpts := testenv.Options{Dir: cpDir}
+	if o.RealNode {
+		if err := testenv.CheckRealNodeHost(); err != nil {
+			return fmt.Errorf("--real-node: %w", err)
+		}
+		o.step("building the image archives for the real node (hack/build-images.sh)")
+		images := filepath.Join(o.StateDir, "images")
+		build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-images.sh"), images)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building the image archives: %w", err)
+		}
+		cpOpts.RealNode = true
+		cpOpts.NodeImages = []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "agent.tar")}
+		o.step("with a real node (kubelet, containerd, kube-proxy): the demo Agent runs in a busybox container")
+	}
+	if e.cp, err = testenv.Start(ctx, cpOpts); err != nil {
 		return err
 	}
-	o.step("registering the stand-in node")
-	if _, err := e.cp.StartStandinNode(ctx, "dev-node"); err != nil {
-		return err
+	if !o.RealNode {
+		o.step("registering the stand-in node: the demo Agent's terminal is a shell on this machine, not a container (--real-node runs a real one, as root on Linux)")
+		if _, err := e.cp.StartStandinNode(ctx, "dev-node"); err != nil {
+			return err
+		}
 	}
 	scheme := clientscheme.Scheme
 	if e.admin, err = client.New(e.cp.Config(), client.Options{Scheme: scheme}); err != nil {
@@ -267,6 +290,12 @@ func (e *env) demoAgent(ctx context.Context) error {
 	agent := &kubeopencodev1alpha1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Namespace: demoNamespace, Name: demoAgent},
 		Spec:       kubeopencodev1alpha1.AgentSpec{Image: "kubeopencode/demo-agent:dev"},
+	}
+	if e.o.RealNode {
+		// The image hack/build-images.sh built and the node imported.
+		agent.Spec.Image = "kubeopencode/agent-busybox:test"
+		agent.Spec.Command = []string{"sleep", "infinity"}
+		agent.Spec.Terminal = &kubeopencodev1alpha1.TerminalSpec{Command: []string{"sh"}}
 	}
 	if err := e.admin.Create(ctx, agent); err != nil {
 		return err

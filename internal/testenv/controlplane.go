@@ -56,6 +56,15 @@ type Options struct {
 	// StandinNode, when not empty, names a stand-in node that Start
 	// registers and serves in-process, as StartStandinNode does.
 	StandinNode string
+	// RealNode runs a real node beside the control plane (see RealNode):
+	// kubelet, kube-proxy and containerd on this machine, which needs root
+	// and Linux. The kube-apiserver then binds NodeAddress instead of
+	// loopback, so that pods reach it through the kubernetes Service, and the
+	// Services take their addresses from ServiceCIDR.
+	RealNode bool
+	// NodeImages are image archives (hack/build-images.sh) that the real
+	// node imports before its kubelet starts; one must hold PauseImage.
+	NodeImages []string
 }
 
 // ControlPlane is a running etcd, kube-apiserver, kube-controller-manager and
@@ -80,6 +89,15 @@ type ControlPlane struct {
 	// started again on the same port with the same certificates.
 	apiServerArgs []string
 
+	// realNode is the real node, if Options.RealNode; nodeLock is its
+	// machine-wide lock, held from before its network is made.
+	realNode *RealNode
+	nodeLock *os.File
+
+	// bindAddress is the kube-apiserver's address; serviceCIDR the
+	// Services' range.
+	bindAddress, serviceCIDR string
+
 	mu        sync.Mutex
 	processes []*Process
 	nodes     []*standin.Kubelet
@@ -95,7 +113,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cp := &ControlPlane{binDir: binDir, dir: opts.Dir}
+	cp := &ControlPlane{binDir: binDir, dir: opts.Dir, bindAddress: "127.0.0.1", serviceCIDR: "10.0.0.0/24"}
 	if cp.dir == "" {
 		removeStaleDirs()
 		if cp.dir, err = os.MkdirTemp("", tempDirPrefix); err != nil {
@@ -119,6 +137,20 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			cp.Stop()
 		}
 	}()
+	if opts.RealNode {
+		// The network comes first: no component may send a packet to a
+		// ClusterIP before its range has somewhere harmless to go.
+		if err := CheckRealNodeHost(); err != nil {
+			return nil, err
+		}
+		if cp.nodeLock, err = acquireNodeLock(ctx); err != nil {
+			return nil, err
+		}
+		if err := setUpNodeNetwork(); err != nil {
+			return nil, fmt.Errorf("real node network: %w", err)
+		}
+		cp.bindAddress, cp.serviceCIDR = NodeAddress, ServiceCIDR
+	}
 	start := time.Now()
 	if err := cp.writeCerts(); err != nil {
 		return nil, fmt.Errorf("writing the control plane's certificates: %w", err)
@@ -135,6 +167,11 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			return nil, err
 		}
 		if err := cp.startScheduler(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if opts.RealNode {
+		if err := cp.startRealNode(ctx, opts.NodeImages); err != nil {
 			return nil, err
 		}
 	}
@@ -191,6 +228,16 @@ func (cp *ControlPlane) Stop() {
 		n.Stop()
 	}
 	cp.nodes = nil
+	if cp.realNode != nil {
+		cp.realNode.stop()
+		cp.realNode = nil
+	} else if cp.nodeLock != nil {
+		cleanUpNode()
+	}
+	if cp.nodeLock != nil {
+		cp.nodeLock.Close()
+		cp.nodeLock = nil
+	}
 	for i := len(cp.processes) - 1; i >= 0; i-- {
 		cp.processes[i].Stop()
 	}
@@ -313,7 +360,7 @@ func (cp *ControlPlane) writeCerts() error {
 	}
 	serving, err := cp.servingCA.IssueServing(
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")})
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1"), net.ParseIP(NodeAddress), net.ParseIP(kubernetesServiceIP)})
 	if err != nil {
 		return err
 	}
@@ -418,13 +465,20 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 		if err != nil {
 			return err
 		}
-		cp.host = "https://127.0.0.1:" + itoa(port)
+		cp.host = "https://" + net.JoinHostPort(cp.bindAddress, itoa(port))
+		// With a real node the kubernetes Service's endpoint is the
+		// kube-apiserver's own, kept by its lease reconciler; without one no
+		// pod needs it.
+		reconciler := "none"
+		if cp.bindAddress != "127.0.0.1" {
+			reconciler = "lease"
+		}
 		args := []string{
 			"--etcd-servers=" + etcdURL,
-			"--bind-address=127.0.0.1",
+			"--bind-address=" + cp.bindAddress,
 			"--secure-port=" + itoa(port),
-			"--advertise-address=127.0.0.1",
-			"--endpoint-reconciler-type=none",
+			"--advertise-address=" + cp.bindAddress,
+			"--endpoint-reconciler-type=" + reconciler,
 			"--tls-cert-file=" + cp.path("apiserver.crt"),
 			"--tls-private-key-file=" + cp.path("apiserver.key"),
 			"--client-ca-file=" + cp.path("client-ca.crt"),
@@ -432,7 +486,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, etcdURL string, extr
 			"--service-account-key-file=" + cp.path("sa.pub"),
 			"--service-account-signing-key-file=" + cp.path("sa.key"),
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-cluster-ip-range=10.0.0.0/24",
+			"--service-cluster-ip-range=" + cp.serviceCIDR,
 			"--allow-privileged=true",
 			// The aggregation layer: the kube-apiserver proxies to aggregated
 			// servers as front-proxy-client, and they trust it through the
@@ -564,7 +618,7 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file="+cp.path("sa.key"),
 		"--root-ca-file="+cp.path("serving-ca.crt"),
-		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-cluster-ip-range="+cp.serviceCIDR,
 		"--controllers=*",
 		// The stand-in node heartbeats through its Lease; a stalled test
 		// should not see its pods evicted.

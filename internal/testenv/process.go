@@ -35,17 +35,22 @@ type Process struct {
 // outlives a crash or a panic; the Go runtime keeps the forking thread alive
 // as long as no goroutine locked to it exits.
 func StartProcess(dir, name, bin string, args ...string) (*Process, error) {
-	return startProcess(dir, name, false, bin, args...)
+	return startProcess(dir, name, false, nil, bin, args...)
 }
 
 // StartInteractiveProcess is StartProcess for a child driven line by line:
 // its stdin and stdout are connected to this process (Send, Expect,
 // ReadLine), and only its stderr goes to the log.
 func StartInteractiveProcess(dir, name, bin string, args ...string) (*Process, error) {
-	return startProcess(dir, name, true, bin, args...)
+	return startProcess(dir, name, true, nil, bin, args...)
 }
 
-func startProcess(dir, name string, interactive bool, bin string, args ...string) (*Process, error) {
+// startProcessEnv is StartProcess with env added to this process's environment.
+func startProcessEnv(dir, name string, env []string, bin string, args ...string) (*Process, error) {
+	return startProcess(dir, name, false, env, bin, args...)
+}
+
+func startProcess(dir, name string, interactive bool, env []string, bin string, args ...string) (*Process, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -53,6 +58,9 @@ func startProcess(dir, name string, interactive bool, bin string, args ...string
 	}
 	fmt.Fprintf(logFile, "$ %s %s\n", bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = logFile
 	p := &Process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	if interactive {
