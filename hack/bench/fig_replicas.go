@@ -19,6 +19,9 @@ import (
 const (
 	pathOwner     = "owner"
 	pathForwarded = "forwarded"
+	// pathRelayed is a page through a bare TCP relay process to the
+	// owner: the cost of one more process and hop, without the forwarder.
+	pathRelayed = "relayed"
 )
 
 // replicaFigures measures figure 8: a page through a replica that forwards
@@ -40,7 +43,7 @@ func (b *bench) replicaFigures(ctx context.Context) error {
 	}
 	paths := replicaPaths(pair, links)
 	step("figure 8: throughput, cat of %s, %d runs each", fmtMiB(float64(b.o.payloadSize)), b.o.reps)
-	throughput, err := b.compareThroughput(ctx, paths)
+	throughput, err := b.compareThroughput(ctx, paths[:2])
 	if err != nil {
 		return err
 	}
@@ -83,17 +86,21 @@ func (b *bench) makeRelayAgents(ctx context.Context, pair *replicaPair) (map[str
 	return links, pair.waitLinks(ctx, tokens...)
 }
 
-// replicaPaths are the two paths of figure 8; each counts the CPU time of
-// both replicas and of the harness.
+// replicaPaths are the paths of figure 8, the owner's and the forwarded
+// page's first; each counts the CPU time of both replicas, the bare relay
+// and the harness.
 func replicaPaths(pair *replicaPair, links map[string]relayLink) []path {
 	procs := map[string]int{
 		"owner replica": pair.owner.srv.Pid(), "forwarding replica": pair.forwarder.srv.Pid(), "benchmark process": os.Getpid(),
 	}
 	var paths []path
+	if pair.relayProc != nil {
+		procs["bare TCP relay"] = pair.relayProc.Pid()
+	}
 	for _, via := range []struct {
 		name string
 		r    replicaServer
-	}{{pathOwner, pair.owner}, {pathForwarded, pair.forwarder}} {
+	}{{pathOwner, pair.owner}, {pathForwarded, pair.forwarder}, {pathRelayed, pair.relay}} {
 		echo, cat := pair.openers(via.r, links["relay-echo"], links["relay-cat"])
 		paths = append(paths, path{name: via.name, echo: echo, cat: cat, procs: procs})
 	}
@@ -149,11 +156,16 @@ func (b *bench) reportReplicas(res map[string]*throughputResult, echo map[string
 		ratio:  fmt.Sprintf("%.3f (runs %s)", ratio, fmtRange(pairs, func(r float64) string { return fmt.Sprintf("%.3f", r) })),
 		spread: fmtSpread(ow.rates(), fw.rates(), mibRate) + " MiB/s",
 		goal:   "≥ 0.9", met: yesNo(ratio >= 0.9)})
-	eo, ef := echo[pathOwner], echo[pathForwarded]
-	added := ef.addedP99(eo)
+	eo, ef, er := echo[pathOwner], echo[pathForwarded], echo[pathRelayed]
+	added, relayed := ef.addedP99(eo), er.addedP99(eo)
 	b.r.add(row{fig: "8", measure: fmt.Sprintf("keystroke echo p99 of a forwarded page (median of %d rounds of %d round trips; the added p99 is the median of each round's forwarded − owner)", o.echoRounds, o.echoPerRound()),
 		baseline: "on the owner " + fmtMs(eo.p99()) + " ms", ours: "forwarded " + fmtMs(ef.p99()) + " ms",
 		ratio:  fmtRatio(ef.p99()/eo.p99()) + " (added " + fmtDelta(median(added)) + "; rounds " + fmtDeltaRange(added) + ")",
 		spread: fmtSpread(p99s(eo.rounds), p99s(ef.rounds), fmtMs) + " ms",
 		goal:   "forwarding adds < 1 ms", met: yesNo(median(added) < 1)})
+	b.r.add(row{fig: "8", measure: "keystroke echo p99 through a bare TCP relay process in the forwarding replica's place, the cost of one more process and hop on this machine (as above)",
+		baseline: "on the owner " + fmtMs(eo.p99()) + " ms", ours: "relayed " + fmtMs(er.p99()) + " ms",
+		ratio:  fmtRatio(er.p99()/eo.p99()) + " (added " + fmtDelta(median(relayed)) + "; rounds " + fmtDeltaRange(relayed) + ")",
+		spread: fmtSpread(p99s(eo.rounds), p99s(er.rounds), fmtMs) + " ms",
+		goal:   "—", met: "—"})
 }

@@ -4,7 +4,8 @@
 // for what each figure is.
 //
 // It is also its own helper: "bench exec-holder" holds direct exec streams,
-// the baseline of figure 3.
+// the baseline of figure 3, and "bench tcp-relay" is the bare hop that
+// figure 8 measures the forwarding replica against.
 package main
 
 import (
@@ -30,6 +31,9 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "exec-holder" {
 		return runExecHolder(args[1:])
 	}
+	if len(args) > 0 && args[0] == "tcp-relay" {
+		return runTCPRelay(args[1:])
+	}
 	o := newOptions()
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	o.addFlags(fs)
@@ -37,6 +41,7 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	fs.Visit(func(f *flag.Flag) { o.docSet = o.docSet || f.Name == "doc" })
 	// controller-runtime's clients log through klog, like the rest; unset,
 	// controller-runtime prints a stack trace that looks like a crash.
 	ctrl.SetLogger(klog.Background())

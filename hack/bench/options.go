@@ -52,6 +52,8 @@ type options struct {
 	micro          string
 	profiles       string
 	only           string
+	// docSet is whether -doc was given.
+	docSet bool
 	// t0 is when the run began, for the budget: hack/bench.sh passes the
 	// time it started, so that its builds count too.
 	t0 time.Time
@@ -81,7 +83,7 @@ func newOptions() *options {
 func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.binDir, "bin-dir", o.binDir, "Folder of the built aggregated-apiserver and controller.")
 	fs.StringVar(&o.work, "work-dir", o.work, "Folder for the run's state and logs; emptied first.")
-	fs.StringVar(&o.doc, "doc", o.doc, "Page whose generated part gets the table; empty writes none.")
+	fs.StringVar(&o.doc, "doc", o.doc, "Page whose generated part gets the table; empty writes none. A run with -only writes none unless -doc is given: its few rows would replace the whole table.")
 	fs.DurationVar(&o.budget, "budget", o.budget, "Time the whole run should fit in; figure 6 scales its largest Agent count down to fit, and says so.")
 	fs.StringVar(&o.wettyMain, "wetty", o.wettyMain, "WeTTY's build/main.js, to measure it as the peer of figure 7; empty skips it.")
 	fs.IntVar(&o.payloadMiB, "payload-mib", o.payloadMiB, "MiB that figure 1 cats through each path.")
@@ -106,6 +108,9 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 // repository's root (the harness runs from anywhere) and finds the
 // harness's own binary, which it runs again as the exec holder.
 func (o *options) complete() error {
+	if o.only != "" && !o.docSet {
+		o.doc = ""
+	}
 	o.payloadSize = int64(o.payloadMiB) << 20
 	o.t0 = time.Now()
 	if o.startUnixTime > 0 {
@@ -165,9 +170,9 @@ func (o *options) wants(fig string) bool {
 // echoPerRound is the number of round trips one echo session measures.
 func (o *options) echoPerRound() int { return o.echoSamples / o.echoRounds }
 
-// echoBytes is the number of bytes one echo session types: its warm-up and
-// its measured round trips, after which its command ends.
-func (o *options) echoBytes() int { return echoWarmup + o.echoPerRound() }
+// echoBytes is how many bytes the echo command echoes before it exits: the
+// warm-up, the measured round trips and the last keystroke (see echoOnce).
+func (o *options) echoBytes() int { return echoWarmup + o.echoPerRound() + 1 }
 
 func intList(s string) ([]int, error) {
 	var out []int

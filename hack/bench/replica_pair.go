@@ -34,6 +34,10 @@ type replicaServer struct {
 // single replica, so that the other figures are measured as before.
 type replicaPair struct {
 	owner, forwarder replicaServer
+	// relay is a bare TCP relay process to the owner, in the forwarder's
+	// place, and relayProc its process.
+	relay     replicaServer
+	relayProc *testenv.Process
 	// admin reads the session Leases.
 	admin client.Client
 }
@@ -43,6 +47,9 @@ func (p *replicaPair) stop() {
 		if r.srv != nil {
 			r.srv.Stop()
 		}
+	}
+	if p.relayProc != nil {
+		p.relayProc.Stop()
 	}
 }
 
@@ -59,6 +66,9 @@ func (s *system) startReplicaPair(ctx context.Context) (_ *replicaPair, err erro
 		return nil, err
 	}
 	if p.forwarder, err = s.startReplica(ctx, "replica-b"); err != nil {
+		return nil, err
+	}
+	if p.relay, p.relayProc, err = startTCPRelay(s.o, p.owner.addr); err != nil {
 		return nil, err
 	}
 	if err := s.cp.RegisterAPIService(ctx, subresourcesv1alpha1.GroupName, "v1alpha1", testenv.SystemNamespace,
