@@ -145,17 +145,9 @@ func (s *haSystem) enable(t *testing.T, agent types.NamespacedName, body string)
 func (s *haSystem) waitInfo(t *testing.T, token string, want int) {
 	t.Helper()
 	for i, addr := range s.addrs {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			resp, _ := getFrom(t, addr, "/s/"+token+"/info", nil)
-			if resp.StatusCode == want {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: /info of the new link still answers %d after 30s, want %d", s.names[i], resp.StatusCode, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		s.waitFor(t, fmt.Sprintf("%s to answer %d for the link's /info", s.names[i], want), func(ctx context.Context) (bool, error) {
+			return infoCodeAt(ctx, addr, token, nil) == want, nil
+		})
 	}
 }
 

@@ -65,7 +65,12 @@ func (s *system) mustOpen(t *testing.T, token string) *session {
 // infoCode returns the status of /s/<token>/info, or 0 when the listener
 // cannot be reached.
 func (s *system) infoCode(ctx context.Context, token string, header http.Header) int {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.shareLn+"/s/"+token+"/info", nil)
+	return infoCodeAt(ctx, s.shareLn, token, header)
+}
+
+// infoCodeAt is infoCode of the share listener at addr, host:port.
+func infoCodeAt(ctx context.Context, addr, token string, header http.Header) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/s/"+token+"/info", nil)
 	if err != nil {
 		return 0
 	}
