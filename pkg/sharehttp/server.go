@@ -110,6 +110,9 @@ func NewServer(opts *Options, config *rest.Config, keys share.Keys, clk clock.Cl
 	if err != nil {
 		return nil, err
 	}
+	if opts.Replicas != nil && opts.Replicas.Name != "" {
+		resolver.CountViewersAs(opts.Replicas.Name, replicas != nil)
+	}
 	s := newServer(opts, resolver, exec, recorder, clk)
 	s.events = broadcaster
 	s.replicas = replicas

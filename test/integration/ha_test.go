@@ -521,6 +521,8 @@ func TestHA(t *testing.T) {
 		p.resize(80, 24)
 		p.waitForPresence(2)
 		old := p.sessionOf()
+		// A has recorded its two pages; killed, it cannot take them back.
+		s.waitViewers(t, agent, "", 2)
 
 		if err := syscall.Kill(-s.replicas[a].Pid(), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -561,6 +563,8 @@ func TestHA(t *testing.T) {
 		}
 		again.typeText("echo on-''b\r")
 		again.waitForOutput("on-b")
+		// The count is the new session's, not what the killed owner left.
+		s.waitViewers(t, agent, "", 1)
 		if got := s.holder(t, agent); got != s.names[b] {
 			t.Fatalf("the new session's Lease is held by %q", got)
 		}

@@ -141,6 +141,8 @@ type Resolver struct {
 	// always does. synced, when set, is told once the cache is filled.
 	healthy func() bool
 	synced  func()
+	// viewers is how this listener records its viewer counts.
+	viewers viewerCounting
 
 	mu          sync.Mutex
 	subscribers map[types.NamespacedName]map[chan struct{}]struct{}
@@ -190,7 +192,17 @@ func NewResolver(config *rest.Config, keys share.Keys, clk clock.Clock) (*Resolv
 // NewResolver makes these from a rest.Config; tests hand in fakes.
 func NewResolverFor(cache crcache.Cache, live client.Client, keys share.Keys, clk clock.Clock, healthy func() bool) *Resolver {
 	return &Resolver{cache: cache, live: live, liveWriter: live, keys: keys, clock: clk, healthy: healthy,
+		viewers:     viewerCounting{annotation: hostAnnotation()},
 		subscribers: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+}
+
+// CountViewersAs names the replica under which this listener records its
+// viewer counts on the Secrets of links (by default the host). With sole,
+// the replicas share sessions, and a replica's count is the link's whole:
+// it removes the counts other replicas left and does not add them to its
+// own against maxViewers. It must be called before the listener serves.
+func (r *Resolver) CountViewersAs(replica string, sole bool) {
+	r.viewers = viewerCounting{annotation: share.ViewersAnnotation(replica), sole: sole}
 }
 
 // followsCluster reports whether the caches follow the cluster: the watch
@@ -445,7 +457,10 @@ func (r *Resolver) decide(secret *corev1.Secret, agent *v1alpha1.Agent, token st
 	}
 	g := &Grant{Agent: key, AgentUID: agent.UID, Command: defaultCommand, Limited: link.MaxUses != nil,
 		Link: link.Name, ReadOnly: link.ReadOnly(), SecretName: secret.Name,
-		viewersElsewhere: share.ViewersExcept(secret, replicaAnnotation()), agent: agent}
+		agent: agent}
+	if !r.viewers.sole {
+		g.viewersElsewhere = share.ViewersExcept(secret, r.viewers.annotation)
+	}
 	if link.MaxViewers != nil {
 		g.MaxViewers = *link.MaxViewers
 	}

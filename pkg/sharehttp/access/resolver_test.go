@@ -181,6 +181,57 @@ func TestRecordViewers(t *testing.T) {
 	}
 }
 
+// TestViewerCountsOfReplicas checks the two ways replicas count a link's
+// pages: added up, when each replica runs sessions of its own; the
+// owner's alone, when they share sessions, which clears counts a killed
+// owner left behind.
+func TestViewerCountsOfReplicas(t *testing.T) {
+	tests := []struct {
+		name           string
+		sole           bool
+		wantElsewhere  int32
+		wantAfterWrite int32 // the link's count once this replica wrote 1
+	}{
+		{name: "each replica its own sessions", wantElsewhere: 2, wantAfterWrite: 3},
+		{name: "one shared session, on its owner", sole: true, wantElsewhere: 0, wantAfterWrite: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newResolverFixture(t)
+			f.resolver.CountViewersAs("replica-b", tt.sole)
+			key := client.ObjectKey{Namespace: "team", Name: share.SecretName(f.agent.Name)}
+			secret := &corev1.Secret{}
+			if err := f.client.Get(context.Background(), key, secret); err != nil {
+				t.Fatal(err)
+			}
+			// The count of a replica that was killed with two pages open.
+			secret.Annotations[share.ViewersAnnotation("replica-a")] = "2"
+			if err := f.client.Update(context.Background(), secret); err != nil {
+				t.Fatal(err)
+			}
+			grant, refusal := f.resolver.Resolve(context.Background(), f.token, netip.MustParseAddr("192.0.2.1"))
+			if refusal != nil {
+				t.Fatalf("refused: %+v", refusal)
+			}
+			if grant.viewersElsewhere != tt.wantElsewhere {
+				t.Errorf("pages counted elsewhere against maxViewers: %d, want %d", grant.viewersElsewhere, tt.wantElsewhere)
+			}
+			if err := f.resolver.recordViewers(context.Background(), refFor(grant), 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.client.Get(context.Background(), key, secret); err != nil {
+				t.Fatal(err)
+			}
+			if n := share.Viewers(secret); n != tt.wantAfterWrite {
+				t.Errorf("the link's viewers after this replica wrote 1: %d, want %d (annotations %v)", n, tt.wantAfterWrite, secret.Annotations)
+			}
+			if got := secret.Annotations[share.ViewersAnnotation("replica-b")]; got != "1" {
+				t.Errorf("this replica's count is %q, want it under its own name", got)
+			}
+		})
+	}
+}
+
 func TestClearViewersAtStart(t *testing.T) {
 	f := newResolverFixture(t)
 	key := client.ObjectKey{Namespace: "team", Name: share.SecretName(f.agent.Name)}
@@ -189,7 +240,7 @@ func TestClearViewersAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Counts left by this replica before a restart, and by another one.
-	secret.Annotations[replicaAnnotation()] = "4"
+	secret.Annotations[f.resolver.viewers.annotation] = "4"
 	secret.Annotations[share.ViewersAnnotation("other-replica")] = "2"
 	if err := f.client.Update(context.Background(), secret); err != nil {
 		t.Fatal(err)
@@ -198,7 +249,7 @@ func TestClearViewersAtStart(t *testing.T) {
 	if err := f.client.Get(context.Background(), key, secret); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := secret.Annotations[replicaAnnotation()]; ok || share.Viewers(secret) != 2 {
+	if _, ok := secret.Annotations[f.resolver.viewers.annotation]; ok || share.Viewers(secret) != 2 {
 		t.Errorf("annotations after clearing: %v; want only the other replica's count", secret.Annotations)
 	}
 }

@@ -25,17 +25,27 @@ const ReasonTooManyViewers = "TooManyViewers"
 // or leaving makes one write.
 const viewersFlushDelay = 500 * time.Millisecond
 
-// replicaAnnotation is the annotation key under which this listener records
-// its viewer counts on the Secrets of links: one key per replica (named
-// after the host, which is the pod), so that replicas do not overwrite each
-// other's counts.
-var replicaAnnotation = sync.OnceValue(func() string {
+// hostAnnotation is the annotation key of a listener's viewer counts until
+// CountViewersAs names its replica: the host's, which is the pod's.
+var hostAnnotation = sync.OnceValue(func() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "kubeopencode-share"
 	}
 	return share.ViewersAnnotation(host)
 })
+
+// viewerCounting is how a listener records its viewer counts on the
+// Secrets of links: under a key of its own, so that replicas do not
+// overwrite each other's counts; and, when the replicas share sessions,
+// as the only count of the link, for then every page of an Agent's
+// session is on the session's one owner and the counts of other
+// replicas are left over from a former owner (one killed before it could
+// write its last count).
+type viewerCounting struct {
+	annotation string
+	sole       bool
+}
 
 // linkRef names one link of one Agent, and the Secret of its token.
 type linkRef struct {
@@ -194,10 +204,14 @@ func (r *Resolver) recordViewers(ctx context.Context, ref linkRef, n int32) erro
 		if !share.OwnedBy(secret, ref.uid) {
 			return nil
 		}
-		annotation := replicaAnnotation()
+		annotation := r.viewers.annotation
 		old, had := secret.Annotations[annotation]
-		if n == 0 && !had || had && old == strconv.Itoa(int(n)) {
+		stale := r.viewers.sole && share.ViewersExcept(secret, annotation) > 0
+		if !stale && (n == 0 && !had || had && old == strconv.Itoa(int(n))) {
 			return nil
+		}
+		if stale {
+			share.ClearViewers(secret.Annotations)
 		}
 		if n == 0 {
 			delete(secret.Annotations, annotation)
@@ -225,7 +239,7 @@ func (r *Resolver) ClearViewers(ctx context.Context) {
 	if err := r.cache.List(ctx, secrets); err != nil {
 		return
 	}
-	annotation := replicaAnnotation()
+	annotation := r.viewers.annotation
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
 		if _, ok := secret.Annotations[annotation]; !ok {
