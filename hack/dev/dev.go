@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -23,6 +25,7 @@ import (
 	kubeopencodev1alpha1 "github.com/kubeopencode/share/pkg/apis/kubeopencode/v1alpha1"
 	clientscheme "github.com/kubeopencode/share/pkg/apis/scheme"
 	subresourcesv1alpha1 "github.com/kubeopencode/share/pkg/apis/subresources/v1alpha1"
+	"github.com/kubeopencode/share/pkg/share"
 )
 
 const (
@@ -31,6 +34,18 @@ const (
 	developer     = "developer"
 	viewer        = "viewer"
 )
+
+// The values of --node.
+const (
+	nodeAuto    = "auto"
+	nodeReal    = "real"
+	nodeStandin = "stand-in"
+)
+
+// realNodeNeeds is what a machine needs, besides root on Linux, for a real
+// node: the tools testenv.CheckRealNodeHost checks, and the static busybox
+// of the demo Agent's image (hack/build-images.sh).
+const realNodeNeeds = "Debian's runc, iproute2, iptables, containernetworking-plugins and busybox-static (.ci/run installs them)"
 
 // Options configure the development environment.
 type Options struct {
@@ -42,28 +57,72 @@ type Options struct {
 	// BinDir, when set, holds the project's commands already built (make
 	// build puts them in bin/); empty builds them into StateDir.
 	BinDir string
-	// RealNode runs the demo Agent in a real container on a real node
-	// (kubelet, containerd, kube-proxy; root and Linux, make node first)
-	// instead of on the stand-in, whose terminal is a shell on this machine.
-	RealNode bool
+	// Node is where the demo Agent runs: "real" in a real container on a
+	// real node (kubelet, containerd, kube-proxy; root and Linux with the
+	// tools testenv.CheckRealNodeHost names), "stand-in" on the stand-in
+	// node, whose terminal is a shell on this machine, and "auto" on the
+	// real node where this machine allows one, else on the stand-in.
+	Node string
 	// Root is the repository.
 	Root string
+
+	// realNode is Node resolved by Complete; standinReason is why "auto"
+	// resolved to the stand-in.
+	realNode      bool
+	standinReason error
 
 	out io.Writer
 }
 
 // NewOptions returns the defaults.
 func NewOptions() *Options {
-	return &Options{StateDir: "_output/dev", SharePort: 8480, out: os.Stdout}
+	return &Options{StateDir: "_output/dev", SharePort: 8480, Node: nodeAuto, out: os.Stdout}
 }
 
-// AddFlags registers the flags on the process's flag set.
-func (o *Options) AddFlags() {
-	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "Folder for the control plane's state, binaries, logs and kubeconfigs.")
-	flag.IntVar(&o.SharePort, "share-port", o.SharePort, "Port of the share listener on 127.0.0.1; 0 picks a free one.")
-	flag.StringVar(&o.BinDir, "bin-dir", o.BinDir, "Folder of the built aggregated-apiserver, controller and kubeoc, as make build leaves them. Empty builds them.")
-	flag.BoolVar(&o.RealNode, "real-node", o.RealNode, "Run the demo Agent in a real busybox container on a real node (root, Linux; make node first) instead of the stand-in node, whose terminal is a shell on this machine.")
-	flag.Parse()
+// AddFlags registers the flags on fs.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "Folder for the control plane's state, binaries, logs and kubeconfigs.")
+	fs.IntVar(&o.SharePort, "share-port", o.SharePort, "Port of the share listener on 127.0.0.1; 0 picks a free one.")
+	fs.StringVar(&o.BinDir, "bin-dir", o.BinDir, "Folder of the built aggregated-apiserver, controller and kubeoc, as make build leaves them. Empty builds them.")
+	fs.StringVar(&o.Node, "node", o.Node, "Where the demo Agent runs: real (a busybox container on a real node: kubelet, containerd, kube-proxy; root and Linux with runc, iproute2, iptables and the CNI plugins), stand-in (the stand-in node, whose terminal is a shell on this machine), or auto (real where this machine allows it, else stand-in, saying why).")
+}
+
+// Complete resolves --node=auto from what this machine allows.
+func (o *Options) Complete() error {
+	switch o.Node {
+	case nodeReal:
+		o.realNode = true
+	case nodeAuto:
+		o.standinReason = testenv.CheckRealNodeHost()
+		o.realNode = o.standinReason == nil
+	}
+	return nil
+}
+
+// Validate checks the flags.
+func (o *Options) Validate() error {
+	switch o.Node {
+	case nodeAuto, nodeStandin:
+	case nodeReal:
+		if err := testenv.CheckRealNodeHost(); err != nil {
+			return fmt.Errorf("--node=real: %w (a real node needs root on Linux and %s)", err, realNodeNeeds)
+		}
+	default:
+		return fmt.Errorf("--node=%q: want %s, %s or %s", o.Node, nodeAuto, nodeReal, nodeStandin)
+	}
+	if o.SharePort < 0 || o.SharePort > 65535 {
+		return fmt.Errorf("--share-port=%d: want a port, or 0 for a free one", o.SharePort)
+	}
+	return nil
+}
+
+// realNodeErr adds, to an error of the real node that --node=auto chose,
+// how to run without one.
+func (o *Options) realNodeErr(err error) error {
+	if o.Node == nodeAuto {
+		return fmt.Errorf("%w\n(--node=auto chose the real node, as this machine allows one; make dev DEV_FLAGS=--node=stand-in runs the stand-in instead)", err)
+	}
+	return err
 }
 
 // env is a running development environment.
@@ -98,6 +157,17 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}
 
+	// Which node, first: what follows takes longer on a real node, and
+	// the link's terminal is a different thing on each.
+	switch {
+	case o.realNode:
+		o.step("the demo Agent runs in a busybox container on a real node (kubelet, containerd and kube-proxy on this machine): the link's terminal is a shell in that container (--node=stand-in runs the stand-in instead)")
+	case o.standinReason != nil:
+		o.step("the demo Agent runs on the stand-in node: the link's terminal is a shell on this machine, run as you, not a container; no real node because %v (as root on Linux with %s, make dev runs the Agent in a container on a real node)", o.standinReason, realNodeNeeds)
+	default:
+		o.step("the demo Agent runs on the stand-in node (--node=%s): the link's terminal is a shell on this machine, run as you, not a container", o.Node)
+	}
+
 	if o.BinDir != "" {
 		if !filepath.IsAbs(o.BinDir) {
 			o.BinDir = filepath.Join(root, o.BinDir)
@@ -112,31 +182,36 @@ func (o *Options) Run(ctx context.Context) error {
 			return fmt.Errorf("building: %w", err)
 		}
 	}
+	cpBin, err := e.buildControlPlane(ctx)
+	if err != nil {
+		return err
+	}
 
-	o.step("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler (logs in %s)", filepath.Join(o.StateDir, "controlplane"))
 	cpDir := filepath.Join(o.StateDir, "controlplane")
 	_ = os.RemoveAll(cpDir)
-	cpOpts := testenv.Options{Dir: cpDir}
-	if o.RealNode {
-		if err := testenv.CheckRealNodeHost(); err != nil {
-			return fmt.Errorf("--real-node: %w", err)
-		}
+	cpOpts := testenv.Options{Dir: cpDir, BinDir: cpBin}
+	if o.realNode {
 		o.step("building the image archives for the real node (hack/build-images.sh)")
 		images := filepath.Join(o.StateDir, "images")
 		build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-images.sh"), images)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
-			return fmt.Errorf("building the image archives: %w", err)
+			return o.realNodeErr(fmt.Errorf("building the image archives: %w", err))
 		}
 		cpOpts.RealNode = true
 		cpOpts.NodeImages = []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "agent.tar")}
-		o.step("with a real node (kubelet, containerd, kube-proxy): the demo Agent runs in a busybox container")
+		o.step("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the real node %s: kubelet, containerd, kube-proxy (logs in %s; another process's real node on this machine is waited for)", testenv.RealNodeName, cpDir)
+	} else {
+		o.step("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler (logs in %s)", cpDir)
 	}
 	if e.cp, err = testenv.Start(ctx, cpOpts); err != nil {
+		if o.realNode {
+			return o.realNodeErr(err)
+		}
 		return err
 	}
-	if !o.RealNode {
-		o.step("registering the stand-in node: the demo Agent's terminal is a shell on this machine, not a container (--real-node runs a real one, as root on Linux)")
+	if !o.realNode {
+		o.step("registering the stand-in node")
 		if _, err := e.cp.StartStandinNode(ctx, "dev-node"); err != nil {
 			return err
 		}
@@ -201,7 +276,8 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 
 	fmt.Fprintf(o.out, "\n%s\n", kubeocOut)
-	fmt.Fprintf(o.out, "Share link: %s\n\n", url[1])
+	fmt.Fprintf(o.out, "Share link: %s\n", url[1])
+	fmt.Fprintf(o.out, "%s\n\n", e.terminalIs(ctx))
 	fmt.Fprintf(o.out, "Use the cluster as the developer of namespace %s:\n", demoNamespace)
 	fmt.Fprintf(o.out, "  export KUBECONFIG=%s\n", userKubeconfig)
 	fmt.Fprintf(o.out, "  %s agent list\n", filepath.Join(e.binDir, "kubeoc"))
@@ -210,7 +286,11 @@ func (o *Options) Run(ctx context.Context) error {
 	fmt.Fprintf(o.out, "  export KUBECONFIG=%s\n", viewerKubeconfig)
 	fmt.Fprintf(o.out, "  %s agent share %s --show    # forbidden\n", filepath.Join(e.binDir, "kubeoc"), demoAgent)
 	fmt.Fprintf(o.out, "Cluster admin: export KUBECONFIG=%s\n", e.cp.KubeconfigPath())
-	fmt.Fprintf(o.out, "Logs: %s\n\nPress Ctrl-C to stop everything.\n", e.logDir)
+	stops := "Press Ctrl-C to stop everything."
+	if o.realNode {
+		stops = "Press Ctrl-C to stop everything and remove the real node."
+	}
+	fmt.Fprintf(o.out, "Logs: %s\n\n%s\n", e.logDir, stops)
 
 	select {
 	case <-ctx.Done():
@@ -219,6 +299,57 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	o.step("stopping")
 	return nil
+}
+
+// buildControlPlane builds, or finds up to date, the control plane and,
+// for a real node, the node's programs, in the folder testenv runs them
+// from, and returns that folder.
+func (e *env) buildControlPlane(ctx context.Context) (string, error) {
+	dir := os.Getenv(testenv.EnvBinDir)
+	if dir == "" {
+		dir = filepath.Join(e.o.Root, "_output", "bin")
+	}
+	var args []string
+	if e.o.realNode {
+		// Only here: a machine that cannot run a real node never builds one.
+		args = append(args, "--node")
+		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd into %s (hack/build-control-plane.sh --node); the node's first build takes minutes, about half an hour on two cores", dir)
+	} else {
+		e.o.step("building what is stale of the control plane into %s (hack/build-control-plane.sh)", dir)
+	}
+	build := exec.CommandContext(ctx, filepath.Join(e.o.Root, "hack", "build-control-plane.sh"), args...)
+	build.Env = append(os.Environ(), "CONTROL_PLANE_BIN="+dir)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		err = fmt.Errorf("hack/build-control-plane.sh %s: %w", strings.Join(args, " "), err)
+		if e.o.realNode {
+			return "", e.o.realNodeErr(err)
+		}
+		return "", err
+	}
+	return dir, nil
+}
+
+// terminalIs says what the link's terminal is: a shell in the Agent pod's
+// container on the real node, or a shell on this machine.
+func (e *env) terminalIs(ctx context.Context) string {
+	if !e.o.realNode {
+		who := "uid " + strconv.Itoa(os.Getuid())
+		if u, err := user.Current(); err == nil {
+			who = u.Username
+		}
+		return fmt.Sprintf("Its terminal is a shell on this machine, run as %s by the stand-in node: not a container.", who)
+	}
+	pods := &corev1.PodList{}
+	pod := "its pod"
+	if err := e.admin.List(ctx, pods, client.InNamespace(demoNamespace), client.MatchingLabels{share.LabelAgent: demoAgent}); err == nil {
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				pod = "pod " + p.Name
+			}
+		}
+	}
+	return fmt.Sprintf("Its terminal is a busybox shell in the Agent's container (%s) on the real node %s.", pod, testenv.RealNodeName)
 }
 
 // exited reports the first child that ends on its own.
@@ -291,7 +422,7 @@ func (e *env) demoAgent(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Namespace: demoNamespace, Name: demoAgent},
 		Spec:       kubeopencodev1alpha1.AgentSpec{Image: "kubeopencode/demo-agent:dev"},
 	}
-	if e.o.RealNode {
+	if e.o.realNode {
 		// The image hack/build-images.sh built and the node imported.
 		agent.Spec.Image = "kubeopencode/agent-busybox:test"
 		agent.Spec.Command = []string{"sleep", "infinity"}

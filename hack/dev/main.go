@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,7 +18,16 @@ import (
 
 func main() {
 	o := NewOptions()
-	o.AddFlags()
+	o.AddFlags(flag.CommandLine)
+	flag.Parse()
+	if err := o.Complete(); err != nil {
+		fmt.Fprintf(os.Stderr, "make dev: %v\n", err)
+		os.Exit(2)
+	}
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "make dev: %v\n", err)
+		os.Exit(2)
+	}
 	// The clients of controller-runtime log through klog, like the rest;
 	// unset, controller-runtime prints a stack trace that looks like a crash.
 	ctrl.SetLogger(klog.Background())

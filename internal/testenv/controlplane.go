@@ -65,6 +65,11 @@ type Options struct {
 	// NodeImages are image archives (hack/build-images.sh) that the real
 	// node imports before its kubelet starts; one must hold PauseImage.
 	NodeImages []string
+
+	// nodeLock is the machine's real-node lock when the caller took it
+	// already (RunControlPlane, whose start-up deadline must not count the
+	// wait for another process's node); Start releases it on failure.
+	nodeLock *nodeLock
 }
 
 // ControlPlane is a running etcd, kube-apiserver, kube-controller-manager and
@@ -92,7 +97,7 @@ type ControlPlane struct {
 	// realNode is the real node, if Options.RealNode; nodeLock is its
 	// machine-wide lock, held from before its network is made.
 	realNode *RealNode
-	nodeLock *os.File
+	nodeLock *nodeLock
 
 	// bindAddress is the kube-apiserver's address; serviceCIDR the
 	// Services' range.
@@ -109,6 +114,13 @@ type ControlPlane struct {
 // only; the control plane runs until Stop. On error nothing is left running
 // and the error carries the end of each component's log.
 func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
+	// A lock the caller took goes with the control plane, or now if Start
+	// fails (a second release does nothing).
+	defer func() {
+		if err != nil {
+			opts.nodeLock.release()
+		}
+	}()
 	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err
@@ -143,8 +155,10 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		if err := CheckRealNodeHost(); err != nil {
 			return nil, err
 		}
-		if cp.nodeLock, err = acquireNodeLock(ctx); err != nil {
-			return nil, err
+		if cp.nodeLock = opts.nodeLock; cp.nodeLock == nil {
+			if cp.nodeLock, err = acquireNodeLock(ctx); err != nil {
+				return nil, err
+			}
 		}
 		if err := setUpNodeNetwork(); err != nil {
 			return nil, fmt.Errorf("real node network: %w", err)
@@ -235,7 +249,7 @@ func (cp *ControlPlane) Stop() {
 		cleanUpNode()
 	}
 	if cp.nodeLock != nil {
-		cp.nodeLock.Close()
+		cp.nodeLock.release()
 		cp.nodeLock = nil
 	}
 	for i := len(cp.processes) - 1; i >= 0; i-- {

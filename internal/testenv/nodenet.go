@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -285,8 +286,16 @@ func killNodeProcesses() {
 }
 
 // nodeProcesses lists the processes in the kubelet's cgroup root and those
-// started with the node's folders on their command line (the shims).
+// started with the node's run folder on their command line (the shims).
 func nodeProcesses() []int {
+	return processesWhere(func(cgroup, cmdline string) bool {
+		return strings.Contains(cgroup, "/"+nodeCgroup) || strings.Contains(cmdline, nodeRunDir)
+	})
+}
+
+// processesWhere lists the live processes, other than this one, whose
+// /proc/<pid>/cgroup and command line match; a zombie has ended already.
+func processesWhere(match func(cgroup, cmdline string) bool) []int {
 	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	self := os.Getpid()
@@ -297,9 +306,14 @@ func nodeProcesses() []int {
 		}
 		cgroup, _ := os.ReadFile(filepath.Join(p, "cgroup"))
 		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
-		if strings.Contains(string(cgroup), "/"+nodeCgroup) || strings.Contains(string(cmdline), nodeRunDir) {
-			pids = append(pids, pid)
+		if !match(string(cgroup), string(cmdline)) {
+			continue
 		}
+		stat, _ := os.ReadFile(filepath.Join(p, "stat"))
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+			continue
+		}
+		pids = append(pids, pid)
 	}
 	return pids
 }
@@ -307,9 +321,20 @@ func nodeProcesses() []int {
 // unmountUnder unmounts every mount point under the folders, deepest
 // first.
 func unmountUnder(dirs ...string) {
+	points := mountPointsUnder(dirs...)
+	for i := len(points) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(points[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			klog.ErrorS(err, "Unmounting", "path", points[i])
+		}
+	}
+}
+
+// mountPointsUnder lists the mount points under the folders (or at them),
+// in the order they were mounted.
+func mountPointsUnder(dirs ...string) []string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return
+		return nil
 	}
 	var points []string
 	for _, l := range strings.Split(string(b), "\n") {
@@ -324,11 +349,7 @@ func unmountUnder(dirs ...string) {
 			}
 		}
 	}
-	for i := len(points) - 1; i >= 0; i-- {
-		if err := syscall.Unmount(points[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			klog.ErrorS(err, "Unmounting", "path", points[i])
-		}
-	}
+	return points
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
@@ -353,11 +374,7 @@ func unescapeMount(s string) string {
 // removeCgroups removes the kubelet's cgroup root in every hierarchy,
 // children first.
 func removeCgroups() {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + nodeCgroup)
-	if fi, err := os.Stat("/sys/fs/cgroup/" + nodeCgroup); err == nil && fi.IsDir() {
-		roots = append(roots, "/sys/fs/cgroup/"+nodeCgroup)
-	}
-	for _, root := range roots {
+	for _, root := range nodeCgroupRoots() {
 		var dirs []string
 		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -371,6 +388,16 @@ func removeCgroups() {
 			}
 		}
 	}
+}
+
+// nodeCgroupRoots lists the kubelet's cgroup root in every hierarchy
+// where it exists (cgroup v1's and v2's).
+func nodeCgroupRoots() []string {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + nodeCgroup)
+	if fi, err := os.Stat("/sys/fs/cgroup/" + nodeCgroup); err == nil && fi.IsDir() {
+		roots = append(roots, "/sys/fs/cgroup/"+nodeCgroup)
+	}
+	return roots
 }
 
 // removeIptablesChains removes the egress counters and the chains of
@@ -489,13 +516,9 @@ func saveNewHostPaths() error {
 // removeHostPaths deletes the network namespaces holding an address of
 // PodCIDR, with their veths, and then the host paths the node made.
 func removeHostPaths() {
-	names, _ := filepath.Glob("/run/netns/cni-*")
-	for _, ns := range names {
-		out, _ := exec.Command("ip", "-n", filepath.Base(ns), "-4", "-o", "addr", "show").Output()
-		if strings.Contains(string(out), " "+strings.TrimSuffix(NodeAddress, "1")) {
-			if err := run("ip", "netns", "del", filepath.Base(ns)); err != nil {
-				klog.ErrorS(err, "Removing a pod's network namespace")
-			}
+	for _, ns := range podNetns() {
+		if err := run("ip", "netns", "del", ns); err != nil {
+			klog.ErrorS(err, "Removing a pod's network namespace")
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(nodeStateDir, newHostPathsFile))
@@ -511,4 +534,104 @@ func removeHostPaths() {
 			klog.ErrorS(err, "Removing a folder of the real node", "path", p)
 		}
 	}
+}
+
+// podNetns lists the named network namespaces (the CNI plugins' cni-*)
+// that hold an address of PodCIDR: the real node's pods'.
+func podNetns() []string {
+	var names []string
+	paths, _ := filepath.Glob("/run/netns/cni-*")
+	for _, ns := range paths {
+		out, _ := exec.Command("ip", "-n", filepath.Base(ns), "-4", "-o", "addr", "show").Output()
+		if strings.Contains(string(out), " "+strings.TrimSuffix(NodeAddress, "1")) {
+			names = append(names, filepath.Base(ns))
+		}
+	}
+	return names
+}
+
+// RealNodeLeftovers waits until no real node runs on this machine (it
+// takes the machine's real-node lock, as a start does) and lists what one
+// left behind: an address or route in the node's ranges, the bridge, an
+// iptables chain or rule of the node (KUBE-*, CNI-*, KUBEOPENCODE-EGRESS;
+// IPv4 and IPv6), a mount under the node's folders, a pod's network
+// namespace, a process of the node (containerd, its shims, the kubelet,
+// kube-proxy, the pods'), its cgroup, its folders. Each entry says what it
+// is; none means the machine is as clean as before a node. A machine that
+// cannot run a real node (CheckRealNodeHost) has nothing to list.
+func RealNodeLeftovers(ctx context.Context) ([]string, error) {
+	if err := CheckRealNodeHost(); err != nil {
+		return nil, nil
+	}
+	lock, err := acquireNodeLock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release()
+	return nodeLeftovers(), nil
+}
+
+// nodeLeftovers is RealNodeLeftovers for a caller that holds the lock.
+func nodeLeftovers() []string {
+	var left []string
+	if err := checkRangesFree(); err != nil {
+		left = append(left, "address: "+err.Error())
+	}
+	_, pods, _ := net.ParseCIDR(PodCIDR)
+	_, services, _ := net.ParseCIDR(ServiceCIDR)
+	inRanges := func(word string) bool {
+		ip := net.ParseIP(word)
+		if ip == nil {
+			ip, _, _ = net.ParseCIDR(word)
+		}
+		return ip != nil && (pods.Contains(ip) || services.Contains(ip))
+	}
+	routes, _ := exec.Command("ip", "-4", "route", "show", "table", "all").Output()
+	for _, l := range strings.Split(string(routes), "\n") {
+		if slices.ContainsFunc(strings.Fields(l), inRanges) {
+			left = append(left, "route: "+l)
+		}
+	}
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	for _, l := range strings.Split(string(links), "\n") {
+		if strings.Contains(l, nodeBridge) {
+			left = append(left, "link: "+l)
+		}
+	}
+	for _, bin := range []string{"iptables-save", "ip6tables-save"} {
+		for _, table := range []string{"nat", "filter", "mangle"} {
+			rules, err := exec.Command(bin, "-t", table).Output()
+			if err != nil {
+				continue // no IPv6 tables on this kernel
+			}
+			for _, l := range strings.Split(string(rules), "\n") {
+				if strings.Contains(l, "KUBE-") || strings.Contains(l, egressChain) || strings.Contains(l, ":CNI-") || strings.Contains(l, " CNI-") {
+					left = append(left, fmt.Sprintf("%s -t %s: %s", bin, table, l))
+				}
+			}
+		}
+	}
+	for _, mp := range mountPointsUnder(nodeStateDir, nodeRunDir) {
+		left = append(left, "mount: "+mp)
+	}
+	for _, ns := range podNetns() {
+		left = append(left, "network namespace: "+ns)
+	}
+	// The node's own programs name its state folder on their command line
+	// (containerd's and kube-proxy's configuration, the kubelet's root).
+	for _, pid := range processesWhere(func(cgroup, cmdline string) bool {
+		return strings.Contains(cgroup, "/"+nodeCgroup) || strings.Contains(cmdline, nodeRunDir) || strings.Contains(cmdline, nodeStateDir)
+	}) {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		left = append(left, fmt.Sprintf("process %d: %s", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
+	}
+	for _, cg := range nodeCgroupRoots() {
+		left = append(left, "cgroup: "+cg)
+	}
+	for _, dir := range []string{nodeStateDir, nodeRunDir} {
+		if _, err := os.Lstat(dir); err == nil {
+			left = append(left, "folder: "+dir)
+		}
+	}
+	return left
 }

@@ -3,8 +3,10 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSplitRule(t *testing.T) {
@@ -34,7 +36,7 @@ func TestNodeNetworkCleanUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
+	defer lock.release()
 	forward, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	if err := setUpNodeNetwork(); err != nil {
 		cleanUpNode()
@@ -58,27 +60,69 @@ func TestNodeNetworkCleanUp(t *testing.T) {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The check that follows the clean-up sees all of that.
+	if left := strings.Join(nodeLeftovers(), "\n"); !strings.Contains(left, "link: ") || !strings.Contains(left, "blackhole "+PodCIDR) ||
+		!strings.Contains(left, "KUBE-SERVICES") || !strings.Contains(left, egressChain) || !strings.Contains(left, "folder: "+nodeStateDir) {
+		t.Errorf("nodeLeftovers() misses parts of the node's network:\n%s", left)
+	}
 
 	cleanUpNode()
 
-	if routes := output(t, "ip", "route", "show", "table", "main"); strings.Contains(routes, PodCIDR) || strings.Contains(routes, ServiceCIDR) {
-		t.Errorf("routes of the node's ranges remain:\n%s", routes)
-	}
-	if links := output(t, "ip", "-o", "link", "show"); strings.Contains(links, nodeBridge) {
-		t.Errorf("the bridge %s remains", nodeBridge)
-	}
-	for _, table := range []string{"nat", "filter", "mangle"} {
-		if rules := output(t, "iptables-save", "-t", table); strings.Contains(rules, "KUBE-") || strings.Contains(rules, egressChain) {
-			t.Errorf("chains of the node remain in table %s:\n%s", table, rules)
-		}
+	if left := nodeLeftovers(); len(left) > 0 {
+		t.Errorf("the clean-up left:\n%s", strings.Join(left, "\n"))
 	}
 	if now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); string(now) != string(forward) {
 		t.Errorf("ip_forward is %q after the clean-up, was %q", now, forward)
 	}
-	for _, dir := range []string{nodeStateDir, nodeRunDir} {
-		if _, err := os.Stat(dir); !os.IsNotExist(err) {
-			t.Errorf("%s remains (%v)", dir, err)
+}
+
+// TestNodeLock: a second taker of the machine's real-node lock waits for
+// the first, and the lock's file is gone once the last one releases it,
+// even though the first removed the file the second had opened.
+func TestNodeLock(t *testing.T) {
+	if err := CheckRealNodeHost(); err != nil {
+		t.Skip(err)
+	}
+	first, err := acquireNodeLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(nodeLockPath); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+		t.Errorf("the lock's file holds %q (%v), want this process's PID", b, err)
+	}
+	second := make(chan *nodeLock)
+	go func() {
+		l, err := acquireNodeLock(t.Context())
+		if err != nil {
+			t.Error(err)
 		}
+		second <- l
+	}()
+	select {
+	case <-second:
+		t.Fatal("a second taker got the lock while the first held it")
+	case <-time.After(time.Second):
+	}
+	first.release()
+	first.release() // does nothing
+	var l *nodeLock
+	select {
+	case l = <-second:
+	case <-time.After(time.Minute):
+		t.Fatal("the second taker did not get the lock within a minute of its release")
+	}
+	if l == nil {
+		return
+	}
+	held, _ := l.f.Stat()
+	if now, err := os.Stat(nodeLockPath); err != nil || !os.SameFile(held, now) {
+		t.Errorf("the second taker holds a file that is not the lock's (%v)", err)
+	}
+	l.release()
+	// Another process (another package's test) may be waiting and make the
+	// file again; it then holds its own PID.
+	if b, err := os.ReadFile(nodeLockPath); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		t.Errorf("the lock's file remains after its release")
 	}
 }
 

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -44,25 +45,100 @@ type RealNode struct {
 // containerdSocket is containerd's endpoint.
 var containerdSocket = filepath.Join(nodeRunDir, "containerd", "containerd.sock")
 
+// nodeLockPath is the machine's real-node lock: one real node at a time,
+// since its ranges, bridge, folders and cgroup are fixed.
+const nodeLockPath = "/run/kubeopencode-node.lock"
+
+// nodeLock is the machine's real-node lock, held.
+type nodeLock struct{ f *os.File }
+
 // acquireNodeLock takes the machine's real-node lock, waiting for another
-// test process's node to stop first. The kernel releases it when the holder
-// dies, after which the next start cleans up.
-func acquireNodeLock(ctx context.Context) (*os.File, error) {
-	f, err := os.OpenFile("/run/kubeopencode-node.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
+// process's node to stop first (a test, make dev: they wait for each other
+// instead of failing). The kernel releases it when the holder dies, after
+// which the next start cleans up.
+//
+// The lock is the file at nodeLockPath, which release removes so that a
+// run leaves nothing behind. A waiter may therefore get the flock of a file
+// that was removed meanwhile, while another process has made a new one at
+// the path and locked that: holding the flock counts only while the file
+// is still the one at the path, and otherwise the waiter starts again on
+// the new file.
+func acquireNodeLock(ctx context.Context) (*nodeLock, error) {
+	waiting := false
 	for {
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
-			return f, nil
+		f, err := os.OpenFile(nodeLockPath, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, err
 		}
-		select {
-		case <-ctx.Done():
+		for {
+			err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, syscall.EWOULDBLOCK) {
+				f.Close()
+				return nil, fmt.Errorf("locking %s: %w", nodeLockPath, err)
+			}
+			if !waiting {
+				// A real node may run for many minutes (a test, make
+				// dev): say why nothing happens meanwhile, and who holds it.
+				klog.InfoS("Waiting for the real node of another process on this machine to stop", "lock", nodeLockPath, "holder", nodeLockHolder(f))
+				waiting = true
+			}
+			select {
+			case <-ctx.Done():
+				holder := nodeLockHolder(f)
+				f.Close()
+				return nil, fmt.Errorf("waiting for the real node of %s to stop (%s): %w", holder, nodeLockPath, ctx.Err())
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		held, err := f.Stat()
+		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("waiting for another test's real node to stop: %w", ctx.Err())
-		case <-time.After(500 * time.Millisecond):
+			return nil, err
 		}
+		if now, err := os.Stat(nodeLockPath); err == nil && os.SameFile(held, now) {
+			// Who holds it, for the processes that wait.
+			if err := f.Truncate(0); err == nil {
+				_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+			}
+			return &nodeLock{f: f}, nil
+		}
+		f.Close()
 	}
+}
+
+// nodeLockHolder describes the process that wrote its PID into the lock's
+// file f: "process <pid> (<command line>)", or "another process".
+func nodeLockHolder(f *os.File) string {
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	if err != nil || pid <= 0 {
+		return "another process"
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(cmdline) == 0 {
+		return fmt.Sprintf("process %d", pid)
+	}
+	return fmt.Sprintf("process %d (%s)", pid, strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " ")))
+}
+
+// release removes the lock's file, while still holding it, and releases
+// the lock: a process waiting on the removed file finds, once it has the
+// flock, that the file is no longer the lock, and tries again. Only the
+// first call does anything: a second must not remove the file of the
+// lock's next holder.
+func (l *nodeLock) release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	if err := os.Remove(nodeLockPath); err != nil && !os.IsNotExist(err) {
+		klog.ErrorS(err, "Removing the real node's lock", "path", nodeLockPath)
+	}
+	l.f.Close()
+	l.f = nil
 }
 
 // startRealNode runs containerd, imports images, and runs kube-proxy and

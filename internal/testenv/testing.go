@@ -7,7 +7,8 @@ import (
 )
 
 // StartTimeout bounds how long RunControlPlane waits for a control plane,
-// not counting a first build of the binaries.
+// not counting a first build of the binaries or the wait for another
+// process's real node.
 const StartTimeout = 3 * time.Minute
 
 // RunControlPlane starts a control plane for a test, failing the test if it
@@ -23,6 +24,14 @@ func RunControlPlane(t testing.TB, opts Options) *ControlPlane {
 		t.Fatalf("control-plane binaries: %v", err)
 	}
 	opts.BinDir = binDir
+	if opts.RealNode && CheckRealNodeHost() == nil {
+		// Another process's real node (a test of another package, make
+		// dev) may run for minutes: waiting for it is not starting, and
+		// only the test's own deadline bounds it.
+		if opts.nodeLock, err = acquireNodeLock(t.Context()); err != nil {
+			t.Fatalf("starting the control plane: %v", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), StartTimeout)
 	defer cancel()
 	start := time.Now()

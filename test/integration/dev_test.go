@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubeopencode/share/internal/testenv"
 )
 
 // TestMakeDev runs the entry point of `make dev` as a user would, follows
@@ -31,7 +34,7 @@ func TestMakeDev(t *testing.T) {
 	stateDir := t.TempDir()
 	cmd := exec.Command(bin, "--state-dir", stateDir, "--share-port", "0")
 	cmd.Dir = shared.root
-	printed, stderr, exited := startDev(t, cmd, 5*time.Minute)
+	printed, stderr, exited := startDev(t, cmd, devReadyWithin(t, 5*time.Minute))
 	var link, token string
 	if m := regexp.MustCompile(`(?m)^Share link: (http://\S+/s/(\S+))$`).FindStringSubmatch(strings.Join(printed, "\n")); m != nil {
 		link, token = m[1], m[2]
@@ -70,6 +73,7 @@ func TestMakeDev(t *testing.T) {
 	c.resize(80, 24)
 	c.typeText("echo from-make''-dev\r")
 	c.waitForOutput("from-make-dev")
+	checkDevNode(t, c, stateDir, out, stderr.String())
 
 	// Ctrl-C stops everything.
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -98,6 +102,118 @@ func TestMakeDev(t *testing.T) {
 	if conn, err := net.DialTimeout("tcp", string(server[1]), time.Second); err == nil {
 		conn.Close()
 		t.Errorf("the kube-apiserver %s still answers after Ctrl-C", server[1])
+	}
+	checkNoRealNodeLeft(t)
+}
+
+// devReadyWithin is how long make dev may take to be ready: want, plus,
+// where it runs a real node, the image archives, the node's start and the
+// wait for another process's real node (another package's test holds the
+// machine's real-node lock meanwhile), within the test's deadline.
+func devReadyWithin(t *testing.T, want time.Duration) time.Duration {
+	if testenv.CheckRealNodeHost() == nil {
+		want += 5 * time.Minute
+	}
+	if deadline, ok := t.Deadline(); ok {
+		// Time left to stop make dev and report, rather than a panic that
+		// skips the cleanups.
+		want = min(want, max(time.Until(deadline)-2*time.Minute, time.Minute))
+	}
+	return want
+}
+
+// checkDevNode checks, through the link's terminal, the node make dev
+// chose: where this machine allows a real node (testenv.CheckRealNodeHost,
+// as make dev's --node=auto asks it), the terminal is a shell in the demo
+// Agent's container, whose hostname is its pod's name; elsewhere make dev
+// said why it fell back to the stand-in, whose terminal is a shell on this
+// machine. HOSTNAME does not tell them apart (the stand-in sets it to the
+// pod's name); the hostname command does.
+func checkDevNode(t *testing.T, c *terminalClient, stateDir, printed, progress string) {
+	t.Helper()
+	c.typeText("echo \"host:$(hostname):end\"\r")
+	hostname := c.waitForMatch(regexp.MustCompile(`host:([a-z0-9][a-z0-9.-]*):end`))[1]
+	machine, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := testenv.CheckRealNodeHost()
+	if reason != nil {
+		fallback := "the demo Agent runs on the stand-in node: the link's terminal is a shell on this machine, run as you, not a container; no real node because " + reason.Error()
+		if !strings.Contains(progress, fallback) {
+			t.Errorf("this machine cannot run a real node (%v), and make dev did not say it falls back to the stand-in (%q):\n%s", reason, fallback, progress)
+		}
+		if hostname != machine {
+			t.Errorf("the stand-in's terminal says its hostname is %q, want this machine's, %q", hostname, machine)
+		}
+		if !strings.Contains(printed, "Its terminal is a shell on this machine") {
+			t.Errorf("make dev did not say the link's terminal is a shell on this machine:\n%s", printed)
+		}
+		return
+	}
+	if !strings.Contains(progress, "the demo Agent runs in a busybox container on a real node") {
+		t.Errorf("make dev did not say the Agent runs in a container on a real node:\n%s", progress)
+	}
+	admin := filepath.Join(stateDir, "controlplane", "admin.kubeconfig")
+	pods, errOut, err := shared.cp.Kubectl(t.Context(), admin, nil, "-n", "demo", "get", "pods", "-l", "kubeopencode.io/agent=team-agent",
+		"--field-selector=status.phase=Running", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}`)
+	if err != nil {
+		t.Fatalf("listing the demo Agent's pods: %v\n%s", err, errOut)
+	}
+	var pod, node string
+	for _, l := range strings.Split(strings.TrimSpace(pods), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == hostname {
+			pod, node = f[0], f[1]
+		}
+	}
+	if pod == "" || node != testenv.RealNodeName || hostname == machine {
+		t.Errorf("the terminal's hostname is %q (this machine's is %q); the demo Agent's running pods and nodes:\n%s\nwant the terminal in the pod's container on %s", hostname, machine, pods, testenv.RealNodeName)
+	}
+	if want := "Its terminal is a busybox shell in the Agent's container (pod " + hostname + ") on the real node " + testenv.RealNodeName; !strings.Contains(printed, want) {
+		t.Errorf("make dev did not print %q:\n%s", want, printed)
+	}
+}
+
+// waitForMatch waits for the terminal's output to match re and returns the
+// match's groups.
+func (c *terminalClient) waitForMatch(re *regexp.Regexp) []string {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		m := re.FindStringSubmatch(c.output.String())
+		c.mu.Unlock()
+		if m != nil {
+			return m
+		}
+		select {
+		case <-c.closed:
+			c.t.Fatalf("session closed (%d, %+v) before output matching %s; output:\n%s", c.code, c.status, re, c.output.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	c.t.Fatalf("timed out waiting for output matching %s; output:\n%s", re, c.output.String())
+	return nil
+}
+
+// checkNoRealNodeLeft checks, where this machine can run a real node, that
+// none left anything behind: make dev's real node, which has stopped, and
+// any other process's, which the check waits for (it takes the machine's
+// real-node lock).
+func checkNoRealNodeLeft(t *testing.T) {
+	t.Helper()
+	wait := 5 * time.Minute
+	if deadline, ok := t.Deadline(); ok {
+		wait = min(wait, max(time.Until(deadline)-time.Minute, time.Second))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	left, err := testenv.RealNodeLeftovers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("the real node left behind:\n%s", strings.Join(left, "\n"))
 	}
 }
 
@@ -134,9 +250,9 @@ func TestMakeDevStopsWithMake(t *testing.T) {
 	// A group of its own, so that the SIGTERM below reaches make alone and
 	// the cleanup can still reach whatever it left.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	printed, stderr, exited := startDev(t, cmd, 8*time.Minute)
+	printed, stderr, exited := startDev(t, cmd, devReadyWithin(t, 8*time.Minute))
 	out := strings.Join(printed, "\n")
-	link := regexp.MustCompile(`(?m)^Share link: http://(\S+)/s/`).FindStringSubmatch(out)
+	link := regexp.MustCompile(`(?m)^Share link: http://(\S+)/s/(\S+)$`).FindStringSubmatch(out)
 	viewerConfig := regexp.MustCompile(`(?m)^  export KUBECONFIG=(\S+viewer\.kubeconfig)$`).FindStringSubmatch(out)
 	if link == nil || viewerConfig == nil {
 		t.Fatalf("make dev printed no link or no view-only kubeconfig:\n%s", out)
@@ -147,6 +263,14 @@ func TestMakeDevStopsWithMake(t *testing.T) {
 	if n := strings.Count(out+stderr.String(), ">>> etcd:"); n != 1 {
 		t.Errorf("the control plane's build script ran %d times, want once", n)
 	}
+
+	// The node make dev chose, as its link's terminal shows it.
+	c, code := dialTerminal(t, link[1], link[2], nil)
+	if c == nil {
+		t.Fatalf("terminal refused: %d", code)
+	}
+	c.resize(80, 24)
+	checkDevNode(t, c, stateDir, out, stderr.String())
 
 	// The view-only user sees the Agent, never its token.
 	kubeoc := filepath.Join(shared.root, "bin", "kubeoc")
@@ -195,6 +319,7 @@ func TestMakeDevStopsWithMake(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	checkNoRealNodeLeft(t)
 }
 
 // startDev starts a make dev command and reads what it prints until it is
