@@ -313,7 +313,7 @@ func (e *env) buildControlPlane(ctx context.Context) (string, error) {
 	if e.o.realNode {
 		// Only here: a machine that cannot run a real node never builds one.
 		args = append(args, "--node")
-		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd into %s (hack/build-control-plane.sh --node); the node's first build takes minutes, about half an hour on two cores", dir)
+		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd into %s (hack/build-control-plane.sh --node); the node's first build takes minutes (about half an hour measured on a busy two-core machine)", dir)
 	} else {
 		e.o.step("building what is stale of the control plane into %s (hack/build-control-plane.sh)", dir)
 	}
