@@ -80,7 +80,7 @@ func (b *bench) makeRelayAgents(ctx context.Context, pair *replicaPair) (map[str
 			return nil, err
 		}
 		tokens = append(tokens, a.token)
-		links[name] = relayLink{token: a.token,
+		links[name] = relayLink{token: a.token, agent: a.key,
 			lease: types.NamespacedName{Namespace: testenv.SystemNamespace, Name: replica.LeaseName(agent.UID)}}
 	}
 	return links, pair.waitLinks(ctx, tokens...)
@@ -102,7 +102,8 @@ func replicaPaths(pair *replicaPair, links map[string]relayLink) []path {
 		r    replicaServer
 	}{{pathOwner, pair.owner}, {pathForwarded, pair.forwarder}, {pathRelayed, pair.relay}} {
 		echo, cat := pair.openers(via.r, links["relay-echo"], links["relay-cat"])
-		paths = append(paths, path{name: via.name, echo: echo, cat: cat, procs: procs})
+		paths = append(paths, path{name: via.name, echo: echo, cat: cat, procs: procs,
+			settled: func(ctx context.Context) error { return sessionSettled(ctx, pair.admin, links["relay-echo"].agent) }})
 	}
 	return paths
 }
@@ -110,7 +111,8 @@ func replicaPaths(pair *replicaPair, links map[string]relayLink) []path {
 // echoRounds measures o.echoRounds rounds of round trips on each path, the
 // paths in turn within each round, each round after a collection in the
 // harness and both replicas, on a machine at rest, with the harness's
-// collector paused (see compareEcho and settle).
+// collector paused (see compareEcho and settle); each path after the first
+// once the session before it has settled (see sessionSettled).
 func (b *bench) echoRounds(ctx context.Context, pair *replicaPair, paths []path) (map[string]echoResult, error) {
 	o := b.o
 	out := map[string]echoResult{}
@@ -126,7 +128,7 @@ func (b *bench) echoRounds(ctx context.Context, pair *replicaPair, paths []path)
 		resumeGC := pauseGC()
 		var parts []string
 		for _, p := range paths {
-			s, err := echoOnce(ctx, p.echo, o.echoPerRound())
+			s, err := echoOnceSettled(ctx, p, o.echoPerRound())
 			if err != nil {
 				resumeGC()
 				return nil, fmt.Errorf("%s echo (round %d): %w", p.name, round+1, err)

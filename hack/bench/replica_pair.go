@@ -173,6 +173,7 @@ func relayCatCommand(payload string) []string {
 // relayLink is a link of figure 8 and the session Lease of its Agent.
 type relayLink struct {
 	token string
+	agent types.NamespacedName
 	lease types.NamespacedName
 }
 

@@ -28,6 +28,9 @@ type path struct {
 	// procs are the processes that carry the path's bytes, by role, whose
 	// CPU time is counted.
 	procs map[string]int
+	// settled, when set, waits until the path's last echo session has
+	// nothing left in flight, before the next path is measured.
+	settled func(context.Context) error
 }
 
 // Names of the paths, which key the figures' results.
@@ -66,6 +69,7 @@ func (b *bench) sharePath() path {
 		cat: func(ctx context.Context, out sink) (terminal, error) {
 			return s.dialShare(ctx, s.agents["cat"].token, out)
 		},
+		settled: func(ctx context.Context) error { return sessionSettled(ctx, s.admin, s.agents["echo"].key) },
 	}
 }
 
