@@ -3,10 +3,13 @@ package sharehttp
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -28,14 +31,36 @@ func newReplicas(opts *Options, config *rest.Config) (*replica.Replicas, error) 
 	}
 	var forwarding replica.ForwarderOptions
 	if opts.TLSCertFile != "" {
-		// Peers are reached at their pod IP, but present the listener's
-		// certificate, which names the public host.
-		forwarding.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
-		if u, err := url.Parse(opts.PublicURL); err == nil && opts.PublicURL != "" {
-			forwarding.TLS.ServerName = u.Hostname()
+		var err error
+		if forwarding.TLS, err = peerTLS(opts.TLSCertFile, opts.PublicURL); err != nil {
+			return nil, err
 		}
 	}
 	return opts.Replicas.New(config, opts.port(), forwarding)
+}
+
+// peerTLS is how a replica that serves HTTPS reaches its peers: at their
+// pod IPs, where they present the listener's certificate, which names the
+// public host. It is trusted as the system's roots trust it, or as the
+// certificate this replica serves itself, so that one of a private CA, or
+// a self-signed one, works between the replicas too.
+func peerTLS(certFile, publicURL string) (*tls.Config, error) {
+	pemData, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the share listener's certificate for its peers: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", certFile)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	if u, err := url.Parse(publicURL); err == nil && publicURL != "" {
+		c.ServerName = u.Hostname()
+	}
+	return c, nil
 }
 
 // clientAddress returns the address of the client behind r: the one

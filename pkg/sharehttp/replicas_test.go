@@ -1,8 +1,12 @@
 package sharehttp
 
 import (
+	"crypto/tls"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
@@ -44,5 +48,52 @@ func TestLoneListenerRefusesForwardedClients(t *testing.T) {
 				t.Fatalf("%s answers %d, want %d: %s", tc.path, rec.Code, tc.want, rec.Body)
 			}
 		})
+	}
+}
+
+// Replicas that serve HTTPS reach each other at their pod IPs with the
+// listener's certificate, issued for the public host; one of a private CA
+// or a self-signed one must do between them, as it does for the browsers
+// the operator gave its CA.
+func TestPeersTrustTheListenersCertificate(t *testing.T) {
+	peer := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	peer.StartTLS()
+	t.Cleanup(peer.Close)
+	// httptest's certificate is self-signed for example.com and 127.0.0.1.
+	certFile := filepath.Join(t.TempDir(), "tls.crt")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: peer.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get := func(c *tls.Config) error {
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: c}}
+		resp, err := client.Get(peer.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+
+	c, err := peerTLS(certFile, "https://example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerName != "example.com" {
+		t.Errorf("peers are asked for %q, want the public host", c.ServerName)
+	}
+	if err := get(c); err != nil {
+		t.Errorf("a peer with the listener's certificate: %v", err)
+	}
+	if err := get(&tls.Config{ServerName: "example.com", MinVersion: tls.VersionTLS12}); err == nil {
+		t.Error("the system's roots alone trust httptest's certificate: this test shows nothing")
+	}
+	wrongHost, err := peerTLS(certFile, "https://share.example.org/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get(wrongHost); err == nil {
+		t.Error("a peer whose certificate does not name the public host was trusted")
+	}
+	if _, err := peerTLS(filepath.Join(t.TempDir(), "missing.crt"), ""); err == nil {
+		t.Error("a missing certificate file was taken")
 	}
 }

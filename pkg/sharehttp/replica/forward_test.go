@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net"
@@ -47,11 +49,17 @@ func (c *ownerConn) write(kind int, msg []byte) {
 }
 
 func newTestOwner(t *testing.T, auth *PeerAuth) *testOwner {
+	return newTestOwnerOn(t, auth, false)
+}
+
+// newTestOwnerOn is newTestOwner serving HTTPS when useTLS is set, with
+// httptest's certificate for example.com and 127.0.0.1.
+func newTestOwnerOn(t *testing.T, auth *PeerAuth, useTLS bool) *testOwner {
 	o := &testOwner{t: t, auth: auth, gone: make(chan struct{}, 8)}
 	upgrader := websocket.Upgrader{CheckOrigin: func(r *http.Request) bool {
 		return r.Header.Get("Origin") == "http://"+r.Host
 	}}
-	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		client, forwarded, err := o.auth.Verify(r)
 		if err != nil || !forwarded {
 			http.Error(w, "no proven client", http.StatusForbidden)
@@ -81,12 +89,17 @@ func newTestOwner(t *testing.T, auth *PeerAuth) *testOwner {
 			oc.write(websocket.BinaryMessage, msg)
 		}
 	}))
+	if useTLS {
+		o.srv.StartTLS()
+	} else {
+		o.srv.Start()
+	}
 	t.Cleanup(o.srv.Close)
 	return o
 }
 
 func (o *testOwner) identity() Identity {
-	return Identity{Name: "owner", Address: strings.TrimPrefix(o.srv.URL, "http://")}
+	return Identity{Name: "owner", Address: o.srv.Listener.Addr().String()}
 }
 
 // lastConn is the owner's side of the last page.
@@ -208,6 +221,35 @@ func TestForwarderCarriesThePage(t *testing.T) {
 	status, code := p.ended(t)
 	if status == nil || status.Reason != wire.ReasonRevoked || code != websocket.ClosePolicyViolation {
 		t.Fatalf("the page was told %+v, %d; want the owner's Revoked, 1008", status, code)
+	}
+}
+
+// With TLS, the forwarder reaches the owner at its address, but checks the
+// certificate against the public host the replicas share.
+func TestForwarderReachesOwnersOverTLS(t *testing.T) {
+	auth := NewPeerAuth(testPeerKeys("1", 1), clock.RealClock{})
+	owner := newTestOwnerOn(t, auth, true)
+	roots := x509.NewCertPool()
+	roots.AddCert(owner.srv.Certificate())
+	for _, tc := range []struct {
+		serverName string
+		carried    bool
+	}{{"example.com", true}, {"share.example.org", false}} {
+		t.Run(tc.serverName, func(t *testing.T) {
+			f := NewForwarder(auth, ForwarderOptions{TLS: &tls.Config{RootCAs: roots, ServerName: tc.serverName, MinVersion: tls.VersionTLS12}})
+			p := openPage(t, forwardingReplica(t, f, owner.identity()))
+			got := p.next(t)
+			if carried := string(got) == "\x00client=127.0.0.1"; carried != tc.carried {
+				t.Fatalf("the page got %q first; carried to the owner %v, want %v", got, carried, tc.carried)
+			}
+			if !tc.carried {
+				// Told so by the forwarder, as for an owner it cannot reach.
+				var status wire.Status
+				if got[0] != wire.OpStatus || json.Unmarshal(got[1:], &status) != nil || status.Reason != wire.ReasonUnavailable {
+					t.Fatalf("the page was told %q, want an Unavailable status", got)
+				}
+			}
+		})
 	}
 }
 
