@@ -93,10 +93,19 @@ func (o *Options) Complete() error {
 	case nodeReal:
 		o.realNode = true
 	case nodeAuto:
-		o.standinReason = testenv.CheckRealNodeHost()
+		o.standinReason = realNodeHost()
 		o.realNode = o.standinReason == nil
 	}
 	return nil
+}
+
+// realNodeHost says why this machine cannot run the demo Agent on a real
+// node, or nil.
+func realNodeHost() error {
+	if err := testenv.CheckRealNodeHost(); err != nil {
+		return err
+	}
+	return testenv.CheckStaticBusybox()
 }
 
 // Validate checks the flags.
@@ -104,7 +113,7 @@ func (o *Options) Validate() error {
 	switch o.Node {
 	case nodeAuto, nodeStandin:
 	case nodeReal:
-		if err := testenv.CheckRealNodeHost(); err != nil {
+		if err := realNodeHost(); err != nil {
 			return fmt.Errorf("--node=real: %w (a real node needs root on Linux and %s)", err, realNodeNeeds)
 		}
 	default:
@@ -313,7 +322,7 @@ func (e *env) buildControlPlane(ctx context.Context) (string, error) {
 	if e.o.realNode {
 		// Only here: a machine that cannot run a real node never builds one.
 		args = append(args, "--node")
-		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd into %s (hack/build-control-plane.sh --node); the node's first build takes minutes (about half an hour measured on a busy two-core machine)", dir)
+		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd into %s (hack/build-control-plane.sh --node); the node's first build takes minutes (about half an hour measured on a two-core machine busy with other builds)", dir)
 	} else {
 		e.o.step("building what is stale of the control plane into %s (hack/build-control-plane.sh)", dir)
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"strings"
 	"testing"
-
-	"github.com/kubeopencode/share/internal/testenv"
 )
 
 func TestNodeFlag(t *testing.T) {
@@ -26,13 +24,13 @@ func TestNodeFlag(t *testing.T) {
 	}
 
 	// auto and real follow what this machine allows.
-	hostErr := testenv.CheckRealNodeHost()
+	hostErr := realNodeHost()
 	o = NewOptions()
 	if err := o.Complete(); err != nil || o.Validate() != nil {
 		t.Fatalf("--node=auto: Complete or Validate fails: %v", o.Validate())
 	}
 	if o.Node != nodeAuto || o.realNode != (hostErr == nil) || (o.standinReason == nil) != (hostErr == nil) {
-		t.Errorf("--node=auto: realNode %v, standinReason %v; CheckRealNodeHost() = %v", o.realNode, o.standinReason, hostErr)
+		t.Errorf("--node=auto: realNode %v, standinReason %v; realNodeHost() = %v", o.realNode, o.standinReason, hostErr)
 	}
 	o = NewOptions()
 	o.Node = nodeReal
@@ -40,6 +38,6 @@ func TestNodeFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := o.Validate(); (err == nil) != (hostErr == nil) || err != nil && !strings.Contains(err.Error(), hostErr.Error()) {
-		t.Errorf("--node=real: Validate() = %v; CheckRealNodeHost() = %v", err, hostErr)
+		t.Errorf("--node=real: Validate() = %v; realNodeHost() = %v", err, hostErr)
 	}
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"net"
@@ -561,4 +562,25 @@ func (n *RealNode) ContainerPID(ctx context.Context, containerID string) (int, e
 		}
 	}
 	return 0, fmt.Errorf("no task %s on the real node:\n%s", id, out)
+}
+
+// CheckStaticBusybox says why hack/build-images.sh cannot make the Agent
+// image of a real node's tests and of make dev, or nil: it needs a static
+// busybox at $BUSYBOX, else /bin/busybox (Debian's busybox-static).
+func CheckStaticBusybox() error {
+	path := os.Getenv("BUSYBOX")
+	if path == "" {
+		path = "/bin/busybox"
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("the Agent image needs a static busybox (busybox-static): %w", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("the Agent image needs a static busybox (busybox-static): %s is linked dynamically", path)
+		}
+	}
+	return nil
 }

@@ -183,3 +183,20 @@ func TestRunControlPlaneStopsEverything(t *testing.T) {
 		t.Errorf("state folder %s not removed: %v", dir, err)
 	}
 }
+
+func TestCheckStaticBusybox(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{name: "missing", path: filepath.Join(t.TempDir(), "busybox"), want: "no such file"},
+		{name: "dynamically linked", path: "/bin/sh", want: "linked dynamically"},
+		{name: "not a program", path: "/etc/hostname", want: "static busybox"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("BUSYBOX", tc.path)
+			if err := CheckStaticBusybox(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("CheckStaticBusybox() = %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}

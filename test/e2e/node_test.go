@@ -242,6 +242,17 @@ func startNode(t *testing.T) *env {
 	if out, err := exec.Command(filepath.Join(root, "hack", "build-images.sh"), images).CombinedOutput(); err != nil {
 		t.Fatalf("building the image archives: %v\n%s", err, out)
 	}
+	// Registered first, so that it runs last, once the control plane and
+	// the node have stopped: the node leaves nothing on the machine.
+	t.Cleanup(func() {
+		left, err := testenv.RealNodeLeftovers(context.Background())
+		if err != nil {
+			t.Errorf("looking for what the real node left: %v", err)
+		}
+		if len(left) > 0 {
+			t.Errorf("the real node left behind:\n%s", strings.Join(left, "\n"))
+		}
+	})
 	start := time.Now()
 	cp := testenv.RunControlPlane(t, testenv.Options{
 		BinDir:     binDir,

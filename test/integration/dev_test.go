@@ -111,7 +111,7 @@ func TestMakeDev(t *testing.T) {
 // wait for another process's real node (another package's test holds the
 // machine's real-node lock meanwhile), within the test's deadline.
 func devReadyWithin(t *testing.T, want time.Duration) time.Duration {
-	if testenv.CheckRealNodeHost() == nil {
+	if devRealNodeReason() == nil {
 		want += 5 * time.Minute
 	}
 	if deadline, ok := t.Deadline(); ok {
@@ -122,9 +122,18 @@ func devReadyWithin(t *testing.T, want time.Duration) time.Duration {
 	return want
 }
 
+// devRealNodeReason says why make dev's --node=auto does not choose a real
+// node on this machine, as it asks: the node's needs and the static busybox
+// of the demo Agent's image.
+func devRealNodeReason() error {
+	if err := testenv.CheckRealNodeHost(); err != nil {
+		return err
+	}
+	return testenv.CheckStaticBusybox()
+}
+
 // checkDevNode checks, through the link's terminal, the node make dev
-// chose: where this machine allows a real node (testenv.CheckRealNodeHost,
-// as make dev's --node=auto asks it), the terminal is a shell in the demo
+// chose: where this machine allows a real node (devRealNodeReason), the terminal is a shell in the demo
 // Agent's container, whose hostname is its pod's name; elsewhere make dev
 // said why it fell back to the stand-in, whose terminal is a shell on this
 // machine. HOSTNAME does not tell them apart (the stand-in sets it to the
@@ -137,7 +146,7 @@ func checkDevNode(t *testing.T, c *terminalClient, stateDir, printed, progress s
 	if err != nil {
 		t.Fatal(err)
 	}
-	reason := testenv.CheckRealNodeHost()
+	reason := devRealNodeReason()
 	if reason != nil {
 		fallback := "the demo Agent runs on the stand-in node: the link's terminal is a shell on this machine, run as you, not a container; no real node because " + reason.Error()
 		if !strings.Contains(progress, fallback) {
