@@ -5,7 +5,7 @@
 # RealNode): kubelet and kube-proxy from the same Kubernetes modules, and
 # containerd, its runc shim and ctr from containerd's module
 # (hack/tools/containerd). runc and the CNI plugins come from Debian's
-# packages (hack/install-node-deps.sh).
+# packages, which .ci/run installs.
 # A binary that is already there and newer than its module files is reused.
 set -o errexit -o nounset -o pipefail
 

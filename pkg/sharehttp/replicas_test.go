@@ -5,9 +5,15 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+
+	"k8s.io/utils/clock"
+
+	"github.com/kubeopencode/share/pkg/share/sharetest"
 
 	"github.com/kubeopencode/share/pkg/sharehttp/replica"
 )
@@ -95,5 +101,44 @@ func TestPeersTrustTheListenersCertificate(t *testing.T) {
 	}
 	if _, err := peerTLS(filepath.Join(t.TempDir(), "missing.crt"), ""); err == nil {
 		t.Error("a missing certificate file was taken")
+	}
+}
+
+// A page that another replica forwards was counted against its client's
+// request rate there; the owner does not count it again, but still counts
+// the client's own requests.
+func TestForwardedRequestsAreCountedOnce(t *testing.T) {
+	f := newLinkFixture(t, func(o *Options) { o.RequestsPerSecond, o.RequestBurst = 0.001, 1 })
+	auth := replica.NewPeerAuth(sharetest.Keys(), clock.RealClock{})
+	f.server.replicas = &replica.Replicas{Auth: auth}
+	h := f.server.Handler()
+	client := netip.MustParseAddr("192.0.2.7")
+	n := 0
+	get := func(forwarded bool) int {
+		n++
+		req := httptest.NewRequest(http.MethodGet, "http://share.example/s/"+f.token+"/info", nil)
+		req.RemoteAddr = client.String() + ":4242"
+		if forwarded {
+			req.RemoteAddr = "10.0.0.2:4242" // the forwarding replica
+			// What makes each forward's proof its own, as a WebSocket key does.
+			req.Header.Set("Sec-Websocket-Key", strconv.Itoa(n))
+			if err := auth.Sign(req, client); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range 3 {
+		if code := get(true); code != http.StatusOK {
+			t.Fatalf("forwarded request %d answers %d, want 200: counted against the client again", i+1, code)
+		}
+	}
+	if code := get(false); code != http.StatusOK {
+		t.Fatalf("the client's own first request answers %d, want 200", code)
+	}
+	if code := get(false); code != http.StatusTooManyRequests {
+		t.Fatalf("the client's own second request answers %d, want 429 past its burst of 1", code)
 	}
 }

@@ -238,12 +238,17 @@ func (s *Server) admitForwarded(w http.ResponseWriter, r *http.Request, asJSON b
 	if !ok {
 		return nil, client, forwarded, false
 	}
-	if ok, retry := s.limiter.Allow(client, s.clock.Now()); !ok {
-		s.audit.refused(nil, client.String(), access.ReasonTooManyRequest)
-		w.Header().Set("Retry-After", retryAfterSeconds(retry))
-		writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
-			Message: "Too many requests. Wait a moment and try again."}, asJSON)
-		return nil, client, forwarded, false
+	// A forwarded request was counted against its client by the replica
+	// that received it; counted here again, a client whose pages are
+	// forwarded would get half the rate of one whose are not.
+	if !forwarded {
+		if ok, retry := s.limiter.Allow(client, s.clock.Now()); !ok {
+			s.audit.refused(nil, client.String(), access.ReasonTooManyRequest)
+			w.Header().Set("Retry-After", retryAfterSeconds(retry))
+			writeRefusal(w, &access.Refusal{Reason: access.ReasonTooManyRequest, Code: http.StatusTooManyRequests,
+				Message: "Too many requests. Wait a moment and try again."}, asJSON)
+			return nil, client, forwarded, false
+		}
 	}
 	grant, refusal := s.resolver.Resolve(r.Context(), r.PathValue("token"), client)
 	if refusal != nil {
