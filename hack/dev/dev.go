@@ -11,11 +11,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -441,18 +443,61 @@ func (e *env) demoAgent(ctx context.Context) error {
 		return err
 	}
 	key := types.NamespacedName{Namespace: demoNamespace, Name: demoAgent}
-	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+	// A container on a real node takes longer than the stand-in's pretend
+	// one, the more so on a busy machine.
+	timeout := 2 * time.Minute
+	if e.o.realNode {
+		timeout = 4 * time.Minute
+	}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		a := &kubeopencodev1alpha1.Agent{}
 		if err := e.admin.Get(ctx, key, a); err != nil {
 			return false, nil
 		}
-		for _, c := range a.Status.Conditions {
-			if c.Type == kubeopencodev1alpha1.ConditionReady && c.Status == metav1.ConditionTrue {
-				return true, nil
+		return meta.IsStatusConditionTrue(a.Status.Conditions, kubeopencodev1alpha1.ConditionReady), nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("the demo Agent %s is not ready after %s: %w\n%s", key, timeout, err, e.whyNotReady(key))
+	}
+	return err
+}
+
+// whyNotReady tells what keeps the demo Agent from being ready: its Ready
+// condition, its pods' states and the namespace's latest Events.
+func (e *env) whyNotReady(key types.NamespacedName) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	a := &kubeopencodev1alpha1.Agent{}
+	if err := e.admin.Get(ctx, key, a); err != nil {
+		fmt.Fprintf(&b, "  reading the Agent: %v\n", err)
+	} else if c := meta.FindStatusCondition(a.Status.Conditions, kubeopencodev1alpha1.ConditionReady); c != nil {
+		fmt.Fprintf(&b, "  Agent Ready=%s %s: %s\n", c.Status, c.Reason, c.Message)
+	}
+	pods := &corev1.PodList{}
+	if err := e.admin.List(ctx, pods, client.InNamespace(key.Namespace), client.MatchingLabels{share.LabelAgent: key.Name}); err == nil {
+		for _, p := range pods.Items {
+			fmt.Fprintf(&b, "  pod %s on %q: %s\n", p.Name, p.Spec.NodeName, p.Status.Phase)
+			for _, c := range p.Status.ContainerStatuses {
+				switch {
+				case c.State.Waiting != nil:
+					fmt.Fprintf(&b, "    container %s waiting: %s %s\n", c.Name, c.State.Waiting.Reason, c.State.Waiting.Message)
+				case c.State.Terminated != nil:
+					fmt.Fprintf(&b, "    container %s terminated: %s %s\n", c.Name, c.State.Terminated.Reason, c.State.Terminated.Message)
+				}
 			}
 		}
-		return false, nil
-	})
+	}
+	events := &corev1.EventList{}
+	if err := e.admin.List(ctx, events, client.InNamespace(key.Namespace)); err == nil {
+		items := events.Items
+		slices.SortFunc(items, func(x, y corev1.Event) int { return x.LastTimestamp.Compare(y.LastTimestamp.Time) })
+		for _, ev := range items[max(0, len(items)-10):] {
+			fmt.Fprintf(&b, "  event %s %s/%s: %s\n", ev.Reason, ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Message)
+		}
+	}
+	fmt.Fprintf(&b, "  logs: %s and %s", e.logDir, filepath.Join(e.o.StateDir, "controlplane"))
+	return b.String()
 }
 
 // freeAddr returns 127.0.0.1:port, or a free port when port is 0, after
