@@ -126,16 +126,10 @@ func (b *bench) echoRounds(ctx context.Context, pair *replicaPair, paths []path)
 		}
 		busy := quiesce(5 * time.Second)
 		resumeGC := pauseGC()
-		var parts []string
-		for _, p := range paths {
-			s, err := echoOnceSettled(ctx, p, o.echoPerRound())
-			if err != nil {
-				resumeGC()
-				return nil, fmt.Errorf("%s echo (round %d): %w", p.name, round+1, err)
-			}
-			l := summarize(s)
-			out[p.name] = echoResult{rounds: append(out[p.name].rounds, l)}
-			parts = append(parts, fmt.Sprintf("%s %s", p.name, l))
+		parts, err := echoRound(ctx, paths, o.echoPerRound(), out)
+		if err != nil {
+			resumeGC()
+			return nil, fmt.Errorf("round %d: %w", round+1, err)
 		}
 		resumeGC()
 		step("  round %d (machine %.0f%% busy before it): %s", round+1, busy*100, strings.Join(parts, "; "))
@@ -147,27 +141,11 @@ func (b *bench) echoRounds(ctx context.Context, pair *replicaPair, paths []path)
 // forwarded page against the owner's page beside it.
 func (b *bench) reportReplicas(res map[string]*throughputResult, echo map[string]echoResult) {
 	o := b.o
-	ow, fw := res[pathOwner], res[pathForwarded]
-	var pairs []float64
-	for i, r := range fw.rates() {
-		pairs = append(pairs, r/ow.rates()[i])
-	}
-	ratio := fw.rate() / ow.rate()
-	b.r.add(row{fig: "8", measure: "throughput of a page forwarded by a second replica to the session's owner, cat " + fmtMiB(float64(o.payloadSize)) + " (median of " + strconv.Itoa(o.reps) + " runs; ratio of each run to the owner run beside it)",
-		baseline: "on the owner " + mibPerSecond(ow.rate()), ours: "forwarded " + mibPerSecond(fw.rate()),
-		ratio:  fmt.Sprintf("%.3f (runs %s)", ratio, fmtRange(pairs, func(r float64) string { return fmt.Sprintf("%.3f", r) })),
-		spread: fmtSpread(ow.rates(), fw.rates(), mibRate) + " MiB/s",
-		goal:   "≥ 0.9", met: yesNo(ratio >= 0.9)})
-	eo, ef, er := echo[pathOwner], echo[pathForwarded], echo[pathRelayed]
-	added, relayed := ef.addedP99(eo), er.addedP99(eo)
-	b.r.add(row{fig: "8", measure: fmt.Sprintf("keystroke echo p99 of a forwarded page (median of %d rounds of %d round trips; the added p99 is the median of each round's forwarded − owner)", o.echoRounds, o.echoPerRound()),
-		baseline: "on the owner " + fmtMs(eo.p99()) + " ms", ours: "forwarded " + fmtMs(ef.p99()) + " ms",
-		ratio:  fmtRatio(ef.p99()/eo.p99()) + " (added " + fmtDelta(median(added)) + "; rounds " + fmtDeltaRange(added) + ")",
-		spread: fmtSpread(p99s(eo.rounds), p99s(ef.rounds), fmtMs) + " ms",
-		goal:   "forwarding adds < 1 ms", met: yesNo(median(added) < 1)})
-	b.r.add(row{fig: "8", measure: "keystroke echo p99 through a bare TCP relay process in the forwarding replica's place, the cost of one more process and hop on this machine (as above)",
-		baseline: "on the owner " + fmtMs(eo.p99()) + " ms", ours: "relayed " + fmtMs(er.p99()) + " ms",
-		ratio:  fmtRatio(er.p99()/eo.p99()) + " (added " + fmtDelta(median(relayed)) + "; rounds " + fmtDeltaRange(relayed) + ")",
-		spread: fmtSpread(p99s(eo.rounds), p99s(er.rounds), fmtMs) + " ms",
-		goal:   "—", met: "—"})
+	b.r.add(pairedThroughputRow("8", "throughput of a page forwarded by a second replica to the session's owner, cat "+fmtMiB(float64(o.payloadSize))+" (median of "+strconv.Itoa(o.reps)+" runs; ratio of each run to the owner run beside it)",
+		"on the owner", res[pathOwner], "forwarded", res[pathForwarded], 0.9))
+	eo := echo[pathOwner]
+	b.r.add(addedP99Row("8", fmt.Sprintf("keystroke echo p99 of a forwarded page (median of %d rounds of %d round trips; the added p99 is the median of each round's forwarded − owner)", o.echoRounds, o.echoPerRound()),
+		"on the owner", eo, "forwarded", echo[pathForwarded], "forwarding adds < 1 ms"))
+	b.r.add(addedP99Row("8", "keystroke echo p99 through a bare TCP relay process in the forwarding replica's place, the cost of one more process and hop on this machine (as above)",
+		"on the owner", eo, "relayed", echo[pathRelayed], ""))
 }

@@ -229,6 +229,22 @@ func echoOnce(ctx context.Context, open opener, n int) ([]time.Duration, error) 
 	return out, nil
 }
 
+// echoRound measures one session of n round trips on each path in turn,
+// adding each to its path's rounds in out, and returns what each measured.
+func echoRound(ctx context.Context, paths []path, n int, out map[string]echoResult) ([]string, error) {
+	var parts []string
+	for _, p := range paths {
+		s, err := echoOnceSettled(ctx, p, n)
+		if err != nil {
+			return nil, fmt.Errorf("%s echo: %w", p.name, err)
+		}
+		l := summarize(s)
+		out[p.name] = echoResult{rounds: append(out[p.name].rounds, l)}
+		parts = append(parts, fmt.Sprintf("%s %s", p.name, l))
+	}
+	return parts, nil
+}
+
 // echoOnceSettled is echoOnce on p's echo, then waits until the session
 // has settled, when the path says how, so that the next path is measured
 // on a machine at rest.
@@ -308,16 +324,10 @@ func (b *bench) compareEcho(ctx context.Context, paths []path) (map[string]echoR
 		busy := b.settle(ctx, limit)
 		gc0 := b.collections(ctx)
 		resumeGC := pauseGC()
-		var parts []string
-		for _, p := range paths {
-			s, err := echoOnceSettled(ctx, p, o.echoPerRound())
-			if err != nil {
-				resumeGC()
-				return nil, fmt.Errorf("%s echo (round %d): %w", p.name, round+1, err)
-			}
-			l := summarize(s)
-			out[p.name] = echoResult{rounds: append(out[p.name].rounds, l)}
-			parts = append(parts, fmt.Sprintf("%s %s", p.name, l))
+		parts, err := echoRound(ctx, paths, o.echoPerRound(), out)
+		if err != nil {
+			resumeGC()
+			return nil, fmt.Errorf("round %d: %w", round+1, err)
 		}
 		// Counted before the collector resumes, which then collects what
 		// the round left at once.
