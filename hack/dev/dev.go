@@ -316,29 +316,17 @@ func (o *Options) Run(ctx context.Context) error {
 // for a real node, the node's programs, in the folder testenv runs them
 // from, and returns that folder.
 func (e *env) buildControlPlane(ctx context.Context) (string, error) {
-	dir := os.Getenv(testenv.EnvBinDir)
-	if dir == "" {
-		dir = filepath.Join(e.o.Root, "_output", "bin")
-	}
-	var args []string
 	if e.o.realNode {
 		// Only here: a machine that cannot run a real node never builds one.
-		args = append(args, "--node")
-		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd into %s (hack/build-control-plane.sh --node); the node's first build takes minutes (about half an hour measured on a two-core machine busy with other builds)", dir)
+		e.o.step("building what is stale of the control plane and of the real node's kubelet, kube-proxy and containerd (hack/build-control-plane.sh --node); the node's first build takes minutes (about half an hour measured on a two-core machine busy with other builds)")
 	} else {
-		e.o.step("building what is stale of the control plane into %s (hack/build-control-plane.sh)", dir)
+		e.o.step("building what is stale of the control plane (hack/build-control-plane.sh)")
 	}
-	build := exec.CommandContext(ctx, filepath.Join(e.o.Root, "hack", "build-control-plane.sh"), args...)
-	build.Env = append(os.Environ(), "CONTROL_PLANE_BIN="+dir)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		err = fmt.Errorf("hack/build-control-plane.sh %s: %w", strings.Join(args, " "), err)
-		if e.o.realNode {
-			return "", e.o.realNodeErr(err)
-		}
-		return "", err
+	dir, err := testenv.BuildBinaries(ctx, "", e.o.realNode, os.Stderr)
+	if err != nil && e.o.realNode {
+		return "", e.o.realNodeErr(err)
 	}
-	return dir, nil
+	return dir, err
 }
 
 // terminalIs says what the link's terminal is: a shell in the Agent pod's

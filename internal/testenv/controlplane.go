@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -775,25 +776,55 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, kubeconfig string, stdin []
 var controlPlaneBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
 
 // findBinDir locates the control-plane binaries: dir, else $EnvBinDir, else
-// <repo>/_output/bin. Missing binaries are built by
-// hack/build-control-plane.sh, under a file lock so that test binaries
-// running in parallel build them once.
+// <repo>/_output/bin. Missing binaries are built (BuildBinaries).
 func findBinDir(dir string) (string, error) {
-	if dir == "" {
-		dir = os.Getenv(EnvBinDir)
-	}
-	root, rootErr := RepoRoot()
-	if dir == "" {
-		if rootErr != nil {
-			return "", fmt.Errorf("no control-plane binaries: set %s to their folder: %w", EnvBinDir, rootErr)
-		}
-		dir = filepath.Join(root, "_output", "bin")
+	dir, err := binDirOrDefault(dir)
+	if err != nil {
+		return "", err
 	}
 	if missingBinaries(dir) == nil {
 		return dir, nil
 	}
-	if rootErr != nil {
-		return "", fmt.Errorf("control-plane binaries %v missing in %s, and no repository to build them in (run hack/build-control-plane.sh): %w", missingBinaries(dir), dir, rootErr)
+	klog.InfoS("Building the control plane; a cold build takes about ten minutes", "dir", dir, "missing", missingBinaries(dir))
+	var out strings.Builder
+	if _, err := BuildBinaries(context.Background(), dir, false, &out); err != nil {
+		return "", fmt.Errorf("%w\n%s", err, out.String())
+	}
+	if missing := missingBinaries(dir); missing != nil {
+		return "", fmt.Errorf("hack/build-control-plane.sh left %v missing in %s", missing, dir)
+	}
+	return dir, nil
+}
+
+// binDirOrDefault is dir, else $EnvBinDir, else <repo>/_output/bin.
+func binDirOrDefault(dir string) (string, error) {
+	if dir == "" {
+		dir = os.Getenv(EnvBinDir)
+	}
+	if dir != "" {
+		return dir, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("no control-plane binaries: set %s to their folder: %w", EnvBinDir, err)
+	}
+	return filepath.Join(root, "_output", "bin"), nil
+}
+
+// BuildBinaries runs hack/build-control-plane.sh, which rebuilds what is
+// stale of the control plane and, with node, of the real node's programs,
+// into dir (as findBinDir defaults it), and returns dir. It holds the
+// folder's build lock meanwhile, so that processes that need the binaries at
+// once (test binaries in parallel, make dev) build them once. The script's
+// output goes to out.
+func BuildBinaries(ctx context.Context, dir string, node bool, out io.Writer) (string, error) {
+	dir, err := binDirOrDefault(dir)
+	if err != nil {
+		return "", err
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("no repository to build the binaries in %s (run hack/build-control-plane.sh): %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("making %s: %w", dir, err)
@@ -807,18 +838,15 @@ func findBinDir(dir string) (string, error) {
 		return "", fmt.Errorf("locking %s: %w", dir, err)
 	}
 	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
-	if missingBinaries(dir) == nil {
-		return dir, nil // built by another process while this one waited
+	var args []string
+	if node {
+		args = append(args, "--node")
 	}
-	script := filepath.Join(root, "hack", "build-control-plane.sh")
-	klog.InfoS("Building the control plane; a cold build takes about ten minutes", "script", script, "dir", dir, "missing", missingBinaries(dir))
-	cmd := exec.Command(script)
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-control-plane.sh"), args...)
 	cmd.Env = append(os.Environ(), "CONTROL_PLANE_BIN="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the control plane with %s: %w\n%s", script, err, out)
-	}
-	if missing := missingBinaries(dir); missing != nil {
-		return "", fmt.Errorf("%s left %v missing in %s", script, missing, dir)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("hack/build-control-plane.sh %s: %w", strings.Join(args, " "), err)
 	}
 	return dir, nil
 }

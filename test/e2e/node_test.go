@@ -229,16 +229,12 @@ func startNode(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	binDir := os.Getenv(testenv.EnvBinDir)
-	if binDir == "" {
-		binDir = filepath.Join(root, "_output", "bin")
+	var out strings.Builder
+	binDir, err := testenv.BuildBinaries(t.Context(), "", true, &out)
+	if err != nil {
+		t.Fatalf("building the node's binaries: %v\n%s", err, out.String())
 	}
 	images := filepath.Join(root, "_output", "images")
-	build := exec.Command(filepath.Join(root, "hack", "build-control-plane.sh"), "--node")
-	build.Env = append(os.Environ(), "CONTROL_PLANE_BIN="+binDir)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the node's binaries: %v\n%s", err, out)
-	}
 	if out, err := exec.Command(filepath.Join(root, "hack", "build-images.sh"), images).CombinedOutput(); err != nil {
 		t.Fatalf("building the image archives: %v\n%s", err, out)
 	}
